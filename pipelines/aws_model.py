@@ -1,0 +1,58 @@
+"""What botocore's own service model says about DescribeTrainingJob: validation and JSON conversion.
+
+The botocore model is the declarative truth about the API's shape; walking it (instead of hand-written
+field lists) keeps this code correct as AWS adds members.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import botocore.session
+from botocore.model import Shape, StructureShape
+from botocore.validate import ParamValidator
+
+
+@cache
+def describe_training_job_shape() -> StructureShape:
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    shape = model.operation_model("DescribeTrainingJob").output_shape
+    assert isinstance(shape, StructureShape)
+    return shape
+
+
+def validation_errors(record: dict[str, Any]) -> str:
+    """Why ``record`` (a DescribeTrainingJob response, ``Tags`` ignored) does not fit botocore's output
+    shape; empty when it fits."""
+    body = {key: value for key, value in record.items() if key != "Tags"}
+    report = ParamValidator().validate(body, describe_training_job_shape())
+    return report.generate_report() if report.has_errors() else ""
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps`` hook: datetimes become ISO-8601 strings in UTC."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=json_default, separators=(",", ":"), ensure_ascii=False)
+
+
+def parse_timestamps(value: Any, shape: Shape | None = None) -> Any:
+    """Turn the ISO strings that sit where the model has timestamps back into aware datetimes."""
+    shape = shape or describe_training_job_shape()
+    if shape.type_name == "timestamp" and isinstance(value, str):
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+    if shape.type_name == "structure" and isinstance(value, dict):
+        members = shape.members  # type: ignore[attr-defined]
+        return {k: parse_timestamps(v, members[k]) if k in members else v for k, v in value.items()}
+    if shape.type_name == "list" and isinstance(value, list):
+        return [parse_timestamps(v, shape.member) for v in value]  # type: ignore[attr-defined]
+    if shape.type_name == "map" and isinstance(value, dict):
+        return {k: parse_timestamps(v, shape.value) for k, v in value.items()}  # type: ignore[attr-defined]
+    return value

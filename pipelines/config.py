@@ -1,0 +1,178 @@
+"""Settings: one YAML file plus environment overrides, validated on load.
+
+Every problem is reported as a :class:`ConfigError` whose message names the key and the fix, so the CLI
+and Dagster can show one sentence instead of a stack trace.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_ENV = "SMW_CONFIG"
+WAREHOUSE_ENV = "SMW_WAREHOUSE"
+REGIONS_ENV = "SMW_REGIONS"
+
+ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+REGION_NAME = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased as one sentence saying what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Account:
+    """An AWS account to read. Without ``role_arn`` the current credentials are used as they are."""
+
+    name: str
+    role_arn: str | None = None
+    external_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ExtractionSettings:
+    max_workers: int = 8  # concurrent Describe/ListTags calls per account and region
+    max_requests_per_second: float | None = None  # optional cap per account and region
+    retry_mode: str = "adaptive"  # botocore retry mode: standard or adaptive
+    max_attempts: int = 10  # botocore attempts per call, first try included
+    overlap_hours: float = 24.0  # how far before the newest stored job an incremental listing starts
+    batch_size: int = 500  # jobs per raw Parquet file
+
+
+@dataclass(frozen=True)
+class Settings:
+    warehouse: Path = Path("warehouse")
+    accounts: tuple[Account, ...] = (Account(name="default"),)
+    regions: tuple[str, ...] = ()  # empty: the region the AWS settings configure
+    extraction: ExtractionSettings = field(default_factory=ExtractionSettings)
+    source: str = "defaults"  # where the settings came from, for messages
+
+
+def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from ``path`` (or ``$SMW_CONFIG``), then apply ``SMW_*`` environment overrides."""
+    environ = os.environ if environ is None else environ
+    path = path or environ.get(CONFIG_ENV) or None
+    document: dict[str, Any] = {}
+    source = "defaults"
+    if path:
+        config_path = Path(path)
+        if not config_path.is_file():
+            raise ConfigError(f"Config file {config_path} does not exist; create it or point {CONFIG_ENV} elsewhere.")
+        try:
+            loaded = yaml.safe_load(config_path.read_text()) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"Config file {config_path} is not valid YAML{where}; fix its syntax.") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"Config file {config_path} must be a mapping of keys to values at the top level.")
+        document, source = loaded, str(config_path)
+    settings = parse_settings(document, source)
+    if environ.get(WAREHOUSE_ENV):
+        settings = replace(settings, warehouse=Path(environ[WAREHOUSE_ENV]))
+    if environ.get(REGIONS_ENV):
+        settings = replace(settings, regions=_regions(environ[REGIONS_ENV].split(","), REGIONS_ENV))
+    return settings
+
+
+def parse_settings(document: Mapping[str, Any], source: str = "config") -> Settings:
+    known = {"warehouse", "accounts", "regions", "extraction"}
+    unknown = sorted(set(document) - known)
+    if unknown:
+        raise ConfigError(f"Unknown key {unknown[0]!r} in {source}; the known top-level keys are {sorted(known)}.")
+    settings = Settings(source=source)
+    if "warehouse" in document:
+        settings = replace(settings, warehouse=Path(_string(document["warehouse"], "warehouse")))
+    if "accounts" in document:
+        settings = replace(settings, accounts=_accounts(document["accounts"]))
+    if "regions" in document:
+        raw = document["regions"]
+        if not isinstance(raw, list):
+            raise ConfigError("Key 'regions' must be a list of region names, for example [us-east-1, eu-west-1].")
+        settings = replace(settings, regions=_regions(raw, "regions"))
+    if "extraction" in document:
+        settings = replace(settings, extraction=_extraction(document["extraction"]))
+    return settings
+
+
+def _string(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"Key {key!r} must be a non-empty string.")
+    return value.strip()
+
+
+def _regions(values: list[Any], key: str) -> tuple[str, ...]:
+    regions = []
+    for value in values:
+        region = str(value).strip()
+        if not REGION_NAME.match(region):
+            raise ConfigError(f"{key}: {region!r} is not an AWS region name; use names such as us-east-1 or eu-west-1.")
+        regions.append(region)
+    if not regions:
+        raise ConfigError(f"{key} is empty; list at least one region or remove the key to use the AWS default region.")
+    return tuple(dict.fromkeys(regions))
+
+
+def _accounts(raw: Any) -> tuple[Account, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("Key 'accounts' must be a non-empty list of {name, role_arn} entries.")
+    accounts = []
+    for position, entry in enumerate(raw):
+        where = f"accounts[{position}]"
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise ConfigError(f"{where} must be a mapping with at least a 'name' (and usually a 'role_arn').")
+        extra = sorted(set(entry) - {"name", "role_arn", "external_id"})
+        if extra:
+            raise ConfigError(f"{where} has unknown key {extra[0]!r}; the keys are name, role_arn and external_id.")
+        name = str(entry["name"])
+        if not ACCOUNT_NAME.match(name):
+            raise ConfigError(f"{where}.name {name!r} must be 1-64 letters, digits, '.', '_' or '-'.")
+        role_arn = entry.get("role_arn")
+        if role_arn is not None and not ROLE_ARN.match(str(role_arn)):
+            raise ConfigError(
+                f"{where}.role_arn {role_arn!r} is not an IAM role ARN; "
+                "it should look like arn:aws:iam::123456789012:role/SageMakerWarehouseReader."
+            )
+        accounts.append(Account(name=name, role_arn=role_arn, external_id=entry.get("external_id")))
+    names = [a.name for a in accounts]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"Account name {duplicates[0]!r} appears twice under 'accounts'; names must be unique.")
+    return tuple(accounts)
+
+
+def _extraction(raw: Any) -> ExtractionSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError("Key 'extraction' must be a mapping, for example {max_workers: 8}.")
+    defaults = ExtractionSettings()
+    allowed = set(defaults.__dataclass_fields__)
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"Unknown key 'extraction.{unknown[0]}'; the known keys are {sorted(allowed)}.")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "retry_mode":
+            if value not in ("standard", "adaptive"):
+                raise ConfigError("extraction.retry_mode must be 'standard' or 'adaptive'.")
+            values[key] = value
+        elif key == "max_requests_per_second":
+            if value is not None and (not isinstance(value, int | float) or value <= 0):
+                raise ConfigError("extraction.max_requests_per_second must be a positive number, or null for no cap.")
+            values[key] = value
+        elif key == "overlap_hours":
+            if not isinstance(value, int | float) or value < 0:
+                raise ConfigError("extraction.overlap_hours must be a number of hours, 0 or more.")
+            values[key] = float(value)
+        else:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"extraction.{key} must be a whole number, 1 or more.")
+            values[key] = value
+    return replace(defaults, **values)

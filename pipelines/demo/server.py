@@ -1,0 +1,357 @@
+"""A local SageMaker endpoint: moto's server, seeded with a demo fleet, with fault injection.
+
+Run it as ``python -m pipelines.demo.server``; it prints one JSON line ``{"endpoint": ...}`` when it is
+ready. Clients reach it only through the standard AWS settings (``AWS_ENDPOINT_URL``, region, dummy
+credentials), exactly as they would reach AWS.
+
+moto answers the AWS wire protocol (JSON over HTTP, serialized from botocore's own model). Three things
+are adjusted, all inside this server process:
+
+- training jobs are stored as the seeded records themselves, so DescribeTrainingJob and ListTags return
+  them unchanged (moto's own CreateTrainingJob keeps only a subset of the members);
+- ListTrainingJobs sorts, pages and filters like AWS is reported to: CreationTime filters are applied
+  before the page is cut, the other filters after it, so pages can come back empty with a NextToken;
+- a WSGI layer in front injects latency, ThrottlingException and 5xx errors, fails chosen jobs or
+  whole regions, adds members botocore does not know yet, and counts calls by operation.
+
+The ``/_fleet/...`` paths form a small control API used by :mod:`pipelines.demo.endpoint`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import random
+import re
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from moto.core.responses import ActionResult
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.sagemaker.exceptions import ValidationError
+from moto.sagemaker.models import SageMakerModelBackend, sagemaker_backends
+from moto.sagemaker.responses import SageMakerResponse
+from werkzeug.serving import make_server
+
+from pipelines.aws_model import dumps, parse_timestamps
+from pipelines.demo.fleet import FleetSpec, arn_account_and_region, generate_fleet
+
+CONTROL_PREFIX = "/_fleet/"
+_REGION_IN_AUTH = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/")
+
+
+# -- training jobs as seeded records ----------------------------------------------------------------
+
+
+class SeededTrainingJob:
+    """Stands in for moto's FakeTrainingJob: the record is served as it was given."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = {key: value for key, value in record.items() if key != "Tags"}
+        self.tags: list[dict[str, str]] = list(record.get("Tags", []))
+        self.arn = record["TrainingJobArn"]
+        self.training_job_name = record["TrainingJobName"]
+
+    @property
+    def response_object(self) -> dict[str, Any]:
+        return self.record
+
+
+_sorted_cache: dict[tuple[str, str], list[SeededTrainingJob]] = {}
+_store_lock = threading.Lock()
+
+
+def upsert_jobs(records: Iterable[dict[str, Any]]) -> int:
+    count = 0
+    with _store_lock:
+        for record in records:
+            account, region = arn_account_and_region(record["TrainingJobArn"])
+            sagemaker_backends[account][region].training_jobs[record["TrainingJobName"]] = SeededTrainingJob(record)
+            _sorted_cache.pop((account, region), None)
+            count += 1
+    return count
+
+
+def clear_jobs() -> None:
+    with _store_lock:
+        for account_backends in sagemaker_backends.values():
+            account_backends.reset()
+        _sorted_cache.clear()
+
+
+def _as_utc(value: Any) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    text = str(value)
+    try:
+        return datetime.fromtimestamp(float(text), UTC)
+    except ValueError:
+        return _as_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+_SORT_KEYS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "CreationTime": lambda r: r["CreationTime"],
+    "Name": lambda r: r["TrainingJobName"],
+    "Status": lambda r: r["TrainingJobStatus"],
+}
+
+
+def list_training_jobs(self: SageMakerResponse) -> ActionResult:
+    backend: SageMakerModelBackend = self.sagemaker_backend
+    sort_by = self._get_param("SortBy") or "CreationTime"
+    descending = (self._get_param("SortOrder") or "Ascending") == "Descending"
+    max_results = int(self._get_param("MaxResults") or 10)
+    if not 1 <= max_results <= 100 or sort_by not in _SORT_KEYS:
+        raise ValidationError(message=f"MaxResults must be 1..100 and SortBy one of {sorted(_SORT_KEYS)}")
+    created_after = _as_utc(self._get_param("CreationTimeAfter"))
+    created_before = _as_utc(self._get_param("CreationTimeBefore"))
+    modified_after = _as_utc(self._get_param("LastModifiedTimeAfter"))
+    modified_before = _as_utc(self._get_param("LastModifiedTimeBefore"))
+    name_contains = self._get_param("NameContains")
+    status_equals = self._get_param("StatusEquals")
+
+    key = (backend.account_id, backend.region_name)
+    with _store_lock:
+        jobs = _sorted_cache.get(key)
+        if jobs is None:
+            seeded = [job for job in backend.training_jobs.values() if isinstance(job, SeededTrainingJob)]
+            jobs = _sorted_cache[key] = sorted(seeded, key=lambda j: j.record["CreationTime"])
+    ordered = (
+        sorted(jobs, key=lambda j: _SORT_KEYS[sort_by](j.record), reverse=descending)
+        if (sort_by != "CreationTime" or descending)
+        else jobs
+    )
+    # Reported AWS behaviour: creation-time filters narrow the listing before paging ...
+    window = [
+        j
+        for j in ordered
+        if (created_after is None or j.record["CreationTime"] > created_after)
+        and (created_before is None or j.record["CreationTime"] < created_before)
+    ]
+    start = int(self._get_param("NextToken") or 0)
+    page = window[start : start + max_results]
+    next_token = str(start + max_results) if start + max_results < len(window) else None
+    # ... while the other filters are applied after the page is cut.
+    page = [
+        j
+        for j in page
+        if (modified_after is None or j.record["LastModifiedTime"] > modified_after)
+        and (modified_before is None or j.record["LastModifiedTime"] < modified_before)
+        and (not name_contains or name_contains in j.training_job_name)
+        and (not status_equals or j.record["TrainingJobStatus"] == status_equals)
+    ]
+    summaries = []
+    for job in page:
+        record = job.record
+        summary = {
+            k: record[k]
+            for k in (
+                "TrainingJobName",
+                "TrainingJobArn",
+                "CreationTime",
+                "TrainingEndTime",
+                "LastModifiedTime",
+                "TrainingJobStatus",
+                "SecondaryStatus",
+                "WarmPoolStatus",
+            )
+            if k in record
+        }
+        plan = record.get("ResourceConfig", {}).get("TrainingPlanArn")
+        if plan:
+            summary["TrainingPlanArn"] = plan
+        summaries.append(summary)
+    result: dict[str, Any] = {"TrainingJobSummaries": summaries}
+    if next_token:
+        result["NextToken"] = next_token
+    return ActionResult(result)
+
+
+SageMakerResponse.list_training_jobs = list_training_jobs  # type: ignore[method-assign]
+
+
+# -- faults and counters -----------------------------------------------------------------------------
+
+
+@dataclass
+class Faults:
+    """What the endpoint does wrong, on purpose. Rates are fractions of SageMaker calls."""
+
+    latency_ms: float = 0.0
+    throttle_rate: float = 0.0
+    error_rate: float = 0.0
+    seed: int = 0
+    fail_describe: list[str] = field(default_factory=list)  # job names whose Describe always fails
+    fail_regions: list[str] = field(default_factory=list)  # regions where every SageMaker call fails
+    extra_members: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> members to add
+
+
+class FaultInjectingApp:
+    def __init__(self, inner: Callable[..., Any]) -> None:
+        self.inner = inner
+        self.faults = Faults()
+        self.rng = random.Random(0)
+        self.lock = threading.Lock()
+        self.calls: Counter[str] = Counter()
+        self.injected: Counter[str] = Counter()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith(CONTROL_PREFIX):
+            return self.control(environ, start_response, path[len(CONTROL_PREFIX) :])
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if not target.startswith("SageMaker."):
+            return self.inner(environ, start_response)
+        operation = target.split(".", 1)[1]
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        environ["wsgi.input"] = _Body(body)
+        faults = self.faults
+        with self.lock:
+            self.calls[operation] += 1
+            draw = self.rng.random()
+        if faults.latency_ms:
+            time.sleep(faults.latency_ms / 1000)
+        region_match = _REGION_IN_AUTH.search(environ.get("HTTP_AUTHORIZATION", ""))
+        region = region_match.group(1) if region_match else ""
+        if region in faults.fail_regions:
+            return self.error(start_response, 503, "ServiceUnavailable", f"injected outage in {region}")
+        if draw < faults.throttle_rate:
+            return self.error(start_response, 400, "ThrottlingException", "Rate exceeded")
+        if draw < faults.throttle_rate + faults.error_rate:
+            return self.error(start_response, 500, "InternalFailure", "injected internal error")
+        if operation == "DescribeTrainingJob":
+            name = json.loads(body or b"{}").get("TrainingJobName", "")
+            if name in faults.fail_describe:
+                return self.error(start_response, 500, "InternalFailure", f"injected permanent failure for {name}")
+            if name in faults.extra_members:
+                return self.with_extra_members(environ, start_response, faults.extra_members[name])
+        return self.inner(environ, start_response)
+
+    def with_extra_members(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], extra: dict[str, Any]
+    ) -> Iterable[bytes]:
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            captured.update(status=status, headers=headers)
+
+        body = b"".join(self.inner(environ, capture))
+        if captured["status"].startswith("200"):
+            document = json.loads(body)
+            _deep_merge(document, extra)
+            body = json.dumps(document).encode()
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        start_response(captured["status"], [*headers, ("Content-Length", str(len(body)))])
+        return [body]
+
+    def error(self, start_response: Callable[..., Any], status: int, code: str, message: str) -> Iterable[bytes]:
+        with self.lock:
+            self.injected[code] += 1
+        body = json.dumps({"__type": code, "message": message}).encode()
+        reason = {400: "Bad Request", 500: "Internal Server Error", 503: "Service Unavailable"}[status]
+        start_response(
+            f"{status} {reason}",
+            [
+                ("Content-Type", "application/x-amz-json-1.1"),
+                ("Content-Length", str(len(body))),
+                ("x-amzn-RequestId", "injected-fault"),
+            ],
+        )
+        return [body]
+
+    def control(self, environ: dict[str, Any], start_response: Callable[..., Any], action: str) -> Iterable[bytes]:
+        raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        payload = json.loads(raw) if raw else {}
+        if action == "load":
+            spec = FleetSpec(
+                jobs=int(payload.get("jobs", 2000)),
+                seed=int(payload.get("seed", 7)),
+                days=int(payload.get("days", 90)),
+                end=_as_utc(payload["end"]) if payload.get("end") else FleetSpec().end,
+                accounts=tuple(payload.get("accounts") or FleetSpec().accounts),
+                regions=tuple(payload.get("regions") or FleetSpec().regions),
+            )
+            clear_jobs()
+            result: Any = {"loaded": upsert_jobs(generate_fleet(spec))}
+        elif action == "jobs":
+            result = {"upserted": upsert_jobs(parse_timestamps(record) for record in payload)}
+        elif action == "clear":
+            clear_jobs()
+            result = {"cleared": True}
+        elif action == "faults":
+            self.faults = Faults(**payload)
+            self.rng = random.Random(self.faults.seed)
+            result = asdict(self.faults)
+        elif action == "stats":
+            with self.lock:
+                result = {"calls": dict(self.calls), "injected": dict(self.injected)}
+        elif action == "stats/reset":
+            with self.lock:
+                self.calls.clear()
+                self.injected.clear()
+            result = {"reset": True}
+        else:
+            body = json.dumps({"error": f"unknown control action {action!r}"}).encode()
+            start_response("404 Not Found", [("Content-Type", "application/json")])
+            return [body]
+        body = dumps(result).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+
+class _Body:
+    """A re-readable request body (the fault layer reads it before moto does)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.position = data, 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self.data) if size is None or size < 0 else self.position + size
+        chunk, self.position = self.data[self.position : end], min(end, len(self.data))
+        return chunk
+
+    def readline(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+
+def _deep_merge(target: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _deep_merge(target[key], value)
+        else:
+            target[key] = value
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--jobs", type=int, default=0, help="seed a demo fleet of this many jobs")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    if args.jobs:
+        upsert_jobs(generate_fleet(FleetSpec(jobs=args.jobs, seed=args.seed)))
+    app = FaultInjectingApp(DomainDispatcherApplication(create_backend_app))
+    server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
+    host, port = server.server_address[:2]
+    print(json.dumps({"endpoint": f"http://{host}:{port}"}), flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Fetching one job's full record: DescribeTrainingJob plus its tags, lossless and redacted."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pipelines.extraction.redaction import redact
+
+
+def keep_unknown_members(http_response: Any, parsed: dict[str, Any], **_: Any) -> None:
+    """botocore's parser drops members its model does not know yet. This ``after-call`` hook puts them
+    back from the wire body, as sent, so that a new AWS field is stored before anyone has typed it."""
+    if http_response.status_code >= 300:
+        return
+    try:
+        wire = json.loads(http_response.content)
+    except ValueError:
+        return
+    if isinstance(wire, dict):
+        _merge_unknown(parsed, wire)
+
+
+def _merge_unknown(parsed: dict[str, Any], wire: dict[str, Any]) -> None:
+    for key, value in wire.items():
+        if key not in parsed:
+            parsed[key] = value
+        elif isinstance(parsed[key], dict) and isinstance(value, dict):
+            _merge_unknown(parsed[key], value)
+        elif isinstance(parsed[key], list) and isinstance(value, list) and len(parsed[key]) == len(value):
+            for parsed_item, wire_item in zip(parsed[key], value, strict=True):
+                if isinstance(parsed_item, dict) and isinstance(wire_item, dict):
+                    _merge_unknown(parsed_item, wire_item)
+
+
+def register_hooks(client: Any) -> None:
+    client.meta.events.register("after-call.sagemaker.DescribeTrainingJob", keep_unknown_members)
+
+
+def fetch_job(client: Any, name: str) -> dict[str, Any]:
+    """The job's DescribeTrainingJob response with ``Tags`` added, Environment values redacted."""
+    response = client.describe_training_job(TrainingJobName=name)
+    response.pop("ResponseMetadata", None)
+    tags: list[dict[str, str]] = []
+    pages = client.get_paginator("list_tags").paginate(
+        ResourceArn=response["TrainingJobArn"], PaginationConfig={"PageSize": 100}
+    )
+    for page in pages:
+        tags.extend(page.get("Tags", []))
+    response["Tags"] = tags
+    return redact(response)

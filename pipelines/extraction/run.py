@@ -1,0 +1,231 @@
+"""One extraction run: for every configured account and region, list, plan, fetch and append to raw.
+
+This is the shell around the pure parts (planning, redaction) and the raw store; the Dagster asset and
+the CLI both call :func:`extract`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from typing import Any, Protocol
+
+import boto3
+import botocore.exceptions
+
+from pipelines.aws_model import dumps
+from pipelines.config import ConfigError, Settings
+from pipelines.extraction.aws import (
+    ApiCallStats,
+    Target,
+    account_session,
+    base_session,
+    caller_account_id,
+    error_code,
+    resolve_regions,
+    sagemaker_client,
+)
+from pipelines.extraction.describe import fetch_job, register_hooks
+from pipelines.extraction.planning import JobToFetch, listing_start, plan_fetches
+from pipelines.storage.raw import (
+    RAW_ERRORS,
+    RAW_JOBS,
+    load_target_state,
+    new_run_id,
+    remove_stale_temporaries,
+    write_rows,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class Log(Protocol):
+    def info(self, msg: str) -> Any: ...
+    def warning(self, msg: str) -> Any: ...
+    def error(self, msg: str) -> Any: ...
+
+
+@dataclass
+class TargetReport:
+    label: str
+    account_id: str
+    region: str
+    listed: int = 0
+    planned: int = 0
+    stored: int = 0
+    failed: int = 0
+    files: list[str] = field(default_factory=list)
+    reasons: dict[str, int] = field(default_factory=dict)
+    target_error: str | None = None  # the whole account/region could not be read
+
+
+@dataclass
+class ExtractionReport:
+    run_id: str
+    targets: list[TargetReport]
+    stats: ApiCallStats
+    seconds: float
+
+    @property
+    def stored(self) -> int:
+        return sum(t.stored for t in self.targets)
+
+    @property
+    def failed(self) -> int:
+        return sum(t.failed for t in self.targets)
+
+    @property
+    def failed_targets(self) -> list[TargetReport]:
+        return [t for t in self.targets if t.target_error]
+
+
+def resolve_targets(settings: Settings, session: boto3.Session | None = None) -> list[Target]:
+    """Validate credentials and regions up front; every account in ``settings`` times every region."""
+    session = session or base_session()
+    regions = resolve_regions(session, settings.regions)
+    own_account = caller_account_id(session, regions[0])
+    targets = []
+    for account in settings.accounts:
+        account_id = account.role_arn.split(":")[4] if account.role_arn else own_account
+        targets.extend(Target(account, account_id, region) for region in regions)
+    return targets
+
+
+def extract(
+    settings: Settings,
+    *,
+    full_refresh: bool = False,
+    targets: Sequence[Target] | None = None,
+    log: Log = logger,
+) -> ExtractionReport:
+    started = datetime.now(UTC)
+    run_id = new_run_id(started)
+    session = base_session()
+    targets = list(targets) if targets is not None else resolve_targets(settings, session)
+    remove_stale_temporaries(settings.warehouse)
+    stats = ApiCallStats()
+    reports = []
+    for target in targets:
+        report = TargetReport(target.label, target.account_id, target.region)
+        reports.append(report)
+        phase = "AssumeRole"
+        try:
+            target_session = account_session(session, target.account, target.region)
+            phase = "ListTrainingJobs"
+            client = sagemaker_client(target_session, target.region, settings.extraction, stats)
+            register_hooks(client)
+            _extract_target(client, target, settings, run_id, full_refresh, report, log)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            # The whole target failed (listing or role assumption): record it and go on with the others.
+            operation = getattr(error, "operation_name", None) or phase
+            report.target_error = f"{operation}: {error_code(error)}: {error}"
+            log.error(f"{target.label}: could not be read ({report.target_error}); it is retried on the next run.")
+            write_rows(
+                settings.warehouse,
+                RAW_ERRORS,
+                [_error_row(target, None, operation, error, run_id)],
+                target.account_id,
+                target.region,
+                f"{run_id}-target",
+            )
+    return ExtractionReport(run_id, reports, stats, (datetime.now(UTC) - started).total_seconds())
+
+
+def _extract_target(
+    client: Any, target: Target, settings: Settings, run_id: str, full_refresh: bool, report: TargetReport, log: Log
+) -> None:
+    state = load_target_state(settings.warehouse, target.account_id, target.region)
+    start = listing_start(state, timedelta(hours=settings.extraction.overlap_hours), full_refresh)
+    summaries = list(_list_summaries(client, start))
+    report.listed = len(summaries)
+    plan = plan_fetches(summaries, state, full_refresh)
+    report.planned = len(plan)
+    for job in plan:
+        report.reasons[job.reason] = report.reasons.get(job.reason, 0) + 1
+    log.info(
+        f"{target.label}: listed {len(summaries)} jobs created after {start or 'the beginning'}; "
+        f"fetching {len(plan)} ({report.reasons or 'nothing new'})"
+    )
+    workers = settings.extraction.max_workers
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"fetch-{target.region}") as pool:
+        for batch_number, batch in enumerate(batched(plan, settings.extraction.batch_size)):
+            results = list(pool.map(lambda job: _fetch(client, job), batch))
+            fetched_at = datetime.now(UTC)
+            rows, errors = [], []
+            for job, outcome in zip(batch, results, strict=True):
+                if isinstance(outcome, dict):
+                    rows.append(_raw_row(target, outcome, fetched_at, run_id))
+                else:
+                    operation, error = outcome
+                    errors.append(_error_row(target, job.name, operation, error, run_id))
+                    log.warning(
+                        f"{target.label}: {job.name}: {operation} failed: {error_code(error)}; retried next run"
+                    )
+            stem = f"{run_id}-{batch_number:05d}"
+            # Errors first: if the run dies between the two writes, the failed jobs are still known.
+            write_rows(settings.warehouse, RAW_ERRORS, errors, target.account_id, target.region, stem)
+            written = write_rows(settings.warehouse, RAW_JOBS, rows, target.account_id, target.region, stem)
+            if written:
+                report.files.append(str(written))
+            report.stored += len(rows)
+            report.failed += len(errors)
+            log.info(f"{target.label}: {report.stored + report.failed}/{len(plan)} fetched")
+
+
+def batched(items: Sequence[JobToFetch], size: int) -> Iterator[Sequence[JobToFetch]]:
+    """itertools.batched arrived in Python 3.12; this project supports 3.11."""
+    iterator = iter(items)
+    while chunk := tuple(islice(iterator, size)):
+        yield chunk
+
+
+def _list_summaries(client: Any, created_after: datetime | None) -> Iterator[dict[str, Any]]:
+    params: dict[str, Any] = {"SortBy": "CreationTime", "SortOrder": "Ascending"}
+    if created_after is not None:
+        params["CreationTimeAfter"] = created_after
+    # The paginator follows NextToken through empty pages; 100 is the largest page the API allows.
+    for page in client.get_paginator("list_training_jobs").paginate(**params, PaginationConfig={"PageSize": 100}):
+        yield from page.get("TrainingJobSummaries", [])
+
+
+def _fetch(client: Any, job: JobToFetch) -> dict[str, Any] | tuple[str, BaseException]:
+    try:
+        return fetch_job(client, job.name)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        return getattr(error, "operation_name", None) or "DescribeTrainingJob", error
+
+
+def _raw_row(target: Target, record: dict[str, Any], fetched_at: datetime, run_id: str) -> dict[str, Any]:
+    return {
+        "account_id": target.account_id,
+        "region": target.region,
+        "training_job_arn": record["TrainingJobArn"],
+        "training_job_name": record["TrainingJobName"],
+        "creation_time": record["CreationTime"],
+        "last_modified_time": record.get("LastModifiedTime"),
+        "training_job_status": record["TrainingJobStatus"],
+        "warm_pool_status": (record.get("WarmPoolStatus") or {}).get("Status"),
+        "fetched_at": fetched_at,
+        "run_id": run_id,
+        "response_json": dumps(record),
+    }
+
+
+def _error_row(target: Target, name: str | None, operation: str, error: BaseException, run_id: str) -> dict[str, Any]:
+    return {
+        "account_id": target.account_id,
+        "region": target.region,
+        "training_job_name": name,
+        "operation": operation,
+        "error_code": error_code(error),
+        "error_message": str(error)[:2000],
+        "occurred_at": datetime.now(UTC),
+        "run_id": run_id,
+    }
+
+
+__all__ = ["ConfigError", "ExtractionReport", "TargetReport", "extract", "resolve_targets"]

@@ -1,0 +1,104 @@
+"""Table declarations from ``schemas/``: the single source of truth for every table's columns and types.
+
+Each YAML file declares one table (name, description, key, columns with type, nullability and
+description). From it come the Arrow schema the code writes, the DuckDB DDL, the column metadata shown
+in Dagster and the README's data dictionary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import pyarrow as pa
+import yaml
+
+SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "int64": pa.int64(),
+    "float64": pa.float64(),
+    "bool": pa.bool_(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "date": pa.date32(),
+}
+_DUCKDB_TYPES = {
+    "string": "VARCHAR",
+    "int64": "BIGINT",
+    "float64": "DOUBLE",
+    "bool": "BOOLEAN",
+    "timestamp": "TIMESTAMPTZ",
+    "date": "DATE",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    nullable: bool
+    description: str
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    name: str
+    description: str
+    key: tuple[str, ...]
+    columns: tuple[Column, ...]
+    layer: str
+
+    @property
+    def column_names(self) -> list[str]:
+        return [column.name for column in self.columns]
+
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema(
+            [pa.field(c.name, _ARROW_TYPES[c.type], nullable=c.nullable) for c in self.columns],
+            metadata={"table": self.name},
+        )
+
+    def duckdb_ddl(self) -> str:
+        columns = ",\n  ".join(
+            f'"{c.name}" {_DUCKDB_TYPES[c.type]}{"" if c.nullable else " NOT NULL"}' for c in self.columns
+        )
+        return f'CREATE TABLE "{self.name}" (\n  {columns}\n)'
+
+
+def _parse(path: Path, layer: str) -> TableSchema:
+    document = yaml.safe_load(path.read_text())
+    columns = tuple(
+        Column(
+            name=c["name"],
+            type=c["type"],
+            nullable=bool(c.get("nullable", True)),
+            description=" ".join(str(c.get("description", "")).split()),
+        )
+        for c in document["columns"]
+    )
+    unknown = [c.type for c in columns if c.type not in _ARROW_TYPES]
+    if unknown:
+        raise ValueError(f"{path}: unknown column types {unknown}; use one of {sorted(_ARROW_TYPES)}")
+    return TableSchema(
+        name=document["name"],
+        description=" ".join(str(document.get("description", "")).split()),
+        key=tuple(document.get("key", ())),
+        columns=columns,
+        layer=layer,
+    )
+
+
+@cache
+def all_tables() -> dict[str, TableSchema]:
+    """Every declared table by name; the layer is the sub-folder of ``schemas/`` it sits in."""
+    tables = {}
+    for path in sorted(SCHEMAS_DIR.glob("*/*.yaml")):
+        table = _parse(path, layer=path.parent.name)
+        tables[table.name] = table
+    return tables
+
+
+def table(name: str) -> TableSchema:
+    return all_tables()[name]

@@ -1,0 +1,121 @@
+"""The raw layer: immutable, append-only Parquet files under ``<warehouse>/raw/``.
+
+Layout: ``raw/<table>/<account_id>/<region>/<run_id>-<batch>.parquet``. Files appear atomically (written
+to a temporary name, flushed, then renamed), and readers only ever open ``*.parquet``, so a crash leaves
+nothing half-written in view.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.extraction.planning import StoredJob, TargetState
+from pipelines.schemas import table
+
+RAW_JOBS = "raw_training_jobs"
+RAW_ERRORS = "raw_extraction_errors"
+_DIRS = {RAW_JOBS: "training_jobs", RAW_ERRORS: "extraction_errors"}
+TEMP_MARKER = ".tmp-"
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def table_dir(warehouse: Path, table_name: str, account_id: str | None = None, region: str | None = None) -> Path:
+    path = warehouse / "raw" / _DIRS[table_name]
+    if account_id:
+        path = path / account_id
+        if region:
+            path = path / region
+    return path
+
+
+def parquet_files(
+    warehouse: Path, table_name: str, account_id: str | None = None, region: str | None = None
+) -> list[str]:
+    directory = table_dir(warehouse, table_name, account_id, region)
+    return sorted(str(p) for p in directory.rglob("*.parquet")) if directory.exists() else []
+
+
+def write_parquet_atomically(data: pa.Table, path: Path) -> Path:
+    """Write ``data`` to ``path`` so that readers see either no file or the whole file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}{TEMP_MARKER}{os.getpid()}")
+    pq.write_table(data, temporary, compression="zstd")
+    with open(temporary, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    return path
+
+
+def remove_stale_temporaries(warehouse: Path) -> int:
+    """Delete temporary files a crashed run left behind (only one writer runs at a time)."""
+    removed = 0
+    raw = warehouse / "raw"
+    if raw.exists():
+        for leftover in raw.rglob(f"*{TEMP_MARKER}*"):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def write_rows(
+    warehouse: Path, table_name: str, rows: Sequence[dict[str, Any]], account_id: str, region: str, file_stem: str
+) -> Path | None:
+    if not rows:
+        return None
+    schema = table(table_name).arrow_schema()
+    data = pa.Table.from_pylist(list(rows), schema=schema)
+    return write_parquet_atomically(data, table_dir(warehouse, table_name, account_id, region) / f"{file_stem}.parquet")
+
+
+def load_target_state(warehouse: Path, account_id: str, region: str) -> TargetState:
+    """The latest fetch of every stored job in one account and region, and the jobs whose latest
+    fetch attempt failed."""
+    job_files = parquet_files(warehouse, RAW_JOBS, account_id, region)
+    error_files = parquet_files(warehouse, RAW_ERRORS, account_id, region)
+    if not job_files and not error_files:
+        return TargetState()
+    connection = duckdb.connect()
+    try:
+        jobs: dict[str, StoredJob] = {}
+        last_fetch: dict[str, datetime] = {}
+        if job_files:
+            rows = connection.execute(
+                """
+                select training_job_arn, training_job_name, creation_time, last_modified_time,
+                       training_job_status, warm_pool_status, fetched_at
+                from read_parquet(?)
+                qualify row_number() over (partition by training_job_arn order by fetched_at desc) = 1
+                """,
+                [job_files],
+            ).fetchall()
+            for arn, name, created, modified, status, warm_pool, fetched in rows:
+                jobs[arn] = StoredJob(arn, name, created, modified, status, warm_pool)
+                last_fetch[name] = fetched
+        failed: set[str] = set()
+        if error_files:
+            rows = connection.execute(
+                """
+                select training_job_name, max(occurred_at)
+                from read_parquet(?)
+                where training_job_name is not null
+                group by training_job_name
+                """,
+                [error_files],
+            ).fetchall()
+            failed = {name for name, occurred in rows if name not in last_fetch or last_fetch[name] < occurred}
+        return TargetState(jobs=jobs, failed_names=frozenset(failed))
+    finally:
+        connection.close()
