@@ -40,7 +40,8 @@ def json_default(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, default=json_default, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON with sorted keys, so that equal records always serialize (and hash) the same."""
+    return json.dumps(value, default=json_default, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 
 def parse_timestamps(value: Any, shape: Shape | None = None) -> Any:

@@ -27,6 +27,7 @@ class StoredJob:
     last_modified_time: datetime | None
     status: str
     warm_pool_status: str | None
+    response_sha256: str = ""
 
     @property
     def can_change(self) -> bool:

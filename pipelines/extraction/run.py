@@ -6,6 +6,7 @@ the CLI both call :func:`extract`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -56,7 +57,8 @@ class TargetReport:
     region: str
     listed: int = 0
     planned: int = 0
-    stored: int = 0
+    stored: int = 0  # fetched and new or changed: appended to raw
+    unchanged: int = 0  # fetched, identical to the stored record: not appended
     failed: int = 0
     files: list[str] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
@@ -158,7 +160,12 @@ def _extract_target(
             rows, errors = [], []
             for job, outcome in zip(batch, results, strict=True):
                 if isinstance(outcome, dict):
-                    rows.append(_raw_row(target, outcome, fetched_at, run_id))
+                    row = _raw_row(target, outcome, fetched_at, run_id)
+                    stored = state.jobs.get(row["training_job_arn"])
+                    if stored is not None and stored.response_sha256 == row["response_sha256"]:
+                        report.unchanged += 1  # fetched again, same record: nothing new to store
+                    else:
+                        rows.append(row)
                 else:
                     operation, error = outcome
                     errors.append(_error_row(target, job.name, operation, error, run_id))
@@ -173,7 +180,7 @@ def _extract_target(
                 report.files.append(str(written))
             report.stored += len(rows)
             report.failed += len(errors)
-            log.info(f"{target.label}: {report.stored + report.failed}/{len(plan)} fetched")
+            log.info(f"{target.label}: {report.stored + report.unchanged + report.failed}/{len(plan)} fetched")
 
 
 def batched(items: Sequence[JobToFetch], size: int) -> Iterator[Sequence[JobToFetch]]:
@@ -200,6 +207,7 @@ def _fetch(client: Any, job: JobToFetch) -> dict[str, Any] | tuple[str, BaseExce
 
 
 def _raw_row(target: Target, record: dict[str, Any], fetched_at: datetime, run_id: str) -> dict[str, Any]:
+    document = dumps(record)
     return {
         "account_id": target.account_id,
         "region": target.region,
@@ -211,7 +219,8 @@ def _raw_row(target: Target, record: dict[str, Any], fetched_at: datetime, run_i
         "warm_pool_status": (record.get("WarmPoolStatus") or {}).get("Status"),
         "fetched_at": fetched_at,
         "run_id": run_id,
-        "response_json": dumps(record),
+        "response_sha256": hashlib.sha256(document.encode()).hexdigest(),
+        "response_json": document,
     }
 
 

@@ -87,7 +87,7 @@ def load_target_state(warehouse: Path, account_id: str, region: str) -> TargetSt
     error_files = parquet_files(warehouse, RAW_ERRORS, account_id, region)
     if not job_files and not error_files:
         return TargetState()
-    connection = duckdb.connect()
+    connection = duckdb.connect(config={"TimeZone": "UTC"})
     try:
         jobs: dict[str, StoredJob] = {}
         last_fetch: dict[str, datetime] = {}
@@ -95,14 +95,14 @@ def load_target_state(warehouse: Path, account_id: str, region: str) -> TargetSt
             rows = connection.execute(
                 """
                 select training_job_arn, training_job_name, creation_time, last_modified_time,
-                       training_job_status, warm_pool_status, fetched_at
+                       training_job_status, warm_pool_status, response_sha256, fetched_at
                 from read_parquet(?)
                 qualify row_number() over (partition by training_job_arn order by fetched_at desc) = 1
                 """,
                 [job_files],
             ).fetchall()
-            for arn, name, created, modified, status, warm_pool, fetched in rows:
-                jobs[arn] = StoredJob(arn, name, created, modified, status, warm_pool)
+            for arn, name, created, modified, status, warm_pool, sha256, fetched in rows:
+                jobs[arn] = StoredJob(arn, name, created, modified, status, warm_pool, sha256)
                 last_fetch[name] = fetched
         failed: set[str] = set()
         if error_files:

@@ -1,0 +1,19 @@
+"""Dagster resources: thin wrappers that hand the pure code its settings."""
+
+from dataclasses import replace
+from pathlib import Path
+
+from dagster import ConfigurableResource
+
+from pipelines.config import Settings, load_settings
+
+
+class WarehouseConfig(ConfigurableResource):
+    """Where the settings come from: a YAML file (default ``$SMW_CONFIG``) and ``SMW_*`` overrides."""
+
+    config_file: str | None = None
+    warehouse: str | None = None  # overrides the file's and $SMW_WAREHOUSE's warehouse directory
+
+    def settings(self) -> Settings:
+        settings = load_settings(self.config_file)
+        return replace(settings, warehouse=Path(self.warehouse)) if self.warehouse else settings

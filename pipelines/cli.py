@@ -1,0 +1,126 @@
+"""``sagemaker-warehouse``: a thin command line over the same Dagster definitions ``dagster dev`` shows.
+
+Exit codes: 0 success; 1 the run failed (an account or region could not be read, or a step broke);
+2 bad configuration or credentials (the message says what to fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dagster import DagsterInstance, ExecuteInProcessResult, materialize
+
+from pipelines.config import ConfigError
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def materialize_all(
+    config_file: str | None = None, warehouse: str | None = None, full_refresh: bool = False
+) -> ExecuteInProcessResult:
+    """Materialize the whole asset graph in this process, as the nightly schedule would."""
+    from pipelines.definitions import ALL_ASSETS, build_resources
+
+    run_config: dict[str, Any] = {
+        "ops": {"raw_training_jobs": {"config": {"full_refresh": full_refresh}}},
+        "loggers": {"console": {"config": {"log_level": os.environ.get("SMW_LOG_LEVEL", "INFO")}}},
+    }
+    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    return materialize(
+        ALL_ASSETS,
+        resources=build_resources(config_file, warehouse),
+        run_config=run_config,
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def _run_and_report(config_file: str | None, warehouse: str | None, full_refresh: bool) -> int:
+    from pipelines.config import load_settings
+    from pipelines.extraction.run import resolve_targets
+
+    # Preflight, before Dagster starts: a malformed config, missing credentials or an unknown region
+    # is one sentence on stderr, not a step failure buried in a run log.
+    resolve_targets(load_settings(config_file))
+    started = time.monotonic()
+    result = materialize_all(config_file, warehouse, full_refresh)
+    if not result.success:
+        for event in result.all_events:
+            if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+                print(f"error: {event.step_key} failed: {_innermost(event.step_failure_data.error)}", file=sys.stderr)
+        return EXIT_FAILED
+    count = len(result.get_asset_materialization_events())
+    print(f"Materialized {count} assets in {time.monotonic() - started:.1f}s.")
+    return EXIT_OK
+
+
+def _innermost(error: Any) -> str:
+    """The deepest cause's message: the sentence our code raised, without Dagster's wrapping."""
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _run_and_report(args.config, args.warehouse, args.full_refresh)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipelines.demo.endpoint import LocalSageMaker, aws_environment
+    from pipelines.demo.fleet import FleetSpec
+    from pipelines.storage.summary import print_summary
+
+    warehouse = Path(args.warehouse)
+    print(f"Starting a local SageMaker endpoint with a demo fleet of {args.jobs} training jobs ...")
+    endpoint = LocalSageMaker.start()
+    try:
+        endpoint.load_fleet(FleetSpec(jobs=args.jobs, seed=args.seed))
+        settings = endpoint.environment()
+        # Only the demo endpoint and its dummy credentials: nothing from a real AWS profile leaks in.
+        for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION", "SMW_CONFIG", "SMW_REGIONS"):
+            os.environ.pop(key, None)
+        with aws_environment({**settings, "SMW_REGIONS": "us-east-1,eu-west-1"}):
+            code = _run_and_report(None, str(warehouse), full_refresh=False)
+        calls = endpoint.stats()["calls"]
+    finally:
+        endpoint.stop()
+    if code == EXIT_OK:
+        print_summary(warehouse, api_calls=calls)
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sagemaker-warehouse", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="materialize the whole warehouse now against the configured AWS accounts")
+    run.add_argument("--warehouse", help="warehouse directory (default: the config's, else ./warehouse)")
+    run.add_argument("--config", help="YAML config file (default: $SMW_CONFIG)")
+    run.add_argument("--full-refresh", action="store_true", help="re-list and re-describe every job")
+    run.set_defaults(func=cmd_run)
+
+    demo = commands.add_parser("demo", help="run the whole pipeline against a local endpoint with a demo fleet")
+    demo.add_argument("--jobs", type=int, default=2000, help="how many demo training jobs (default 2000)")
+    demo.add_argument("--seed", type=int, default=7, help="the demo fleet's random seed")
+    demo.add_argument("--warehouse", default="warehouse", help="warehouse directory (default ./warehouse)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""The Dagster code location: every asset, resource, check and schedule of the warehouse.
+
+``dagster dev`` loads this module (see workspace.yaml); the CLI and the tests materialize the same
+objects in-process.
+"""
+
+from __future__ import annotations
+
+from dagster import Definitions
+
+from pipelines.assets.extraction import raw_training_jobs
+from pipelines.assets.resources import WarehouseConfig
+
+ALL_ASSETS = [raw_training_jobs]
+
+
+def build_resources(config_file: str | None = None, warehouse: str | None = None) -> dict[str, object]:
+    return {"warehouse_config": WarehouseConfig(config_file=config_file, warehouse=warehouse)}
+
+
+defs = Definitions(assets=ALL_ASSETS, resources=build_resources())
