@@ -41,8 +41,10 @@ class Account:
 class ExtractionSettings:
     max_workers: int = 8  # concurrent Describe/ListTags calls per account and region
     max_requests_per_second: float | None = None  # optional cap per account and region
-    retry_mode: str = "adaptive"  # botocore retry mode: standard or adaptive
-    max_attempts: int = 10  # botocore attempts per call, first try included
+    # botocore's retry mode. "standard" backs off exponentially with jitter; "adaptive" also slows the
+    # client's own send rate after throttles, which can crawl when throttling is not rate-driven.
+    retry_mode: str = "standard"
+    max_attempts: int = 12  # botocore attempts per call, first try included
     overlap_hours: float = 24.0  # how far before the newest stored job an incremental listing starts
     batch_size: int = 500  # jobs per raw Parquet file
 

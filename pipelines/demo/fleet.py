@@ -209,7 +209,9 @@ class _JobBuilder:
                 {"InstanceType": first[0], "InstanceCount": first[1]},
                 {"InstanceType": second[0], "InstanceCount": second[1]},
             ]
+            # What actually ran: SageMaker picks the first preference it has capacity for.
             self.instance_type, self.instance_count = first if rng.random() < 0.5 else second
+            config["SelectedInstanceType"], config["SelectedInstanceCount"] = self.instance_type, self.instance_count
         else:
             config["InstanceType"], config["InstanceCount"] = instance_type, count
         if self.on_plan:

@@ -169,7 +169,7 @@ def resolve_regions(session: boto3.Session, configured: tuple[str, ...]) -> tupl
 def sagemaker_client(session: boto3.Session, region: str, settings: ExtractionSettings, stats: ApiCallStats) -> Any:
     config = Config(
         region_name=region,
-        retries={"mode": settings.retry_mode, "max_attempts": settings.max_attempts},
+        retries={"mode": settings.retry_mode, "total_max_attempts": settings.max_attempts},
         max_pool_connections=settings.max_workers + 2,
         connect_timeout=10,
         read_timeout=60,

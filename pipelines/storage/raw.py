@@ -87,7 +87,7 @@ def load_target_state(warehouse: Path, account_id: str, region: str) -> TargetSt
     error_files = parquet_files(warehouse, RAW_ERRORS, account_id, region)
     if not job_files and not error_files:
         return TargetState()
-    connection = duckdb.connect(config={"TimeZone": "UTC"})
+    connection = duckdb.connect()
     try:
         jobs: dict[str, StoredJob] = {}
         last_fetch: dict[str, datetime] = {}

@@ -1,0 +1,149 @@
+"""The local SageMaker endpoint: the fleet round-trips unchanged over real HTTP, listing behaves like
+AWS, and faults can be injected."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from pipelines.demo.endpoint import LocalSageMaker
+from tests.conftest import SMALL_FLEET
+
+
+def client(region: str = "us-east-1", attempts: int = 1):
+    # Plain boto3 with the standard settings the fixture put in the environment; retries off unless asked.
+    config = Config(retries={"mode": "standard", "total_max_attempts": attempts})
+    return boto3.client("sagemaker", region_name=region, config=config)
+
+
+def regional(fleet: list[dict], region: str) -> list[dict]:
+    return [r for r in fleet if r["TrainingJobArn"].split(":")[3] == region]
+
+
+def test_describe_and_list_tags_return_the_generated_records_unchanged(fleet: list[dict]) -> None:
+    for region in ("us-east-1", "eu-west-1"):
+        sagemaker = client(region)
+        for record in regional(fleet, region)[::17]:
+            response = sagemaker.describe_training_job(TrainingJobName=record["TrainingJobName"])
+            response.pop("ResponseMetadata")
+            assert response == {k: v for k, v in record.items() if k != "Tags"}
+            tags = sagemaker.list_tags(ResourceArn=record["TrainingJobArn"])["Tags"]
+            assert tags == record["Tags"]
+
+
+def test_listing_pages_through_every_job_of_the_region_oldest_first(fleet: list[dict]) -> None:
+    pages = list(
+        client("eu-west-1")
+        .get_paginator("list_training_jobs")
+        .paginate(SortBy="CreationTime", SortOrder="Ascending", PaginationConfig={"PageSize": 100})
+    )
+    names = [s["TrainingJobName"] for page in pages for s in page["TrainingJobSummaries"]]
+    assert names == [r["TrainingJobName"] for r in regional(fleet, "eu-west-1")]
+    assert len(pages) == -(-len(names) // 100)
+
+
+def test_creation_time_filter_is_applied_before_paging(fleet: list[dict]) -> None:
+    records = regional(fleet, "us-east-1")
+    cutoff = records[-30]["CreationTime"] - timedelta(milliseconds=1)
+    response = client().list_training_jobs(CreationTimeAfter=cutoff, MaxResults=100)
+    assert [s["TrainingJobName"] for s in response["TrainingJobSummaries"]] == [
+        r["TrainingJobName"] for r in records[-30:]
+    ]
+    assert "NextToken" not in response
+
+
+def test_status_filter_is_applied_after_paging_so_pages_can_be_empty_with_a_token(fleet: list[dict]) -> None:
+    sagemaker = client()
+    response = sagemaker.list_training_jobs(StatusEquals="InProgress", MaxResults=10)
+    assert response["TrainingJobSummaries"] == [] and response["NextToken"]
+    summaries = [
+        s
+        for page in sagemaker.get_paginator("list_training_jobs").paginate(
+            StatusEquals="InProgress", PaginationConfig={"PageSize": 10}
+        )
+        for s in page["TrainingJobSummaries"]
+    ]
+    expected = [r["TrainingJobName"] for r in regional(fleet, "us-east-1") if r["TrainingJobStatus"] == "InProgress"]
+    assert expected and [s["TrainingJobName"] for s in summaries] == expected
+
+
+def test_summaries_carry_warm_pool_status(fleet: list[dict]) -> None:
+    pooled = {r["TrainingJobName"]: r["WarmPoolStatus"] for r in regional(fleet, "us-east-1") if "WarmPoolStatus" in r}
+    summaries = {
+        s["TrainingJobName"]: s
+        for page in client().get_paginator("list_training_jobs").paginate(PaginationConfig={"PageSize": 100})
+        for s in page["TrainingJobSummaries"]
+    }
+    assert pooled and all(summaries[name]["WarmPoolStatus"] == status for name, status in pooled.items())
+
+
+def test_throttling_is_injected_as_throttling_exception(fleet: list[dict], aws: LocalSageMaker) -> None:
+    aws.set_faults(throttle_rate=1.0)
+    with pytest.raises(ClientError) as raised:
+        client().describe_training_job(TrainingJobName=fleet[0]["TrainingJobName"])
+    assert raised.value.response["Error"]["Code"] == "ThrottlingException"
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def test_server_errors_are_injected_and_botocore_retries_them(fleet: list[dict], aws: LocalSageMaker) -> None:
+    aws.set_faults(error_rate=1.0)
+    with pytest.raises(ClientError) as raised:
+        client(attempts=3).list_training_jobs()
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    assert aws.stats()["calls"]["ListTrainingJobs"] == 3
+
+
+def test_a_partial_throttle_rate_throttles_about_that_share(fleet: list[dict], aws: LocalSageMaker) -> None:
+    aws.set_faults(throttle_rate=0.3, seed=5)
+    outcomes = []
+    for _ in range(200):
+        try:
+            client().list_training_jobs(MaxResults=1)
+            outcomes.append(False)
+        except ClientError:
+            outcomes.append(True)
+    assert 30 <= sum(outcomes) <= 90
+
+
+def test_latency_is_added_to_every_call(fleet: list[dict], aws: LocalSageMaker) -> None:
+    aws.set_faults(latency_ms=200)
+    started = time.monotonic()
+    client().list_training_jobs(MaxResults=1)
+    assert time.monotonic() - started >= 0.2
+
+
+def test_one_job_can_be_made_to_fail_and_one_region_to_go_dark(fleet: list[dict], aws: LocalSageMaker) -> None:
+    broken, healthy = regional(fleet, "us-east-1")[:2]
+    aws.set_faults(fail_describe=[broken["TrainingJobName"]], fail_regions=["eu-west-1"])
+    with pytest.raises(ClientError):
+        client().describe_training_job(TrainingJobName=broken["TrainingJobName"])
+    assert client().describe_training_job(TrainingJobName=healthy["TrainingJobName"])["TrainingJobArn"]
+    with pytest.raises(ClientError) as raised:
+        client("eu-west-1").list_training_jobs()
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+
+
+def test_members_unknown_to_botocore_can_be_added_to_the_wire(fleet: list[dict], aws: LocalSageMaker) -> None:
+    record = regional(fleet, "us-east-1")[3]
+    aws.set_faults(extra_members={record["TrainingJobName"]: {"QuantumConfig": {"Qubits": 8}}})
+    sagemaker = client()
+    captured = {}
+    sagemaker.meta.events.register(
+        "after-call.sagemaker.DescribeTrainingJob",
+        lambda http_response, **_: captured.update(body=http_response.content),
+    )
+    parsed = sagemaker.describe_training_job(TrainingJobName=record["TrainingJobName"])
+    assert b'"QuantumConfig": {"Qubits": 8}' in captured["body"]
+    assert "QuantumConfig" not in parsed  # botocore drops what its model does not know
+
+
+def test_load_replaces_the_fleet(aws: LocalSageMaker) -> None:
+    aws.load_fleet(SMALL_FLEET)
+    assert aws.load_fleet(type(SMALL_FLEET)(jobs=10, seed=1, end=SMALL_FLEET.end, regions=("us-east-1",))) == 10
+    listed = client().list_training_jobs(MaxResults=100)["TrainingJobSummaries"]
+    assert len(listed) == 10
