@@ -1,0 +1,118 @@
+"""Bad configuration gets one clear sentence that names the problem and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.cli import EXIT_CONFIG, main
+from pipelines.config import Account, ConfigError, Settings, load_settings, parse_settings
+from pipelines.demo.endpoint import LocalSageMaker
+from pipelines.extraction.run import resolve_targets
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "warehouse.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_full_config_file_loads(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+warehouse: /data/sagemaker
+regions: [us-east-1, eu-west-1]
+accounts:
+  - name: main
+  - name: research
+    role_arn: arn:aws:iam::210987654321:role/WarehouseReader
+    external_id: abc
+extraction:
+  max_workers: 4
+  max_requests_per_second: 5
+  retry_mode: adaptive
+""",
+    )
+    settings = load_settings(path, environ={})
+    assert settings.warehouse == Path("/data/sagemaker")
+    assert settings.regions == ("us-east-1", "eu-west-1")
+    assert settings.accounts[1] == Account("research", "arn:aws:iam::210987654321:role/WarehouseReader", "abc")
+    assert (settings.extraction.max_workers, settings.extraction.max_requests_per_second) == (4, 5)
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "warehouse: /from/file\nregions: [us-east-1]\n")
+    settings = load_settings(
+        None, environ={"SMW_CONFIG": str(path), "SMW_WAREHOUSE": "/from/env", "SMW_REGIONS": "eu-west-1, us-west-2"}
+    )
+    assert settings.warehouse == Path("/from/env") and settings.regions == ("eu-west-1", "us-west-2")
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        ({"acounts": []}, "Unknown key 'acounts'"),
+        ({"regions": "us-east-1"}, "must be a list"),
+        ({"regions": ["US East"]}, "'US East' is not an AWS region name"),
+        ({"accounts": [{"name": "x", "role_arn": "arn:aws:iam::123:role/r"}]}, "is not an IAM role ARN"),
+        ({"accounts": [{"name": "a"}, {"name": "a"}]}, "appears twice"),
+        ({"accounts": [{"name": "a", "role": "x"}]}, "unknown key 'role'"),
+        ({"extraction": {"max_workers": 0}}, "extraction.max_workers must be a whole number"),
+        ({"extraction": {"retry_mode": "legacy"}}, "retry_mode must be 'standard' or 'adaptive'"),
+        ({"extraction": {"threads": 3}}, "Unknown key 'extraction.threads'"),
+    ],
+)
+def test_malformed_settings_name_the_key_and_the_fix(document: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_settings(document)
+    assert expected in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "regions: [us-east-1\nwarehouse: x\n")
+    with pytest.raises(ConfigError, match=r"is not valid YAML at line \d"):
+        load_settings(path, environ={})
+
+
+def test_missing_config_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml", environ={})
+
+
+def test_unknown_region_is_rejected_before_any_call(aws: LocalSageMaker) -> None:
+    with pytest.raises(ConfigError, match=r"Unknown AWS region 'mars-north-1'.*fix the region name"):
+        resolve_targets(Settings(regions=("mars-north-1",)))
+
+
+def test_missing_region_says_how_to_set_one(aws: LocalSageMaker, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    with pytest.raises(ConfigError, match="No AWS region is configured; set AWS_DEFAULT_REGION"):
+        resolve_targets(Settings())
+
+
+def test_missing_credentials_say_how_to_provide_them(aws: LocalSageMaker, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(ConfigError, match="No AWS credentials were found; set AWS_PROFILE"):
+        resolve_targets(Settings(regions=("us-east-1",)))
+
+
+def test_cli_prints_one_line_and_exits_2_on_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "accounts:\n  - name: prod\n    role_arn: not-an-arn\n")
+    assert main(["run", "--config", str(path)]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert err.startswith("error: accounts[0].role_arn 'not-an-arn' is not an IAM role ARN")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_reports_missing_credentials_in_one_line(
+    aws: LocalSageMaker, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    assert main(["run", "--warehouse", str(tmp_path / "w")]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert err.startswith("error: No AWS credentials were found") and err.count("\n") == 1

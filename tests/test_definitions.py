@@ -1,0 +1,72 @@
+"""The Dagster definitions load, describe their tables from schemas/, and materialize end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from dagster import AssetKey
+
+from pipelines.cli import materialize_all
+from pipelines.definitions import defs
+from pipelines.demo.endpoint import LocalSageMaker
+from pipelines.schemas import all_tables, table
+from pipelines.storage.raw import RAW_JOBS
+
+
+def test_definitions_load_with_the_extraction_asset_and_its_resource() -> None:
+    job = defs.resolve_implicit_global_asset_job_def()
+    assert AssetKey(RAW_JOBS) in job.asset_layer.asset_graph.get_all_asset_keys()
+    assert "warehouse_config" in defs.resources
+
+
+def test_asset_column_metadata_comes_from_the_schema_declaration() -> None:
+    spec = defs.resolve_assets_def(AssetKey(RAW_JOBS)).specs_by_key[AssetKey(RAW_JOBS)]
+    columns = spec.metadata["dagster/column_schema"].columns
+    assert [c.name for c in columns] == table(RAW_JOBS).column_names
+    assert all(c.description for c in columns)
+
+
+def test_every_declared_table_has_typed_described_columns_and_a_key() -> None:
+    for declared in all_tables().values():
+        assert declared.description and declared.key
+        assert set(declared.key) <= set(declared.column_names)
+        assert declared.arrow_schema().names == declared.column_names
+        assert declared.duckdb_ddl().startswith(f'CREATE TABLE "{declared.name}"')
+
+
+def test_materializing_the_graph_fills_the_warehouse(fleet: list[dict], tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SMW_REGIONS", "us-east-1,eu-west-1")
+    result = materialize_all(warehouse=str(tmp_path / "warehouse"))
+    assert result.success
+    [materialization] = result.asset_materializations_for_node(RAW_JOBS)
+    assert materialization.metadata["jobs_fetched"].value == len(fleet)
+    assert materialization.metadata["jobs_failed"].value == 0
+    assert materialization.metadata["api_calls"].value["DescribeTrainingJob"] == len(fleet)
+
+
+def test_a_failing_region_fails_the_asset_after_storing_the_healthy_one(
+    fleet: list[dict], aws: LocalSageMaker, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("SMW_REGIONS", "us-east-1,eu-west-1")
+    aws.set_faults(fail_regions=["eu-west-1"])
+    config = tmp_path / "c.yaml"
+    config.write_text("extraction: {max_attempts: 2}\n")
+    result = materialize_all(config_file=str(config), warehouse=str(tmp_path / "warehouse"))
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "default/eu-west-1" in failure.step_failure_data.error.message
+    assert list((tmp_path / "warehouse" / "raw" / "training_jobs").rglob("us-east-1/*.parquet"))
+
+
+def test_demo_command_runs_the_whole_product(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "demo", "--jobs", "150", "--warehouse", str(tmp_path / "wh")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "150 training jobs" in completed.stdout
+    assert "DescribeTrainingJob 150" in completed.stdout
