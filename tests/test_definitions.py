@@ -11,6 +11,7 @@ from dagster import AssetKey
 from pipelines.cli import materialize_all
 from pipelines.definitions import defs
 from pipelines.demo.endpoint import LocalSageMaker
+from pipelines.docs import README, render
 from pipelines.schemas import all_tables, table
 from pipelines.storage.raw import RAW_JOBS
 
@@ -70,3 +71,10 @@ def test_demo_command_runs_the_whole_product(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "150 training jobs" in completed.stdout
     assert "DescribeTrainingJob 150" in completed.stdout
+
+
+def test_readme_data_dictionary_matches_the_schemas() -> None:
+    readme = README.read_text()
+    assert render(readme) == readme, "run `python -m pipelines.docs` to regenerate the README's data dictionary"
+    for name in all_tables():
+        assert f"`{name}`" in readme
