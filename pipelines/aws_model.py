@@ -57,3 +57,44 @@ def parse_timestamps(value: Any, shape: Shape | None = None) -> Any:
     if shape.type_name == "map" and isinstance(value, dict):
         return {k: parse_timestamps(v, shape.value) for k, v in value.items()}  # type: ignore[attr-defined]
     return value
+
+
+_DUCKDB_SCALARS = {
+    "string": "VARCHAR",
+    "integer": "BIGINT",
+    "long": "BIGINT",
+    "float": "DOUBLE",
+    "double": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "timestamp": "TIMESTAMPTZ",
+}
+
+
+def duckdb_json_structure(shape: Shape | None = None) -> Any:
+    """The structure DuckDB's ``json_transform`` needs to parse a stored record into typed STRUCTs and
+    LISTs, derived from botocore's model (so new members are typed as soon as botocore knows them).
+    ``Tags`` is added: the raw layer stores ListTags' answer beside the Describe response."""
+    if shape is None:
+        structure = duckdb_json_structure(describe_training_job_shape())
+        structure["Tags"] = [{"Key": "VARCHAR", "Value": "VARCHAR"}]
+        return structure
+    if shape.type_name == "structure":
+        return {name: duckdb_json_structure(member) for name, member in shape.members.items()}  # type: ignore[attr-defined]
+    if shape.type_name == "list":
+        return [duckdb_json_structure(shape.member)]  # type: ignore[attr-defined]
+    if shape.type_name == "map":
+        return f"MAP(VARCHAR, {_DUCKDB_SCALARS.get(shape.value.type_name, 'JSON')})"  # type: ignore[attr-defined]
+    return _DUCKDB_SCALARS.get(shape.type_name, "JSON")
+
+
+def structure_paths(shape: Shape | None = None, prefix: str = "$", depth: int = 2) -> dict[str, set[str]]:
+    """JSON paths of the structures in a record, each with the member names the model knows, down to
+    ``depth`` levels: what an unknown-member check compares the stored keys with."""
+    shape = shape or describe_training_job_shape()
+    known = set(shape.members)  # type: ignore[attr-defined]
+    paths = {prefix: known | ({"Tags"} if prefix == "$" else set())}
+    if depth > 1:
+        for name, member in shape.members.items():  # type: ignore[attr-defined]
+            if member.type_name == "structure":
+                paths.update(structure_paths(member, f"{prefix}.{name}", depth - 1))
+    return paths

@@ -41,6 +41,10 @@ class Column:
     nullable: bool
     description: str
 
+    @property
+    def duckdb_type(self) -> str:
+        return _DUCKDB_TYPES[self.type]
+
 
 @dataclass(frozen=True)
 class TableSchema:
@@ -49,6 +53,9 @@ class TableSchema:
     key: tuple[str, ...]
     columns: tuple[Column, ...]
     layer: str
+    # Where a normalized table's rows come from in the raw JSON: {one_per_job: true}, {lists: [paths]}
+    # or {maps: [paths]}. The row-count check recounts them there, independently of the SQL.
+    rows_from: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def column_names(self) -> list[str]:
@@ -60,9 +67,12 @@ class TableSchema:
             metadata={"table": self.name},
         )
 
-    def duckdb_ddl(self) -> str:
+    def duckdb_ddl(self, enforce_not_null: bool = True) -> str:
+        """CREATE TABLE for this table. Without ``enforce_not_null`` nullability is left to the asset
+        checks, which report a violation with counts instead of aborting the load."""
         columns = ",\n  ".join(
-            f'"{c.name}" {_DUCKDB_TYPES[c.type]}{"" if c.nullable else " NOT NULL"}' for c in self.columns
+            f'"{c.name}" {c.duckdb_type}{" NOT NULL" if enforce_not_null and not c.nullable else ""}'
+            for c in self.columns
         )
         return f'CREATE TABLE "{self.name}" (\n  {columns}\n)'
 
@@ -87,6 +97,10 @@ def _parse(path: Path, layer: str) -> TableSchema:
         key=tuple(document.get("key", ())),
         columns=columns,
         layer=layer,
+        rows_from=tuple(
+            (kind, (paths,) if isinstance(paths, bool | str) else tuple(paths))  # type: ignore[misc]
+            for kind, paths in (document.get("rows_from") or {}).items()
+        ),
     )
 
 

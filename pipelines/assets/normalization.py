@@ -1,0 +1,100 @@
+"""Normalized tables (staged, checked) and the publication that makes them current."""
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    MaterializeResult,
+    asset,
+    multi_asset,
+)
+
+from pipelines.assets.metadata import column_schema
+from pipelines.assets.resources import WarehouseConfig
+from pipelines.normalization import checks
+from pipelines.normalization.flatten import normalized_tables
+from pipelines.storage.raw import RAW_JOBS
+from pipelines.storage.warehouse import Staging, publish, remove_abandoned_staging, stage_normalized_tables
+
+TABLES = normalized_tables()
+TABLE_NAMES = [t.name for t in TABLES]
+_CHECK_NAMES = ["unique_key", "required_columns_not_null", "references_jobs", "row_count_matches_raw"]
+
+
+def _check_specs() -> list[AssetCheckSpec]:
+    specs = []
+    for declared in TABLES:
+        for name in _CHECK_NAMES:
+            if name == "references_jobs" and declared.name == checks.JOBS:
+                continue
+            if name == "row_count_matches_raw" and not declared.rows_from:
+                continue
+            specs.append(AssetCheckSpec(name, asset=declared.name, blocking=True))
+    specs.append(
+        AssetCheckSpec(
+            "unknown_members",
+            asset=checks.JOBS,
+            blocking=False,
+            description="Members AWS returned that no table types yet (kept in raw).",
+        )
+    )
+    return specs
+
+
+@multi_asset(
+    specs=[
+        AssetSpec(
+            key=declared.name,
+            description=declared.description,
+            deps=[RAW_JOBS],
+            group_name="tables",
+            kinds={"duckdb", "parquet"},
+            metadata={"dagster/column_schema": column_schema(declared.name)},
+        )
+        for declared in TABLES
+    ],
+    check_specs=_check_specs(),
+)
+def normalized(context: AssetExecutionContext, warehouse_config: WarehouseConfig):  # type: ignore[no-untyped-def]
+    """Flatten the latest raw record of every job into the normalized tables, in a staging database."""
+    settings = warehouse_config.settings()
+    remove_abandoned_staging(settings.warehouse, context.run_id)
+    staging, counts = stage_normalized_tables(settings.warehouse, context.run_id)
+    context.log.info(f"staged {counts['jobs']} jobs into {len(counts)} tables at {staging.database}")
+    with staging.connect(read_only=True) as connection:
+        for declared in TABLES:
+            yield MaterializeResult(asset_key=declared.name, metadata={"dagster/row_count": counts[declared.name]})
+            for outcome in checks.table_checks(connection, declared):
+                yield AssetCheckResult(
+                    asset_key=declared.name,
+                    check_name=outcome.name,
+                    passed=outcome.passed,
+                    description=outcome.description,
+                    metadata=outcome.metadata,
+                )
+        unknown = checks.unknown_members(connection)
+        yield AssetCheckResult(
+            asset_key=checks.JOBS,
+            check_name=unknown.name,
+            passed=unknown.passed,
+            severity=AssetCheckSeverity.WARN,
+            description=unknown.description,
+            metadata=unknown.metadata,
+        )
+
+
+@asset(
+    deps=[AssetKey(name) for name in TABLE_NAMES],
+    group_name="warehouse",
+    kinds={"duckdb", "parquet"},
+    description="Makes the staged tables current: sagemaker.duckdb and parquet/<table>/ are replaced atomically.",
+)
+def published_warehouse(context: AssetExecutionContext, warehouse_config: WarehouseConfig) -> MaterializeResult:
+    settings = warehouse_config.settings()
+    paths = publish(Staging(settings.warehouse, context.run_id), TABLE_NAMES)
+    database = settings.warehouse / "sagemaker.duckdb"
+    context.log.info(f"published {len(paths)} tables: {database} and {settings.warehouse / 'parquet'}")
+    return MaterializeResult(metadata={"database": str(database.resolve()), "tables": len(paths)})
