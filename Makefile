@@ -24,7 +24,9 @@ test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
 bench: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/extract.py
+	$(BIN)/python benchmarks/normalize.py
 
 dev: $(INSTALLED)
 	$(BIN)/dagster dev -w workspace.yaml

@@ -70,18 +70,27 @@ _DUCKDB_SCALARS = {
 }
 
 
-def duckdb_json_structure(shape: Shape | None = None) -> Any:
+def duckdb_json_structure(shape: Shape | None = None, wanted: frozenset[str] | None = None) -> Any:
     """The structure DuckDB's ``json_transform`` needs to parse a stored record into typed STRUCTs and
     LISTs, derived from botocore's model (so new members are typed as soon as botocore knows them).
-    ``Tags`` is added: the raw layer stores ListTags' answer beside the Describe response."""
+    ``Tags`` is added: the raw layer stores ListTags' answer beside the Describe response. With
+    ``wanted``, members whose names are not in it are left out (parsing only what is read is faster)."""
     if shape is None:
-        structure = duckdb_json_structure(describe_training_job_shape())
+        structure = duckdb_json_structure(describe_training_job_shape(), wanted)
         structure["Tags"] = [{"Key": "VARCHAR", "Value": "VARCHAR"}]
         return structure
     if shape.type_name == "structure":
-        return {name: duckdb_json_structure(member) for name, member in shape.members.items()}  # type: ignore[attr-defined]
+        members = shape.members.items()  # type: ignore[attr-defined]
+        parsed = {
+            name: duckdb_json_structure(member, wanted) for name, member in members if wanted is None or name in wanted
+        }
+        # A wanted member none of whose own members is wanted stays, as raw JSON: its presence can matter.
+        return {
+            name: {"{}": "JSON", "[{}]": ["JSON"]}.get(json.dumps(v, separators=(",", ":")), v)
+            for name, v in parsed.items()
+        }
     if shape.type_name == "list":
-        return [duckdb_json_structure(shape.member)]  # type: ignore[attr-defined]
+        return [duckdb_json_structure(shape.member, wanted)]  # type: ignore[attr-defined]
     if shape.type_name == "map":
         return f"MAP(VARCHAR, {_DUCKDB_SCALARS.get(shape.value.type_name, 'JSON')})"  # type: ignore[attr-defined]
     return _DUCKDB_SCALARS.get(shape.type_name, "JSON")

@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 
 from pipelines.aws_model import structure_paths
-from pipelines.normalization.flatten import run
+from pipelines.normalization.flatten import RAW_JSON, run
 from pipelines.schemas import TableSchema
 
 JOBS = "jobs"
@@ -79,7 +79,7 @@ def row_count_matches_raw(connection: duckdb.DuckDBPyConnection, table: TableSch
                 terms.append(f"coalesce(json_array_length(response_json, '{path}'), 0)")
             else:
                 terms.append(f"coalesce(len(json_keys(response_json, '{path}')), 0)")
-    expected = run(connection, f"select coalesce(sum({' + '.join(terms)}), 0) from latest_records")[0][0]
+    expected = run(connection, f"select coalesce(sum({' + '.join(terms)}), 0) from {RAW_JSON}")[0][0]
     actual = run(connection, f'select count(*) from "{table.name}"')[0][0]
     return CheckOutcome(
         "row_count_matches_raw",
@@ -106,7 +106,7 @@ def unknown_members(connection: duckdb.DuckDBPyConnection) -> CheckOutcome:
         rows = run(
             connection,
             f"select member, count(*) from (select unnest(json_keys(response_json, '{path}')) as member "
-            "from latest_records) group by member",
+            f"from {RAW_JSON}) group by member",
         )
         for member, count in rows:
             if member not in known:

@@ -12,6 +12,7 @@ on an in-memory database in the tests and on the staging database file in the pi
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +34,13 @@ def run(connection: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:
     return connection.execute(sql).fetchall()
 
 
+def members_read_by_sql() -> frozenset[str]:
+    """Every identifier in the normalized tables' SQL: a superset of the response members they read, so
+    ``json_transform`` parses those and skips the rest."""
+    text = "\n".join(table_sql(t.name) for t in normalized_tables())
+    return frozenset(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text))
+
+
 def normalized_tables() -> list[TableSchema]:
     return [t for t in all_tables().values() if t.layer == NORMALIZED_LAYER]
 
@@ -42,28 +50,43 @@ def table_sql(name: str, folder: str = "normalized") -> str:
 
 
 RECORDS = "latest_records"
-_LATEST_RECORDS = """
-create or replace table latest_records as
+RAW_JSON = "latest_raw_json"
+_LATEST = """
 with fetches as (
     select account_id, region, training_job_arn, fetched_at, response_json
     from {source}
 ),
-latest as (
-    select * from fetches
-    qualify row_number() over (partition by training_job_arn order by fetched_at desc, response_json) = 1
+latest_fetch as (
+    -- Keys first: the newest fetch of each job, found without moving the large JSON column around.
+    select training_job_arn, max(fetched_at) as fetched_at
+    from fetches
+    group by training_job_arn
 )
-select account_id, region, fetched_at, json_transform(response_json, {structure}) as job, response_json
-from latest
+select {columns}
+from fetches
+join latest_fetch using (training_job_arn, fetched_at)
 """
 
 
-def load_latest_records(connection: duckdb.DuckDBPyConnection, source: str) -> int:
+def load_latest_records(connection: duckdb.DuckDBPyConnection, source: str, view_catalog: str = "") -> int:
     """Create ``latest_records``: the newest fetch of every job in ``source`` (a relation with the raw
-    columns), its response parsed into one typed STRUCT column ``job`` and kept as text in
-    ``response_json`` (for the checks). Returns the job count."""
-    structure = json.dumps(duckdb_json_structure()).replace("'", "''")
-    run(connection, _LATEST_RECORDS.format(source=source, structure=f"'{structure}'"))
-    return int(run(connection, "select count(*) from latest_records")[0][0])
+    columns), its response parsed into one typed STRUCT column ``job``, ordered by ARN so that every
+    table built from it comes out in the same order for the same input. Also creates the view
+    ``latest_raw_json`` (ARN and stored JSON text) for the checks, in ``view_catalog`` if given.
+    Returns the job count."""
+    structure = json.dumps(duckdb_json_structure(wanted=members_read_by_sql())).replace("'", "''")
+    columns = f"account_id, region, fetched_at, json_transform(response_json, '{structure}') as job"
+    run(
+        connection,
+        f"create or replace table {RECORDS} as {_LATEST.format(source=source, columns=columns)}"
+        " order by training_job_arn",
+    )
+    view = f'"{view_catalog}".main.{RAW_JSON}' if view_catalog else RAW_JSON
+    run(
+        connection,
+        f"create or replace view {view} as " + _LATEST.format(source=source, columns="training_job_arn, response_json"),
+    )
+    return int(run(connection, f"select count(*) from {RECORDS}")[0][0])
 
 
 def raw_source(files: Sequence[str]) -> str:
@@ -72,21 +95,23 @@ def raw_source(files: Sequence[str]) -> str:
     return f"read_parquet([{quoted}])"
 
 
-def build_table(connection: duckdb.DuckDBPyConnection, declared: TableSchema, sql: str) -> int:
-    """Create ``declared`` from ``sql``, rows ordered by the key so that equal inputs give equal tables."""
+def build_table(connection: duckdb.DuckDBPyConnection, declared: TableSchema, sql: str, catalog: str = "") -> int:
+    """Create ``declared`` from ``sql``. Rows keep the order of ``latest_records`` (by ARN, then list
+    position), so equal inputs give equal tables without sorting each one."""
     produced = [row[0] for row in run(connection, f"describe ({sql})")]
     if produced != declared.column_names:
         raise SchemaMismatch(
             f"{declared.name}: the SQL produces columns {produced} but schemas/ declares {declared.column_names}"
         )
-    run(connection, f'drop table if exists "{declared.name}"')
-    run(connection, declared.duckdb_ddl(enforce_not_null=False))
+    target = f'"{catalog}"."{declared.name}"' if catalog else f'"{declared.name}"'
+    run(connection, f"drop table if exists {target}")
+    run(connection, declared.duckdb_ddl(enforce_not_null=False).replace(f'"{declared.name}"', target, 1))
     casts = ", ".join(f'cast("{c.name}" as {c.duckdb_type}) as "{c.name}"' for c in declared.columns)
-    order = ", ".join(f'"{k}"' for k in declared.key)
-    run(connection, f'insert into "{declared.name}" select {casts} from ({sql}) order by {order}')
-    return int(run(connection, f'select count(*) from "{declared.name}"')[0][0])
+    run(connection, f"insert into {target} select {casts} from ({sql})")
+    return int(run(connection, f"select count(*) from {target}")[0][0])
 
 
-def build_normalized_tables(connection: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """Every normalized table from ``latest_records``; returns row counts by table."""
-    return {t.name: build_table(connection, t, table_sql(t.name)) for t in normalized_tables()}
+def build_normalized_tables(connection: duckdb.DuckDBPyConnection, catalog: str = "") -> dict[str, int]:
+    """Every normalized table from ``latest_records``, created in ``catalog`` (default: the connection's
+    own); returns row counts by table."""
+    return {t.name: build_table(connection, t, table_sql(t.name), catalog) for t in normalized_tables()}

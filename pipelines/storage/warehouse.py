@@ -22,7 +22,13 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from pipelines.normalization.flatten import RECORDS, build_normalized_tables, load_latest_records, raw_source, run
+from pipelines.normalization.flatten import (
+    RAW_JSON,
+    build_normalized_tables,
+    load_latest_records,
+    raw_source,
+    run,
+)
 from pipelines.schemas import table
 from pipelines.storage.raw import RAW_JOBS, parquet_files
 
@@ -31,6 +37,19 @@ PARQUET = "parquet"
 VERSIONS = ".versions"
 STAGING = ".staging"
 KEEP_VERSIONS = 2  # the current Parquet version and the one before, for readers still on it
+
+
+STAGED = "staged"
+MEMORY_LIMIT_ENV = "SMW_DUCKDB_MEMORY_LIMIT"
+
+
+def memory_limit() -> str:
+    """DuckDB's memory limit while building; past it, DuckDB spills to disk instead of failing."""
+    return os.environ.get(MEMORY_LIMIT_ENV, "4GB")
+
+
+def _quote(path: Path) -> str:
+    return str(path).replace("'", "''")
 
 
 @dataclass(frozen=True)
@@ -56,19 +75,32 @@ class Staging:
 
 def stage_normalized_tables(warehouse: Path, run_id: str) -> tuple[Staging, dict[str, int]]:
     """Build every normalized table from the raw layer into a fresh staging database. The staging
-    database also keeps ``latest_records`` (with the raw JSON) for the checks; publishing drops it."""
+    database also keeps ``latest_records`` and the ``latest_raw_json`` view for the checks; publishing
+    drops both."""
     staging = Staging(warehouse, run_id)
     shutil.rmtree(staging.root, ignore_errors=True)
     staging.root.mkdir(parents=True)
-    with staging.connect() as connection:
+    # Work happens in an in-memory database (spilling to disk past the memory limit); only the finished
+    # tables are written to the staging file.
+    config = {"memory_limit": memory_limit(), "temp_directory": str(staging.root / "spill")}
+    with duckdb.connect(config=config) as connection:
+        run(connection, f"attach '{_quote(staging.database)}' as {STAGED}")
         files = parquet_files(warehouse, RAW_JOBS)
         if files:
             source = raw_source(files)
         else:
             connection.register("empty_raw", pa.table({}, schema=table(RAW_JOBS).arrow_schema()))
             source = "empty_raw"
-        load_latest_records(connection, source)
-        counts = build_normalized_tables(connection)
+        load_latest_records(connection, source, view_catalog=STAGED)
+        if not files:  # the view must outlive this connection, so it cannot read the registered relation
+            run(
+                connection,
+                f"create or replace view {STAGED}.main.{RAW_JSON} as "
+                "select null::varchar as training_job_arn, null::varchar as response_json where false",
+            )
+        counts = build_normalized_tables(connection, catalog=STAGED)
+        run(connection, f"detach {STAGED}")
+    shutil.rmtree(staging.root / "spill", ignore_errors=True)
     return staging, counts
 
 
@@ -76,7 +108,7 @@ def publish(staging: Staging, table_names: list[str]) -> dict[str, Path]:
     """Export the staged tables to Parquet, then make the staged database and Parquet set current."""
     warehouse = staging.warehouse
     with staging.connect() as connection:
-        run(connection, f"drop table if exists {RECORDS}")
+        run(connection, f"drop view if exists {RAW_JSON}")
         run(connection, "checkpoint")
     version = warehouse / VERSIONS / staging.run_id
     shutil.rmtree(version, ignore_errors=True)
