@@ -6,20 +6,31 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dagster import AssetKey
+from dagster import AssetCheckKey, AssetKey
 
 from pipelines.cli import materialize_all
 from pipelines.definitions import defs
 from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.docs import README, render
+from pipelines.normalization.flatten import normalized_tables
 from pipelines.schemas import all_tables, table
 from pipelines.storage.raw import RAW_JOBS
 
 
-def test_definitions_load_with_the_extraction_asset_and_its_resource() -> None:
+def test_definitions_load_with_every_asset_check_and_resource() -> None:
     job = defs.resolve_implicit_global_asset_job_def()
-    assert AssetKey(RAW_JOBS) in job.asset_layer.asset_graph.get_all_asset_keys()
+    graph = job.asset_layer.asset_graph
+    tables = [t.name for t in normalized_tables()]
+    assert {AssetKey(RAW_JOBS), AssetKey("published_warehouse"), *map(AssetKey, tables)} <= graph.get_all_asset_keys()
     assert "warehouse_config" in defs.resources
+    check_keys = graph.asset_check_keys
+    for name in tables:
+        assert AssetCheckKey(AssetKey(name), "unique_key") in check_keys
+        assert AssetCheckKey(AssetKey(name), "row_count_matches_raw") in check_keys
+    assert AssetCheckKey(AssetKey("tags"), "references_jobs") in check_keys
+    assert AssetCheckKey(AssetKey("jobs"), "unknown_members") in check_keys
+    # The publication waits for every table, so a failed blocking check keeps it from running.
+    assert graph.get(AssetKey("published_warehouse")).parent_keys == set(map(AssetKey, tables))
 
 
 def test_asset_column_metadata_comes_from_the_schema_declaration() -> None:
@@ -69,7 +80,7 @@ def test_demo_command_runs_the_whole_product(tmp_path: Path) -> None:
         timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
-    assert "150 training jobs" in completed.stdout
+    assert "jobs 150," in completed.stdout
     assert "DescribeTrainingJob 150" in completed.stdout
 
 
@@ -78,3 +89,17 @@ def test_readme_data_dictionary_matches_the_schemas() -> None:
     assert render(readme) == readme, "run `python -m pipelines.docs` to regenerate the README's data dictionary"
     for name in all_tables():
         assert f"`{name}`" in readme
+
+
+def test_workspace_file_loads_in_dagster() -> None:
+    root = Path(__file__).resolve().parent.parent
+    dagster = Path(sys.executable).with_name("dagster")
+    completed = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "All code locations passed validation" in completed.stderr + completed.stdout

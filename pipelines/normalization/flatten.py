@@ -1,12 +1,13 @@
 """Flattening: the raw records become typed, normalized tables, by SQL that DuckDB runs.
 
 The raw JSON is parsed once, in C++, into typed STRUCTs and LISTs by ``json_transform`` with a structure
-derived from botocore's model (:func:`pipelines.aws_model.duckdb_json_structure`). Each table is then a
-plain ``select`` in ``sql/normalized/<table>.sql`` over ``latest_records``, and its columns must match the
-declaration in ``schemas/tables/<table>.yaml`` exactly (names, order and types).
+derived from botocore's model (:func:`pipelines.aws_model.duckdb_json_structure`), limited to the members
+the SQL reads. Each table is then a plain ``select`` in ``sql/normalized/<table>.sql`` over
+``latest_records``, and its columns must match the declaration in ``schemas/tables/<table>.yaml`` exactly
+(names and order; types are cast to the declared ones).
 
-Everything here takes a DuckDB connection and reads and writes only inside it, so the same functions run
-on an in-memory database in the tests and on the staging database file in the pipeline.
+Everything here takes a DuckDB connection and works only inside it, so the same functions serve an
+in-memory database in the tests and the staging build in the pipeline.
 """
 
 from __future__ import annotations

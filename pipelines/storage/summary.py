@@ -6,37 +6,36 @@ from pathlib import Path
 
 import duckdb
 
+from pipelines.normalization.flatten import normalized_tables
 from pipelines.storage.raw import RAW_ERRORS, RAW_JOBS, parquet_files
+from pipelines.storage.warehouse import DATABASE
 
 _JOBS_BY_STATUS = """
-with fetches as (
-    select * from read_parquet($files)
-),
-latest as (
-    select * from fetches
-    qualify row_number() over (partition by training_job_arn order by fetched_at desc) = 1
-)
 select region, training_job_status, count(*) as jobs
-from latest
+from jobs
 group by all
 order by all
 """
 
 
 def print_summary(warehouse: Path, api_calls: dict[str, int] | None = None) -> None:
-    files = parquet_files(warehouse, RAW_JOBS)
+    database = warehouse / DATABASE
     print(f"\nWarehouse: {warehouse.resolve()}")
-    if not files:
-        print("  no training jobs stored yet")
+    print(f"  raw layer: {len(parquet_files(warehouse, RAW_JOBS))} Parquet files under {warehouse / 'raw'}")
+    if not database.exists():
+        print("  no published tables yet")
         return
-    connection = duckdb.connect()
-    by_status = connection.sql(_JOBS_BY_STATUS, params={"files": files})
-    total = sum(row[2] for row in by_status.fetchall())
-    print(f"  {total} training jobs in {len(files)} raw Parquet files")
-    print(by_status)
+    with duckdb.connect(str(database), read_only=True) as connection:
+        counts = {
+            t.name: connection.execute(f'select count(*) from "{t.name}"').fetchall()[0][0]
+            for t in normalized_tables()
+        }
+        print(f"  {database}: " + ", ".join(f"{name} {count}" for name, count in counts.items()))
+        print(connection.sql(_JOBS_BY_STATUS))
     error_files = parquet_files(warehouse, RAW_ERRORS)
     if error_files:
-        errors = connection.sql("select count(*) from read_parquet($files)", params={"files": error_files}).fetchone()
+        errors = duckdb.sql("select count(*) from read_parquet($files)", params={"files": error_files}).fetchone()
         print(f"  extraction errors recorded so far: {errors[0] if errors else 0}")
     if api_calls:
         print("  API calls: " + ", ".join(f"{op} {n}" for op, n in sorted(api_calls.items())))
+    print(f"\nQuery it with any DuckDB client, read-only: {database}")

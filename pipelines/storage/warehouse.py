@@ -37,8 +37,6 @@ PARQUET = "parquet"
 VERSIONS = ".versions"
 STAGING = ".staging"
 KEEP_VERSIONS = 2  # the current Parquet version and the one before, for readers still on it
-
-
 STAGED = "staged"
 MEMORY_LIMIT_ENV = "SMW_DUCKDB_MEMORY_LIMIT"
 
@@ -74,9 +72,8 @@ class Staging:
 
 
 def stage_normalized_tables(warehouse: Path, run_id: str) -> tuple[Staging, dict[str, int]]:
-    """Build every normalized table from the raw layer into a fresh staging database. The staging
-    database also keeps ``latest_records`` and the ``latest_raw_json`` view for the checks; publishing
-    drops both."""
+    """Build every normalized table from the raw layer into a fresh staging database, with the
+    ``latest_raw_json`` view the checks read (publishing drops it). Returns row counts by table."""
     staging = Staging(warehouse, run_id)
     shutil.rmtree(staging.root, ignore_errors=True)
     staging.root.mkdir(parents=True)
@@ -118,8 +115,7 @@ def publish(staging: Staging, table_names: list[str]) -> dict[str, Path]:
         for name in table_names:
             target = version / name / "data.parquet"
             target.parent.mkdir(parents=True, exist_ok=True)
-            path = str(target).replace("'", "''")
-            run(connection, f"copy \"{name}\" to '{path}' (format parquet, compression zstd)")
+            run(connection, f"copy \"{name}\" to '{_quote(target)}' (format parquet, compression zstd)")
             paths[name] = warehouse / PARQUET / name / "data.parquet"
     finally:
         connection.close()
