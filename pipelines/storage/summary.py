@@ -27,8 +27,7 @@ def print_summary(warehouse: Path, api_calls: dict[str, int] | None = None) -> N
         return
     with duckdb.connect(str(database), read_only=True) as connection:
         counts = {
-            t.name: connection.execute(f'select count(*) from "{t.name}"').fetchall()[0][0]
-            for t in normalized_tables()
+            t.name: connection.execute(f'select count(*) from "{t.name}"').fetchall()[0][0] for t in normalized_tables()
         }
         print(f"  {database}: " + ", ".join(f"{name} {count}" for name, count in counts.items()))
         print(connection.sql(_JOBS_BY_STATUS))
