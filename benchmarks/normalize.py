@@ -23,11 +23,10 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.aws_model import dumps
 from pipelines.demo.fleet import FleetSpec, generate_fleet
 from pipelines.extraction.redaction import redact
 from pipelines.schemas import table
-from pipelines.storage.raw import RAW_JOBS, table_dir, write_parquet_atomically
+from pipelines.storage.raw import RAW_JOBS, raw_job_row, table_dir, write_parquet_atomically
 
 BATCH = 20_000
 
@@ -49,22 +48,7 @@ def write_raw_layer(warehouse: Path, jobs: int) -> float:
 
     for record in generate_fleet(FleetSpec(jobs=jobs, seed=5)):
         arn = record["TrainingJobArn"]
-        rows.append(
-            {
-                "account_id": arn.split(":")[4],
-                "region": arn.split(":")[3],
-                "training_job_arn": arn,
-                "training_job_name": record["TrainingJobName"],
-                "creation_time": record["CreationTime"],
-                "last_modified_time": record.get("LastModifiedTime"),
-                "training_job_status": record["TrainingJobStatus"],
-                "warm_pool_status": (record.get("WarmPoolStatus") or {}).get("Status"),
-                "fetched_at": fetched,
-                "run_id": "bench",
-                "response_sha256": "",
-                "response_json": dumps(redact(record)),
-            }
-        )
+        rows.append(raw_job_row(arn.split(":")[4], arn.split(":")[3], redact(record), fetched, "bench"))
         if len(rows) >= BATCH:
             flush()
     flush()

@@ -20,10 +20,11 @@ from botocore.model import Shape
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.aws_model import describe_training_job_shape, dumps
+from pipelines.aws_model import describe_training_job_shape
 from pipelines.cli import materialize_all
 from pipelines.config import Settings
 from pipelines.demo.endpoint import LocalSageMaker
+from pipelines.demo.fleet import arn_account_and_region
 from pipelines.extraction.redaction import redact
 from pipelines.extraction.run import extract
 from pipelines.normalization import checks
@@ -36,30 +37,14 @@ from pipelines.normalization.flatten import (
     table_sql,
 )
 from pipelines.schemas import table
-from pipelines.storage.raw import RAW_JOBS
+from pipelines.storage.raw import RAW_JOBS, raw_job_row
 from pipelines.storage.warehouse import DATABASE, publish, stage_normalized_tables
 
 FETCHED = datetime(2026, 11, 2, tzinfo=UTC)
 
 
 def raw_table(records: list[dict[str, Any]]) -> pa.Table:
-    rows = [
-        {
-            "account_id": r["TrainingJobArn"].split(":")[4] or "000000000000",
-            "region": r["TrainingJobArn"].split(":")[3] or "us-east-1",
-            "training_job_arn": r["TrainingJobArn"],
-            "training_job_name": r["TrainingJobName"],
-            "creation_time": r["CreationTime"],
-            "last_modified_time": r.get("LastModifiedTime"),
-            "training_job_status": r["TrainingJobStatus"],
-            "warm_pool_status": (r.get("WarmPoolStatus") or {}).get("Status"),
-            "fetched_at": FETCHED,
-            "run_id": "test",
-            "response_sha256": "",
-            "response_json": dumps(redact(r)),
-        }
-        for r in records
-    ]
+    rows = [raw_job_row(*arn_account_and_region(r["TrainingJobArn"]), redact(r), FETCHED, "test") for r in records]
     return pa.Table.from_pylist(rows, schema=table(RAW_JOBS).arrow_schema())
 
 

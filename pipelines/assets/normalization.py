@@ -68,22 +68,21 @@ def normalized(context: AssetExecutionContext, warehouse_config: WarehouseConfig
         for declared in TABLES:
             yield MaterializeResult(asset_key=declared.name, metadata={"dagster/row_count": counts[declared.name]})
             for outcome in checks.table_checks(connection, declared):
-                yield AssetCheckResult(
-                    asset_key=declared.name,
-                    check_name=outcome.name,
-                    passed=outcome.passed,
-                    description=outcome.description,
-                    metadata=outcome.metadata,
-                )
-        unknown = checks.unknown_members(connection)
-        yield AssetCheckResult(
-            asset_key=checks.JOBS,
-            check_name=unknown.name,
-            passed=unknown.passed,
-            severity=AssetCheckSeverity.WARN,
-            description=unknown.description,
-            metadata=unknown.metadata,
-        )
+                yield _check_result(declared.name, outcome)
+        yield _check_result(checks.JOBS, checks.unknown_members(connection), AssetCheckSeverity.WARN)
+
+
+def _check_result(
+    asset: str, outcome: checks.CheckOutcome, severity: AssetCheckSeverity = AssetCheckSeverity.ERROR
+) -> AssetCheckResult:
+    return AssetCheckResult(
+        asset_key=asset,
+        check_name=outcome.name,
+        passed=outcome.passed,
+        severity=severity,
+        description=outcome.description,
+        metadata=outcome.metadata,
+    )
 
 
 @asset(

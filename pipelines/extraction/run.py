@@ -6,7 +6,6 @@ the CLI both call :func:`extract`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +17,6 @@ from typing import Any, Protocol
 import boto3
 import botocore.exceptions
 
-from pipelines.aws_model import dumps
 from pipelines.config import ConfigError, Settings
 from pipelines.extraction.aws import (
     ApiCallStats,
@@ -37,6 +35,7 @@ from pipelines.storage.raw import (
     RAW_JOBS,
     load_target_state,
     new_run_id,
+    raw_job_row,
     remove_stale_temporaries,
     write_rows,
 )
@@ -160,7 +159,7 @@ def _extract_target(
             rows, errors = [], []
             for job, outcome in zip(batch, results, strict=True):
                 if isinstance(outcome, dict):
-                    row = _raw_row(target, outcome, fetched_at, run_id)
+                    row = raw_job_row(target.account_id, target.region, outcome, fetched_at, run_id)
                     stored = state.jobs.get(row["training_job_arn"])
                     if stored is not None and stored.response_sha256 == row["response_sha256"]:
                         report.unchanged += 1  # fetched again, same record: nothing new to store
@@ -204,24 +203,6 @@ def _fetch(client: Any, job: JobToFetch) -> dict[str, Any] | tuple[str, BaseExce
         return fetch_job(client, job.name)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
         return getattr(error, "operation_name", None) or "DescribeTrainingJob", error
-
-
-def _raw_row(target: Target, record: dict[str, Any], fetched_at: datetime, run_id: str) -> dict[str, Any]:
-    document = dumps(record)
-    return {
-        "account_id": target.account_id,
-        "region": target.region,
-        "training_job_arn": record["TrainingJobArn"],
-        "training_job_name": record["TrainingJobName"],
-        "creation_time": record["CreationTime"],
-        "last_modified_time": record.get("LastModifiedTime"),
-        "training_job_status": record["TrainingJobStatus"],
-        "warm_pool_status": (record.get("WarmPoolStatus") or {}).get("Status"),
-        "fetched_at": fetched_at,
-        "run_id": run_id,
-        "response_sha256": hashlib.sha256(document.encode()).hexdigest(),
-        "response_json": document,
-    }
 
 
 def _error_row(target: Target, name: str | None, operation: str, error: BaseException, run_id: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ nothing half-written in view.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.aws_model import dumps
 from pipelines.extraction.planning import StoredJob, TargetState
 from pipelines.schemas import table
 
@@ -78,6 +80,27 @@ def write_rows(
     schema = table(table_name).arrow_schema()
     data = pa.Table.from_pylist(list(rows), schema=schema)
     return write_parquet_atomically(data, table_dir(warehouse, table_name, account_id, region) / f"{file_stem}.parquet")
+
+
+def raw_job_row(
+    account_id: str, region: str, record: dict[str, Any], fetched_at: datetime, run_id: str
+) -> dict[str, Any]:
+    """One ``raw_training_jobs`` row for a fetched (already redacted) record."""
+    document = dumps(record)
+    return {
+        "account_id": account_id,
+        "region": region,
+        "training_job_arn": record["TrainingJobArn"],
+        "training_job_name": record["TrainingJobName"],
+        "creation_time": record["CreationTime"],
+        "last_modified_time": record.get("LastModifiedTime"),
+        "training_job_status": record["TrainingJobStatus"],
+        "warm_pool_status": (record.get("WarmPoolStatus") or {}).get("Status"),
+        "fetched_at": fetched_at,
+        "run_id": run_id,
+        "response_sha256": hashlib.sha256(document.encode()).hexdigest(),
+        "response_json": document,
+    }
 
 
 def load_target_state(warehouse: Path, account_id: str, region: str) -> TargetState:
