@@ -157,6 +157,7 @@ def test_jobs_flatten_what_ran(fleet: list[dict], demo_tables: duckdb.DuckDBPyCo
         job = jobs[record["TrainingJobArn"]]
         resources = record.get("ResourceConfig", {})
         assert job["training_job_name"] == record["TrainingJobName"]
+        assert (job["account_id"], job["region"]) == arn_account_and_region(record["TrainingJobArn"])
         assert job["creation_time"] == record["CreationTime"]
         assert job["billable_time_in_seconds"] == record.get("BillableTimeInSeconds")
         if "InstanceGroups" in resources:
