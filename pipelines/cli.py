@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"Starting a local SageMaker endpoint with a demo fleet of {args.jobs} training jobs ...")
     endpoint = LocalSageMaker.start()
     try:
-        endpoint.load_fleet(FleetSpec(jobs=args.jobs, seed=args.seed))
+        # The fleet ends at the start of today (UTC): a second demo on the same day sees the same jobs,
+        # so it shows an incremental run instead of a second, shifted fleet.
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        endpoint.load_fleet(FleetSpec(jobs=args.jobs, seed=args.seed, end=today))
         settings = endpoint.environment()
         # Only the demo endpoint and its dummy credentials: nothing from a real AWS profile leaks in.
         for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION", "SMW_CONFIG", "SMW_REGIONS"):
