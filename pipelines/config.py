@@ -50,11 +50,21 @@ class ExtractionSettings:
 
 
 @dataclass(frozen=True)
+class CostSettings:
+    allocation_tags: tuple[str, ...] = ("team",)  # tag keys costs are rolled up by; the first drives cost_daily
+    # ML storage volumes (gp2), per GB-month. 0.14 is the us-east-1 list rate; a December 2023 bill shows
+    # 0.154 in eu-west-1. One rate for all regions: a documented simplification.
+    storage_usd_per_gb_month: float = 0.14
+    prices_file: Path | None = None  # your own rates: region,instance_type,usd_per_hour
+
+
+@dataclass(frozen=True)
 class Settings:
     warehouse: Path = Path("warehouse")
     accounts: tuple[Account, ...] = (Account(name="default"),)
     regions: tuple[str, ...] = ()  # empty: the region the AWS settings configure
     extraction: ExtractionSettings = field(default_factory=ExtractionSettings)
+    costs: CostSettings = field(default_factory=CostSettings)
     source: str = "defaults"  # where the settings came from, for messages
 
 
@@ -86,7 +96,7 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
 
 
 def parse_settings(document: Mapping[str, Any], source: str = "config") -> Settings:
-    known = {"warehouse", "accounts", "regions", "extraction"}
+    known = {"warehouse", "accounts", "regions", "extraction", "costs"}
     unknown = sorted(set(document) - known)
     if unknown:
         raise ConfigError(f"Unknown key {unknown[0]!r} in {source}; the known top-level keys are {sorted(known)}.")
@@ -102,7 +112,34 @@ def parse_settings(document: Mapping[str, Any], source: str = "config") -> Setti
         settings = replace(settings, regions=_regions(raw, "regions"))
     if "extraction" in document:
         settings = replace(settings, extraction=_extraction(document["extraction"]))
+    if "costs" in document:
+        settings = replace(settings, costs=_costs(document["costs"]))
     return settings
+
+
+def _costs(raw: Any) -> CostSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError("Key 'costs' must be a mapping, for example {allocation_tags: [team, project]}.")
+    allowed = {"allocation_tags", "storage_usd_per_gb_month", "prices_file"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"Unknown key 'costs.{unknown[0]}'; the known keys are {sorted(allowed)}.")
+    costs = CostSettings()
+    if "allocation_tags" in raw:
+        tags = raw["allocation_tags"]
+        if not isinstance(tags, list) or not tags or not all(isinstance(t, str) and t.strip() for t in tags):
+            raise ConfigError(
+                "costs.allocation_tags must be a non-empty list of tag keys, for example [team, project]."
+            )
+        costs = replace(costs, allocation_tags=tuple(dict.fromkeys(t.strip() for t in tags)))
+    if "storage_usd_per_gb_month" in raw:
+        rate = raw["storage_usd_per_gb_month"]
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or rate < 0:
+            raise ConfigError("costs.storage_usd_per_gb_month must be a number of dollars, 0 or more (e.g. 0.14).")
+        costs = replace(costs, storage_usd_per_gb_month=float(rate))
+    if raw.get("prices_file") is not None:
+        costs = replace(costs, prices_file=Path(_string(raw["prices_file"], "costs.prices_file")))
+    return costs
 
 
 def _string(value: Any, key: str) -> str:

@@ -9,10 +9,12 @@ from __future__ import annotations
 from dagster import Definitions
 
 from pipelines.assets.extraction import raw_training_jobs
-from pipelines.assets.normalization import normalized, published_warehouse
+from pipelines.assets.models import models
+from pipelines.assets.normalization import normalized
+from pipelines.assets.publication import published_warehouse
 from pipelines.assets.resources import WarehouseConfig
 
-ALL_ASSETS = [raw_training_jobs, normalized, published_warehouse]
+ALL_ASSETS = [raw_training_jobs, normalized, models, published_warehouse]
 
 
 def build_resources(config_file: str | None = None, warehouse: str | None = None) -> dict[str, object]:

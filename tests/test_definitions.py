@@ -29,8 +29,15 @@ def test_definitions_load_with_every_asset_check_and_resource() -> None:
         assert AssetCheckKey(AssetKey(name), "row_count_matches_raw") in check_keys
     assert AssetCheckKey(AssetKey("tags"), "references_jobs") in check_keys
     assert AssetCheckKey(AssetKey("jobs"), "unknown_members") in check_keys
-    # The publication waits for every table, so a failed blocking check keeps it from running.
-    assert graph.get(AssetKey("published_warehouse")).parent_keys == set(map(AssetKey, tables))
+    # Model dependencies come from the tables each model's SQL reads.
+    assert graph.get(AssetKey("job_costs")).parent_keys == set(
+        map(AssetKey, ["jobs", "instance_groups", "instance_prices"])
+    )
+    assert graph.get(AssetKey("cost_daily")).parent_keys == set(map(AssetKey, ["job_cost_days", "job_costs", "tags"]))
+    assert AssetCheckKey(AssetKey("cost_daily"), "total_matches_job_costs") in check_keys
+    # The publication waits for every table and model, so a failed blocking check keeps it from running.
+    published = graph.get(AssetKey("published_warehouse")).parent_keys
+    assert set(map(AssetKey, tables)) | {AssetKey("job_costs"), AssetKey("instance_prices")} <= published
 
 
 def test_asset_column_metadata_comes_from_the_schema_declaration() -> None:

@@ -1,14 +1,12 @@
-"""Normalized tables (staged, checked) and the publication that makes them current."""
+"""Normalized tables: flattened from the raw layer into the staging database, and checked."""
 
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetKey,
     AssetSpec,
     MaterializeResult,
-    asset,
     multi_asset,
 )
 
@@ -17,7 +15,7 @@ from pipelines.assets.resources import WarehouseConfig
 from pipelines.normalization import checks
 from pipelines.normalization.flatten import normalized_tables
 from pipelines.storage.raw import RAW_JOBS
-from pipelines.storage.warehouse import Staging, publish, remove_abandoned_staging, stage_normalized_tables
+from pipelines.storage.warehouse import remove_abandoned_staging, stage_normalized_tables
 
 TABLES = normalized_tables()
 TABLE_NAMES = [t.name for t in TABLES]
@@ -68,11 +66,11 @@ def normalized(context: AssetExecutionContext, warehouse_config: WarehouseConfig
         for declared in TABLES:
             yield MaterializeResult(asset_key=declared.name, metadata={"dagster/row_count": counts[declared.name]})
             for outcome in checks.table_checks(connection, declared):
-                yield _check_result(declared.name, outcome)
-        yield _check_result(checks.JOBS, checks.unknown_members(connection), AssetCheckSeverity.WARN)
+                yield check_result(declared.name, outcome)
+        yield check_result(checks.JOBS, checks.unknown_members(connection), AssetCheckSeverity.WARN)
 
 
-def _check_result(
+def check_result(
     asset: str, outcome: checks.CheckOutcome, severity: AssetCheckSeverity = AssetCheckSeverity.ERROR
 ) -> AssetCheckResult:
     return AssetCheckResult(
@@ -83,17 +81,3 @@ def _check_result(
         description=outcome.description,
         metadata=outcome.metadata,
     )
-
-
-@asset(
-    deps=[AssetKey(name) for name in TABLE_NAMES],
-    group_name="warehouse",
-    kinds={"duckdb", "parquet"},
-    description="Makes the staged tables current: sagemaker.duckdb and parquet/<table>/ are replaced atomically.",
-)
-def published_warehouse(context: AssetExecutionContext, warehouse_config: WarehouseConfig) -> MaterializeResult:
-    settings = warehouse_config.settings()
-    paths = publish(Staging(settings.warehouse, context.run_id), TABLE_NAMES)
-    database = settings.warehouse / "sagemaker.duckdb"
-    context.log.info(f"published {len(paths)} tables: {database} and {settings.warehouse / 'parquet'}")
-    return MaterializeResult(metadata={"database": str(database.resolve()), "tables": len(paths)})

@@ -22,6 +22,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from pipelines.config import CostSettings
+from pipelines.models.build import build_models
 from pipelines.normalization.flatten import (
     RAW_JSON,
     build_normalized_tables,
@@ -150,3 +152,9 @@ def remove_abandoned_staging(warehouse: Path, active_run_id: str) -> None:
         for leftover in root.iterdir():
             if leftover.name != active_run_id:
                 shutil.rmtree(leftover, ignore_errors=True)
+
+
+def stage_models(staging: Staging, costs: CostSettings) -> dict[str, int]:
+    """Build the price table and every SQL model into the staging database, after the normalized tables."""
+    with staging.connect() as connection:
+        return build_models(connection, costs)

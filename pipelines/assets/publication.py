@@ -1,0 +1,25 @@
+"""Publication: the staged, checked warehouse becomes current in one step."""
+
+from dagster import AssetExecutionContext, AssetKey, MaterializeResult, asset
+
+from pipelines.assets.models import PRICE_AND_MODEL_NAMES
+from pipelines.assets.normalization import TABLE_NAMES
+from pipelines.assets.resources import WarehouseConfig
+from pipelines.storage.warehouse import DATABASE, PARQUET, Staging, publish
+
+PUBLISHED_TABLES = [*TABLE_NAMES, *PRICE_AND_MODEL_NAMES]
+
+
+@asset(
+    deps=[AssetKey(name) for name in PUBLISHED_TABLES],
+    group_name="warehouse",
+    kinds={"duckdb", "parquet"},
+    description="Makes the staged tables and models current: sagemaker.duckdb and parquet/<table>/ are replaced "
+    "atomically, only after every blocking check passed.",
+)
+def published_warehouse(context: AssetExecutionContext, warehouse_config: WarehouseConfig) -> MaterializeResult:
+    settings = warehouse_config.settings()
+    paths = publish(Staging(settings.warehouse, context.run_id), PUBLISHED_TABLES)
+    database = settings.warehouse / DATABASE
+    context.log.info(f"published {len(paths)} tables: {database} and {settings.warehouse / PARQUET}")
+    return MaterializeResult(metadata={"database": str(database.resolve()), "tables": len(paths)})

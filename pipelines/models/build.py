@@ -1,0 +1,113 @@
+"""SQL models: ``sql/models/<table>.sql``, each a ``select`` whose file name is the table it builds.
+
+A model's dependencies are the tables its SQL reads, found in DuckDB's own parse tree
+(``json_serialize_sql``); models are built in dependency order into the staging database, after the
+normalized tables and before publication, and their columns must match ``schemas/models/<table>.yaml``.
+Run parameters (prices, the storage rate, the cost-allocation tag keys) are plain tables the SQL joins.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from graphlib import TopologicalSorter
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from pipelines.config import CostSettings
+from pipelines.normalization.flatten import SQL_DIR, build_table, run, table_sql
+from pipelines.pricing.prices import effective_prices
+from pipelines.schemas import all_tables, table
+
+MODELS_FOLDER = "models"
+PRICES = "instance_prices"
+# Run parameters: temporary tables, visible to the models, never published.
+PARAMETER_TABLES = ("cost_parameters", "allocation_tags")
+
+
+def model_names() -> list[str]:
+    return sorted(path.stem for path in (SQL_DIR / MODELS_FOLDER).glob("*.sql"))
+
+
+def _base_tables(node: Any, found: set[str]) -> set[str]:
+    if isinstance(node, dict):
+        if node.get("type") == "BASE_TABLE":
+            found.add(node["table_name"])
+        for value in node.values():
+            _base_tables(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            _base_tables(value, found)
+    return found
+
+
+def _ctes(node: Any, found: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(node, dict):
+        for entry in (node.get("cte_map") or {}).get("map", []):
+            found[entry["key"]] = entry["value"]
+        for value in node.values():
+            _ctes(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            _ctes(value, found)
+    return found
+
+
+@cache
+def model_dependencies(name: str) -> frozenset[str]:
+    """The tables a model reads. A CTE named like the table it selects from (``jobs as (select * from
+    jobs)``, this project's style for inputs) counts as reading that table."""
+    with duckdb.connect() as connection:
+        tree = json.loads(
+            run(connection, f"select json_serialize_sql({_literal(table_sql(name, MODELS_FOLDER))})")[0][0]
+        )
+    if tree.get("error"):
+        raise ValueError(f"sql/models/{name}.sql does not parse: {tree.get('error_message')}")
+    ctes = _ctes(tree, {})
+    inputs = {cte for cte, body in ctes.items() if cte in _base_tables(body, set())}
+    return frozenset((_base_tables(tree, set()) - set(ctes)) | inputs)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def build_order() -> list[str]:
+    models = set(model_names())
+    graph = {name: model_dependencies(name) & models for name in models}
+    return list(TopologicalSorter(graph).static_order())
+
+
+def load_parameters(connection: duckdb.DuckDBPyConnection, costs: CostSettings, catalog: str = "") -> int:
+    """Create ``instance_prices`` (published) and the run's parameter tables (temporary)."""
+    prices = effective_prices(costs.prices_file)
+    declared = table(PRICES)
+    connection.register(
+        "effective_prices",
+        pa.Table.from_pylist([p.__dict__ for p in prices], schema=declared.arrow_schema()),
+    )
+    build_table(connection, declared, "select * from effective_prices", catalog)
+    run(
+        connection,
+        f"create or replace temp table cost_parameters as select {float(costs.storage_usd_per_gb_month)}::double "
+        "as storage_usd_per_gb_month",
+    )
+    rows = ", ".join(f"({_literal(key)}, {position})" for position, key in enumerate(costs.allocation_tags))
+    run(
+        connection,
+        f"create or replace temp table allocation_tags as select * from (values {rows}) t(tag_key, tag_position)",
+    )
+    return len(prices)
+
+
+def build_models(connection: duckdb.DuckDBPyConnection, costs: CostSettings) -> dict[str, int]:
+    """Every model, in dependency order, into the connection's default catalog; returns row counts."""
+    counts = {PRICES: load_parameters(connection, costs)}
+    declared = all_tables()
+    for name in build_order():
+        if name not in declared:
+            raise ValueError(f"sql/models/{name}.sql has no declaration in schemas/models/{name}.yaml")
+        counts[name] = build_table(connection, declared[name], table_sql(name, MODELS_FOLDER))
+    return counts

@@ -1,0 +1,77 @@
+"""Checks on the cost models, as SQL over a connection holding them."""
+
+from __future__ import annotations
+
+import duckdb
+
+from pipelines.normalization.checks import CheckOutcome
+from pipelines.normalization.flatten import run
+
+COST_COLUMNS = ("compute_cost_usd", "warm_pool_cost_usd", "storage_cost_usd", "total_cost_usd", "spot_savings_usd")
+
+
+def one_cost_row_per_job(connection: duckdb.DuckDBPyConnection) -> CheckOutcome:
+    missing, extra = run(
+        connection,
+        """
+        select
+            (select count(*) from jobs anti join job_costs using (training_job_arn)),
+            (select count(*) - count(distinct training_job_arn) from job_costs)
+            + (select count(*) from job_costs anti join jobs using (training_job_arn))
+        """,
+    )[0]
+    return CheckOutcome(
+        "one_row_per_job",
+        missing == 0 and extra == 0,
+        f"{missing} jobs without a cost row, {extra} extra or duplicate rows",
+        {"jobs_without_cost": int(missing), "extra_rows": int(extra)},
+    )
+
+
+def no_negative_cost(connection: duckdb.DuckDBPyConnection) -> CheckOutcome:
+    conditions = " or ".join(f"{column} < 0" for column in COST_COLUMNS)
+    negative = run(connection, f"select count(*) from job_costs where {conditions}")[0][0]
+    return CheckOutcome(
+        "no_negative_cost",
+        negative == 0,
+        f"{negative} jobs with a negative cost",
+        {"jobs_with_negative_cost": int(negative)},
+    )
+
+
+def daily_total_matches_job_costs(connection: duckdb.DuckDBPyConnection) -> CheckOutcome:
+    daily, jobs = run(
+        connection,
+        "select (select coalesce(sum(total_cost_usd), 0) from cost_daily),"
+        " (select coalesce(sum(total_cost_usd), 0) from job_costs)",
+    )[0]
+    return CheckOutcome(
+        "total_matches_job_costs",
+        round(daily, 2) == round(jobs, 2),
+        f"cost_daily totals ${daily:,.2f}; job_costs totals ${jobs:,.2f}",
+        {"cost_daily_total_usd": round(float(daily), 2), "job_costs_total_usd": round(float(jobs), 2)},
+    )
+
+
+def unpriced_instance_types(connection: duckdb.DuckDBPyConnection) -> CheckOutcome:
+    rows = run(
+        connection,
+        """
+        with unpriced as (
+            select region || ' ' || unnest(string_split(unpriced_instance_types, ', ')) as unpriced
+            from job_costs
+            where unpriced_instance_types is not null
+        )
+        select unpriced, count(*) as jobs
+        from unpriced
+        group by unpriced
+        order by jobs desc, unpriced
+        """,
+    )
+    found = {name: int(jobs) for name, jobs in rows}
+    return CheckOutcome(
+        "unpriced_instance_types",
+        not found,
+        f"no price for {found}; add them to a prices file (costs.prices_file)" if found else "every instance is priced",
+        {"unpriced": found},
+    )

@@ -1,0 +1,113 @@
+"""Hourly training prices: a bundled snapshot, overridden by the user's own rates.
+
+There is no authoritative offline price list. The bundled snapshot (``training_prices.csv``) names a
+public source and a date for every row, and says whether the figure was checked against a published bill
+(``verified``). A user's CSV (``region,instance_type,usd_per_hour``, e.g. negotiated rates) takes
+precedence over the snapshot. A malformed row is an error naming the file, the line and the problem.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.config import ConfigError
+
+BUNDLED = Path(__file__).resolve().parent / "training_prices.csv"
+REQUIRED = ("region", "instance_type", "usd_per_hour")
+REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")
+
+
+class PriceFileError(ConfigError):
+    """A price file that cannot be trusted, with the file, line and problem."""
+
+
+@dataclass(frozen=True)
+class Price:
+    region: str
+    instance_type: str
+    usd_per_hour: float
+    accelerator_count: int | None
+    has_local_nvme: bool
+    source: str
+    as_of: str | None
+    verified: bool
+
+
+def read_price_file(path: Path, default_source: str | None = None) -> list[Price]:
+    """Every row of a price CSV, validated; the first problem found raises PriceFileError."""
+    if not path.is_file():
+        raise PriceFileError(
+            f"Price file {path} does not exist; fix the path given with --prices or costs.prices_file."
+        )
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+        if missing:
+            raise PriceFileError(
+                f"{path} line 1: the header lacks {', '.join(missing)}; it must name region,instance_type,usd_per_hour."
+            )
+        prices: dict[tuple[str, str], Price] = {}
+        for row in reader:
+            line = reader.line_num
+            price = _parse_row(row, f"{path} line {line}", default_source or str(path))
+            key = (price.region, price.instance_type)
+            if key in prices:
+                raise PriceFileError(f"{path} line {line}: {key[1]} in {key[0]} is priced twice; keep one row.")
+            prices[key] = price
+    return list(prices.values())
+
+
+def _parse_row(row: dict[str, str | None], where: str, default_source: str) -> Price:
+    region = (row.get("region") or "").strip()
+    instance_type = (row.get("instance_type") or "").strip()
+    if not REGION.match(region):
+        raise PriceFileError(f"{where}: region {region!r} is not an AWS region name such as us-east-1.")
+    if not INSTANCE_TYPE.match(instance_type):
+        raise PriceFileError(f"{where}: instance_type {instance_type!r} is not a SageMaker type such as ml.g5.xlarge.")
+    raw_price = (row.get("usd_per_hour") or "").strip()
+    try:
+        usd_per_hour = float(raw_price)
+    except ValueError:
+        raise PriceFileError(
+            f"{where}: usd_per_hour {raw_price!r} is not a number; write dollars per hour, e.g. 1.408."
+        ) from None
+    if not usd_per_hour >= 0 or usd_per_hour == float("inf"):
+        raise PriceFileError(f"{where}: usd_per_hour {raw_price!r} must be a finite number, 0 or more.")
+    accelerators = (row.get("accelerator_count") or "").strip()
+    if accelerators and not accelerators.isdigit():
+        raise PriceFileError(f"{where}: accelerator_count {accelerators!r} must be a whole number.")
+    return Price(
+        region=region,
+        instance_type=instance_type,
+        usd_per_hour=usd_per_hour,
+        accelerator_count=int(accelerators) if accelerators else None,
+        has_local_nvme=(row.get("has_local_nvme") or "").strip().lower() == "true",
+        source=(row.get("source") or "").strip() or default_source,
+        as_of=(row.get("as_of") or "").strip() or None,
+        verified=(row.get("verified") or "").strip().lower() == "true",
+    )
+
+
+def effective_prices(user_file: Path | None = None) -> list[Price]:
+    """The bundled snapshot overridden by ``user_file``. A user row without instance attributes
+    (accelerators, local NVMe) takes them from the snapshot's row for the same instance type."""
+    bundled = read_price_file(BUNDLED)
+    prices = {(p.region, p.instance_type): p for p in bundled}
+    attributes = {p.instance_type: p for p in bundled}
+    if user_file is not None:
+        for price in read_price_file(user_file, default_source=f"user rates ({user_file.name})"):
+            known = attributes.get(price.instance_type)
+            if known is not None and price.accelerator_count is None:
+                price = Price(
+                    **{
+                        **price.__dict__,
+                        "accelerator_count": known.accelerator_count,
+                        "has_local_nvme": known.has_local_nvme,
+                    }
+                )
+            prices[(price.region, price.instance_type)] = Price(**{**price.__dict__, "verified": True})
+    return sorted(prices.values(), key=lambda p: (p.region, p.instance_type))

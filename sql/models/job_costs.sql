@@ -1,0 +1,157 @@
+-- One row per training job: its on-demand cost, by the billing rules in the README ("How costs are computed").
+-- Reads the run's cost_parameters (storage rate) besides the warehouse tables.
+with jobs as (
+    select * from jobs
+),
+
+instance_groups as (
+    select * from instance_groups
+),
+
+instance_prices as (
+    select * from instance_prices
+),
+
+cost_parameters as (
+    select * from cost_parameters
+),
+
+-- Every kind of instance a job ran: one row for a plain job, one per group for a heterogeneous cluster.
+fleet as (
+    select training_job_arn, instance_type, instance_count
+    from jobs
+    where not is_heterogeneous_cluster and instance_type is not null
+    union all
+    select training_job_arn, instance_type, instance_count
+    from instance_groups
+),
+
+priced_fleet as (
+    select
+        fleet.training_job_arn,
+        fleet.instance_type,
+        fleet.instance_count,
+        instance_prices.usd_per_hour as usd_per_instance_hour,
+        instance_prices.accelerator_count,
+        coalesce(instance_prices.has_local_nvme, false) as has_local_nvme,
+        instance_prices.source
+    from fleet
+    join jobs using (training_job_arn)
+    left join instance_prices
+        on instance_prices.region = jobs.region and instance_prices.instance_type = fleet.instance_type
+),
+
+clusters as (
+    select
+        training_job_arn,
+        sum(instance_count) as instance_count,
+        bool_and(usd_per_instance_hour is not null) as all_priced,
+        sum(instance_count * usd_per_instance_hour) as usd_per_hour,
+        sum(instance_count * accelerator_count) as accelerators,
+        count(*) filter (where accelerator_count is null) = 0 as accelerators_known,
+        coalesce(sum(instance_count) filter (where not has_local_nvme), 0) as volume_instances,
+        string_agg(distinct source, '; ' order by source) as price_source,
+        string_agg(distinct instance_type, ', ' order by instance_type)
+            filter (where usd_per_instance_hour is null) as unpriced_instance_types
+    from priced_fleet
+    group by training_job_arn
+),
+
+durations as (
+    select
+        jobs.*,
+        jobs.training_job_status not in ('InProgress', 'Stopping') as is_final,
+        -- A running job has no billable time yet: estimate it from training start to its last fetch.
+        case
+            when jobs.training_job_status in ('InProgress', 'Stopping') and jobs.training_start_time is not null
+                then (epoch_ms(jobs.fetched_at) - epoch_ms(jobs.training_start_time)) / 1000.0
+        end as running_seconds
+    from jobs
+),
+
+seconds as (
+    select
+        *,
+        coalesce(billable_time_in_seconds, running_seconds, 0) as billable_seconds,
+        coalesce(training_time_in_seconds, running_seconds, 0) as wall_training_seconds,
+        coalesce(resource_retained_billable_time_in_seconds, 0) as warm_pool_seconds
+    from durations
+),
+
+costed as (
+    select
+        seconds.training_job_arn,
+        seconds.account_id,
+        seconds.region,
+        seconds.training_job_status,
+        case when seconds.is_heterogeneous_cluster then 'heterogeneous' else seconds.instance_type end
+            as instance_type,
+        clusters.instance_count,
+        case when clusters.all_priced then clusters.usd_per_hour end as usd_per_hour,
+        seconds.billable_seconds,
+        seconds.billable_seconds * coalesce(clusters.instance_count, 0) / 3600.0 as instance_hours,
+        case when clusters.accelerators_known
+            then seconds.billable_seconds * clusters.accelerators / 3600.0 end as accelerator_hours,
+        clusters.all_priced is true as is_priced,
+        seconds.is_final,
+        seconds.training_plan_arn is not null as on_training_plan,
+        seconds.enable_managed_spot_training,
+        seconds.billable_token_count,
+        seconds.wall_training_seconds,
+        seconds.warm_pool_seconds,
+        seconds.volume_size_in_gb,
+        clusters.volume_instances,
+        clusters.price_source,
+        clusters.unpriced_instance_types,
+        cost_parameters.storage_usd_per_gb_month
+    from seconds
+    left join clusters using (training_job_arn)
+    cross join cost_parameters
+),
+
+final as (
+    select
+        training_job_arn,
+        account_id,
+        region,
+        training_job_status,
+        instance_type,
+        instance_count,
+        usd_per_hour,
+        billable_seconds,
+        instance_hours,
+        accelerator_hours,
+        case
+            when not is_priced then null
+            when on_training_plan then 0.0  -- capacity bought up front: no on-demand compute charge
+            else billable_seconds * usd_per_hour / 3600.0
+        end as compute_cost_usd,
+        case when is_priced then warm_pool_seconds * usd_per_hour / 3600.0 end as warm_pool_cost_usd,
+        case when is_priced
+            then coalesce(volume_size_in_gb, 0) * volume_instances * storage_usd_per_gb_month
+                * (wall_training_seconds + warm_pool_seconds) / (730.0 * 3600.0)
+        end as storage_cost_usd,
+        compute_cost_usd + warm_pool_cost_usd + storage_cost_usd as total_cost_usd,
+        case
+            when not is_priced then null
+            when enable_managed_spot_training
+                then greatest(wall_training_seconds - billable_seconds, 0) * usd_per_hour / 3600.0
+            else 0.0
+        end as spot_savings_usd,
+        is_priced,
+        is_final,
+        case
+            when instance_type is null and billable_token_count is not null
+                then 'serverless (billed per token; no public price)'
+            when instance_type is null then 'serverless (no instances)'
+            when not is_priced then 'unpriced'
+            when on_training_plan then 'training plan (prepaid compute)'
+            when enable_managed_spot_training then 'managed spot'
+            else 'on-demand'
+        end as cost_basis,
+        price_source,
+        unpriced_instance_types
+    from costed
+)
+
+select * from final
