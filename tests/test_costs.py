@@ -1,0 +1,329 @@
+"""Cost and duration models against hand-computed cases, to the cent."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from pipelines.config import CostSettings
+from pipelines.models import checks
+from pipelines.models.build import build_models
+from pipelines.pricing.prices import PriceFileError, effective_prices, read_price_file
+from tests.test_normalization import FETCHED, normalize
+
+# Round numbers, so that every expected figure below can be checked by hand.
+PRICES_CSV = """region,instance_type,usd_per_hour
+us-east-1,ml.m5.xlarge,1.00
+us-east-1,ml.g5.xlarge,2.00
+us-east-1,ml.p4d.24xlarge,30.00
+us-east-1,ml.c5.18xlarge,3.00
+"""
+STORAGE_RATE = 0.10  # USD per GB-month; a month is 730 hours
+T0 = datetime(2026, 10, 20, 10, 0, tzinfo=UTC)
+
+
+def record(
+    name: str,
+    *,
+    start: datetime | None = T0,
+    seconds: int = 3600,
+    billable: int | None = None,
+    status: str = "Completed",
+    resources: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A minimal DescribeTrainingJob record: created 5 minutes before ``start``, ran ``seconds``."""
+    created = (start or T0) - timedelta(minutes=5)
+    rec: dict[str, Any] = {
+        "TrainingJobName": name,
+        "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{name}",
+        "ModelArtifacts": {"S3ModelArtifacts": ""},
+        "TrainingJobStatus": status,
+        "SecondaryStatus": status,
+        "StoppingCondition": {"MaxRuntimeInSeconds": 86400},
+        "CreationTime": created,
+        "ResourceConfig": resources or {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+        "EnableManagedSpotTraining": False,
+        "Tags": [{"Key": "team", "Value": "search"}],
+        "SecondaryStatusTransitions": [{"Status": "Starting", "StartTime": created, "EndTime": start or created}],
+    }
+    if start is not None and status != "InProgress":
+        end = start + timedelta(seconds=seconds)
+        rec.update(
+            TrainingStartTime=start,
+            TrainingEndTime=end,
+            LastModifiedTime=end,
+            TrainingTimeInSeconds=seconds,
+            BillableTimeInSeconds=seconds if billable is None else billable,
+        )
+        rec["SecondaryStatusTransitions"] += [
+            {"Status": "Training", "StartTime": start, "EndTime": end},
+            {"Status": status, "StartTime": end, "EndTime": end},
+        ]
+    if start is not None and status == "InProgress":
+        rec.update(TrainingStartTime=start, LastModifiedTime=start, SecondaryStatus="Training")
+        rec["SecondaryStatusTransitions"].append({"Status": "Training", "StartTime": start})
+    rec.update(extra)
+    return rec
+
+
+CASES = [
+    record("plain", resources={"InstanceType": "ml.m5.xlarge", "InstanceCount": 2, "VolumeSizeInGB": 30}),
+    record(
+        "spot",
+        seconds=7200,
+        billable=1800,
+        EnableManagedSpotTraining=True,
+        resources={"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50},
+    ),
+    record(
+        "warm-pool",
+        resources={
+            "InstanceType": "ml.m5.xlarge",
+            "InstanceCount": 1,
+            "VolumeSizeInGB": 30,
+            "KeepAlivePeriodInSeconds": 1800,
+        },
+        WarmPoolStatus={"Status": "Terminated", "ResourceRetainedBillableTimeInSeconds": 1800},
+    ),
+    record(
+        "heterogeneous",
+        seconds=1800,
+        resources={
+            "VolumeSizeInGB": 100,
+            "InstanceGroups": [
+                {"InstanceGroupName": "gpu", "InstanceType": "ml.p4d.24xlarge", "InstanceCount": 2},
+                {"InstanceGroupName": "data", "InstanceType": "ml.c5.18xlarge", "InstanceCount": 4},
+            ],
+        },
+    ),
+    record(
+        "flexible",
+        seconds=900,
+        resources={
+            "VolumeSizeInGB": 50,
+            "SelectedInstanceType": "ml.g5.xlarge",
+            "SelectedInstanceCount": 2,
+            "InstancePreferences": [
+                {"InstanceType": "ml.p4d.24xlarge", "InstanceCount": 1},
+                {"InstanceType": "ml.g5.xlarge", "InstanceCount": 2},
+            ],
+        },
+    ),
+    record(
+        "midnight",
+        start=datetime(2026, 10, 20, 23, 0, tzinfo=UTC),
+        seconds=7200,
+        resources={"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 0},
+    ),
+    record("failed-before-start", start=None, status="Failed", FailureReason="CapacityError: no capacity"),
+    record("running", start=FETCHED - timedelta(hours=1), status="InProgress"),
+    record(
+        "training-plan",
+        resources={
+            "InstanceType": "ml.p4d.24xlarge",
+            "InstanceCount": 1,
+            "VolumeSizeInGB": 100,
+            "TrainingPlanArn": "arn:aws:sagemaker:us-east-1:123456789012:training-plan/reserved",
+        },
+    ),
+    record("unpriced", resources={"InstanceType": "ml.c6i.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30}),
+]
+
+
+def storage(gb: float, instances: int, seconds: float) -> float:
+    return gb * instances * STORAGE_RATE * seconds / (730 * 3600)
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnection:
+    prices = tmp_path_factory.mktemp("prices") / "rates.csv"
+    prices.write_text(PRICES_CSV)
+    connection = normalize(CASES)
+    build_models(connection, CostSettings(storage_usd_per_gb_month=STORAGE_RATE, prices_file=prices))
+    return connection
+
+
+def costs(connection: duckdb.DuckDBPyConnection, name: str) -> dict[str, Any]:
+    relation = connection.sql(f"select * from job_costs where training_job_arn like '%/{name}'")
+    [row] = relation.fetchall()
+    return dict(zip(relation.columns, row, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("name", "compute", "warm_pool", "storage_usd", "spot_savings", "basis"),
+    [
+        # 2 instances x 1 h x $1
+        ("plain", 2.00, 0.0, storage(30, 2, 3600), 0.0, "on-demand"),
+        # billable 0.5 h x $2; savings (2 h - 0.5 h) x $2; g5 has local NVMe: no volume
+        ("spot", 1.00, 0.0, 0.0, 3.00, "managed spot"),
+        # 1 h x $1, plus 0.5 h of retained warm pool; the volume is kept for both
+        ("warm-pool", 1.00, 0.50, storage(30, 1, 5400), 0.0, "on-demand"),
+        # (2 x $30 + 4 x $3) x 0.5 h; only the 4 c5 instances carry a volume
+        ("heterogeneous", 36.00, 0.0, storage(100, 4, 1800), 0.0, "on-demand"),
+        # what ran is the selected pair: 2 x g5.xlarge x 0.25 h x $2
+        ("flexible", 1.00, 0.0, 0.0, 0.0, "on-demand"),
+        ("midnight", 2.00, 0.0, 0.0, 0.0, "on-demand"),
+        ("failed-before-start", 0.0, 0.0, 0.0, 0.0, "on-demand"),
+        # running: estimated from training start to the last fetch (1 h)
+        ("running", 1.00, 0.0, storage(30, 1, 3600), 0.0, "on-demand"),
+        # prepaid capacity: no on-demand compute; p4d has local NVMe
+        ("training-plan", 0.0, 0.0, 0.0, 0.0, "training plan (prepaid compute)"),
+    ],
+)
+def test_job_costs_match_hand_computed_figures(
+    warehouse: duckdb.DuckDBPyConnection,
+    name: str,
+    compute: float,
+    warm_pool: float,
+    storage_usd: float,
+    spot_savings: float,
+    basis: str,
+) -> None:
+    row = costs(warehouse, name)
+    assert row["is_priced"] and row["cost_basis"] == basis
+    assert round(row["compute_cost_usd"], 2) == round(compute, 2)
+    assert round(row["warm_pool_cost_usd"], 2) == round(warm_pool, 2)
+    assert row["storage_cost_usd"] == pytest.approx(storage_usd, abs=1e-9)
+    assert round(row["total_cost_usd"], 2) == round(compute + warm_pool + storage_usd, 2)
+    assert round(row["spot_savings_usd"], 2) == round(spot_savings, 2)
+
+
+def test_heterogeneous_cluster_rate_is_summed_over_groups(warehouse: duckdb.DuckDBPyConnection) -> None:
+    row = costs(warehouse, "heterogeneous")
+    assert (row["instance_type"], row["instance_count"], row["usd_per_hour"]) == ("heterogeneous", 6, 72.0)
+    assert row["accelerator_hours"] == pytest.approx(2 * 8 * 0.5)  # p4d: 8 GPUs each; c5: none
+
+
+def test_an_instance_type_without_a_price_is_null_never_zero(warehouse: duckdb.DuckDBPyConnection) -> None:
+    row = costs(warehouse, "unpriced")
+    assert not row["is_priced"] and row["cost_basis"] == "unpriced"
+    assert row["compute_cost_usd"] is None and row["total_cost_usd"] is None
+    assert row["unpriced_instance_types"] == "ml.c6i.xlarge"
+    outcome = checks.unpriced_instance_types(warehouse)
+    assert not outcome.passed and outcome.metadata["unpriced"] == {"us-east-1 ml.c6i.xlarge": 1}
+
+
+def test_running_jobs_are_estimates_and_say_so(warehouse: duckdb.DuckDBPyConnection) -> None:
+    assert not costs(warehouse, "running")["is_final"]
+    assert costs(warehouse, "plain")["is_final"]
+
+
+def test_cost_daily_spreads_a_job_over_the_days_it_ran(warehouse: duckdb.DuckDBPyConnection) -> None:
+    rows = warehouse.execute(
+        "select day, compute_cost_usd, instance_hours from job_cost_days where training_job_arn like '%/midnight' "
+        "order by day"
+    ).fetchall()
+    assert [(str(day), round(cost, 2), round(hours, 2)) for day, cost, hours in rows] == [
+        ("2026-10-20", 1.00, 1.0),
+        ("2026-10-21", 1.00, 1.0),
+    ]
+    warm = warehouse.execute(
+        "select sum(warm_pool_cost_usd) from job_cost_days where training_job_arn like '%/warm-pool'"
+    ).fetchall()[0][0]
+    assert round(warm, 2) == 0.50
+
+
+def test_cost_daily_total_equals_job_costs_to_the_cent(warehouse: duckdb.DuckDBPyConnection) -> None:
+    outcome = checks.daily_total_matches_job_costs(warehouse)
+    assert outcome.passed, outcome.description
+    expected = (
+        2.00
+        + 1.00
+        + 1.50
+        + 36.00
+        + 1.00
+        + 2.00
+        + 1.00
+        + storage(30, 2, 3600)
+        + storage(30, 1, 5400)
+        + (storage(100, 4, 1800) + storage(30, 1, 3600))
+    )
+    assert outcome.metadata["job_costs_total_usd"] == round(expected, 2)
+    by_team = warehouse.execute(
+        "select allocation_tag_key, allocation_tag_value, sum(total_cost_usd) from cost_daily group by all"
+    ).fetchall()
+    assert [(k, v, round(total, 2)) for k, v, total in by_team] == [("team", "search", round(expected, 2))]
+
+
+def test_model_checks_pass_and_catch_problems(warehouse: duckdb.DuckDBPyConnection) -> None:
+    assert checks.one_cost_row_per_job(warehouse).passed
+    assert checks.no_negative_cost(warehouse).passed
+    copy = duckdb.connect()
+    for name in ("jobs", "job_costs"):
+        copy.register(f"source_{name}", warehouse.sql(f"select * from {name}").to_arrow_table())
+        copy.execute(f"create table {name} as select * from source_{name}")
+    copy.execute("update job_costs set warm_pool_cost_usd = -1 where training_job_arn like '%/plain'")
+    copy.execute("delete from job_costs where training_job_arn like '%/spot'")
+    assert not checks.no_negative_cost(copy).passed
+    assert checks.one_cost_row_per_job(copy).metadata["jobs_without_cost"] == 1
+
+
+def test_job_durations_sum_the_transitions(warehouse: duckdb.DuckDBPyConnection) -> None:
+    relation = warehouse.sql("select * from job_durations where training_job_arn like '%/plain'")
+    row = dict(zip(relation.columns, relation.fetchall()[0], strict=True))
+    assert (row["starting_seconds"], row["training_seconds"], row["startup_seconds"], row["wall_seconds"]) == (
+        300.0,
+        3600.0,
+        300.0,
+        3900.0,
+    )
+    running = warehouse.sql(
+        "select training_seconds, is_final from job_durations where training_job_arn like '%/running'"
+    )
+    assert running.fetchall() == [(0.0, False)] or running.fetchall()[0][1] is False
+
+
+# -- price files -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("region,instance_type\nus-east-1,ml.m5.xlarge\n", "line 1: the header lacks usd_per_hour"),
+        (
+            "region,instance_type,usd_per_hour\nus-east-1,ml.m5.xlarge,cheap\n",
+            "line 2: usd_per_hour 'cheap' is not a number",
+        ),
+        (
+            "region,instance_type,usd_per_hour\nus-east-1,ml.m5.xlarge,1\nus-east-1,m5.xlarge,1\n",
+            "line 3: instance_type 'm5.xlarge' is not a SageMaker type",
+        ),
+        (
+            "region,instance_type,usd_per_hour\nUS East,ml.m5.xlarge,1\n",
+            "line 2: region 'US East' is not an AWS region",
+        ),
+        ("region,instance_type,usd_per_hour\nus-east-1,ml.m5.xlarge,-2\n", "line 2: usd_per_hour '-2' must be"),
+        (
+            "region,instance_type,usd_per_hour\nus-east-1,ml.m5.xlarge,1\nus-east-1,ml.m5.xlarge,2\n",
+            "line 3: ml.m5.xlarge in us-east-1 is priced twice",
+        ),
+    ],
+)
+def test_a_bad_price_row_names_file_line_and_problem(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "rates.csv"
+    path.write_text(text)
+    with pytest.raises(PriceFileError) as raised:
+        read_price_file(path)
+    assert str(raised.value).startswith(f"{path} ") and message in str(raised.value)
+
+
+def test_user_rates_override_the_snapshot_and_keep_instance_attributes(tmp_path: Path) -> None:
+    path = tmp_path / "rates.csv"
+    path.write_text("region,instance_type,usd_per_hour\nus-east-1,ml.p4d.24xlarge,20.5\n")
+    prices = {(p.region, p.instance_type): p for p in effective_prices(path)}
+    p4d = prices[("us-east-1", "ml.p4d.24xlarge")]
+    assert (p4d.usd_per_hour, p4d.accelerator_count, p4d.has_local_nvme) == (20.5, 8, True)
+    assert p4d.source == "user rates (rates.csv)"
+    assert all(p.source for p in prices.values())
+
+
+def test_bundled_snapshot_names_a_source_and_date_for_every_price() -> None:
+    bundled = effective_prices()
+    assert len(bundled) >= 20
+    assert all(p.source and p.as_of and p.usd_per_hour > 0 for p in bundled)
+    assert {p.verified for p in bundled} == {True, False}  # says which figures were checked against a bill
