@@ -23,7 +23,10 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
 def materialize_all(
-    config_file: str | None = None, warehouse: str | None = None, full_refresh: bool = False
+    config_file: str | None = None,
+    warehouse: str | None = None,
+    full_refresh: bool = False,
+    prices_file: str | None = None,
 ) -> ExecuteInProcessResult:
     """Materialize the whole asset graph in this process, as the nightly schedule would."""
     from pipelines.definitions import ALL_ASSETS, build_resources
@@ -35,22 +38,27 @@ def materialize_all(
     instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
     return materialize(
         ALL_ASSETS,
-        resources=build_resources(config_file, warehouse),
+        resources=build_resources(config_file, warehouse, prices_file),
         run_config=run_config,
         instance=instance,
         raise_on_error=False,
     )
 
 
-def _run_and_report(config_file: str | None, warehouse: str | None, full_refresh: bool) -> int:
+def _run_and_report(
+    config_file: str | None, warehouse: str | None, full_refresh: bool, prices_file: str | None = None
+) -> int:
     from pipelines.config import load_settings
     from pipelines.extraction.run import resolve_targets
+    from pipelines.pricing.prices import effective_prices
 
-    # Preflight, before Dagster starts: a malformed config, missing credentials or an unknown region
-    # is one sentence on stderr, not a step failure buried in a run log.
-    resolve_targets(load_settings(config_file))
+    # Preflight, before Dagster starts: a malformed config or price file, missing credentials or an
+    # unknown region is one sentence on stderr, not a step failure buried in a run log.
+    settings = load_settings(config_file)
+    effective_prices(Path(prices_file) if prices_file else settings.costs.prices_file)
+    resolve_targets(settings)
     started = time.monotonic()
-    result = materialize_all(config_file, warehouse, full_refresh)
+    result = materialize_all(config_file, warehouse, full_refresh, prices_file)
     if not result.success:
         for event in result.all_events:
             if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
@@ -69,7 +77,7 @@ def _innermost(error: Any) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _run_and_report(args.config, args.warehouse, args.full_refresh)
+    return _run_and_report(args.config, args.warehouse, args.full_refresh, args.prices)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -107,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--warehouse", help="warehouse directory (default: the config's, else ./warehouse)")
     run.add_argument("--config", help="YAML config file (default: $SMW_CONFIG)")
     run.add_argument("--full-refresh", action="store_true", help="re-list and re-describe every job")
+    run.add_argument("--prices", help="CSV of your own rates: region,instance_type,usd_per_hour")
     run.set_defaults(func=cmd_run)
 
     demo = commands.add_parser("demo", help="run the whole pipeline against a local endpoint with a demo fleet")

@@ -17,8 +17,10 @@ from pipelines.assets.resources import WarehouseConfig
 ALL_ASSETS = [raw_training_jobs, normalized, models, published_warehouse]
 
 
-def build_resources(config_file: str | None = None, warehouse: str | None = None) -> dict[str, object]:
-    return {"warehouse_config": WarehouseConfig(config_file=config_file, warehouse=warehouse)}
+def build_resources(
+    config_file: str | None = None, warehouse: str | None = None, prices_file: str | None = None
+) -> dict[str, object]:
+    return {"warehouse_config": WarehouseConfig(config_file=config_file, warehouse=warehouse, prices_file=prices_file)}
 
 
 defs = Definitions(assets=ALL_ASSETS, resources=build_resources())

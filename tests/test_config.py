@@ -116,3 +116,20 @@ def test_cli_reports_missing_credentials_in_one_line(
     assert main(["run", "--warehouse", str(tmp_path / "w")]) == EXIT_CONFIG
     err = capsys.readouterr().err
     assert err.startswith("error: No AWS credentials were found") and err.count("\n") == 1
+
+
+def test_cli_rejects_a_bad_price_file_before_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    prices = tmp_path / "rates.csv"
+    prices.write_text("region,instance_type,usd_per_hour\nus-east-1,ml.g5.xlarge,1.2\nus-east-1,ml.g5.2xlarge,n/a\n")
+    assert main(["run", "--prices", str(prices), "--warehouse", str(tmp_path / "w")]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert err == f"error: {prices} line 3: usd_per_hour 'n/a' is not a number; write dollars per hour, e.g. 1.408.\n"
+
+
+def test_costs_settings_are_validated() -> None:
+    settings = parse_settings({"costs": {"allocation_tags": ["team", "project"], "storage_usd_per_gb_month": 0.154}})
+    assert settings.costs.allocation_tags == ("team", "project") and settings.costs.storage_usd_per_gb_month == 0.154
+    with pytest.raises(ConfigError, match=r"costs\.allocation_tags must be a non-empty list"):
+        parse_settings({"costs": {"allocation_tags": "team"}})
+    with pytest.raises(ConfigError, match=r"costs\.storage_usd_per_gb_month must be a number"):
+        parse_settings({"costs": {"storage_usd_per_gb_month": -1}})

@@ -132,6 +132,16 @@ CASES = [
         },
     ),
     record("unpriced", resources={"InstanceType": "ml.c6i.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30}),
+    record(
+        "failed-midway",
+        seconds=1800,
+        status="Failed",
+        FailureReason="AlgorithmError: boom\nTraceback ...",
+        resources={"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 0},
+    ),
+    record(
+        "stopped", status="Stopped", resources={"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 0}
+    ),
 ]
 
 
@@ -139,12 +149,30 @@ def storage(gb: float, instances: int, seconds: float) -> float:
     return gb * instances * STORAGE_RATE * seconds / (730 * 3600)
 
 
+# plain + spot + warm pool + heterogeneous + flexible + midnight + running + failed midway + stopped, with storage
+EXPECTED_TOTAL = (
+    2.00
+    + 1.00
+    + 1.50
+    + 36.00
+    + 1.00
+    + 2.00
+    + 1.00
+    + 0.50
+    + 1.00
+    + (storage(30, 2, 3600) + storage(30, 1, 5400) + storage(100, 4, 1800) + storage(30, 1, 3600))
+)
+
+
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnection:
     prices = tmp_path_factory.mktemp("prices") / "rates.csv"
     prices.write_text(PRICES_CSV)
     connection = normalize(CASES)
-    build_models(connection, CostSettings(storage_usd_per_gb_month=STORAGE_RATE, prices_file=prices))
+    settings = CostSettings(
+        allocation_tags=("team", "project"), storage_usd_per_gb_month=STORAGE_RATE, prices_file=prices
+    )
+    build_models(connection, settings)
     return connection
 
 
@@ -231,23 +259,43 @@ def test_cost_daily_spreads_a_job_over_the_days_it_ran(warehouse: duckdb.DuckDBP
 def test_cost_daily_total_equals_job_costs_to_the_cent(warehouse: duckdb.DuckDBPyConnection) -> None:
     outcome = checks.daily_total_matches_job_costs(warehouse)
     assert outcome.passed, outcome.description
-    expected = (
-        2.00
-        + 1.00
-        + 1.50
-        + 36.00
-        + 1.00
-        + 2.00
-        + 1.00
-        + storage(30, 2, 3600)
-        + storage(30, 1, 5400)
-        + (storage(100, 4, 1800) + storage(30, 1, 3600))
-    )
+    expected = EXPECTED_TOTAL
     assert outcome.metadata["job_costs_total_usd"] == round(expected, 2)
     by_team = warehouse.execute(
         "select allocation_tag_key, allocation_tag_value, sum(total_cost_usd) from cost_daily group by all"
     ).fetchall()
     assert [(k, v, round(total, 2)) for k, v, total in by_team] == [("team", "search", round(expected, 2))]
+
+
+def test_cost_monthly_carries_the_full_cost_under_every_allocation_tag(warehouse: duckdb.DuckDBPyConnection) -> None:
+    rows = warehouse.execute(
+        "select allocation_tag_key, allocation_tag_value, round(sum(total_cost_usd), 2) from cost_monthly "
+        "group by all order by all"
+    ).fetchall()
+    assert rows == [("project", "(untagged)", round(EXPECTED_TOTAL, 2)), ("team", "search", round(EXPECTED_TOTAL, 2))]
+    months = warehouse.execute(
+        "select month, sum(jobs) from cost_monthly where allocation_tag_key = 'team' group by month order by month"
+    ).fetchall()
+    assert [(str(m), n) for m, n in months] == [("2026-10-01", 11), ("2026-11-01", 1)]  # the running job is in November
+
+
+def test_waste_counts_failed_stopped_and_idle_warm_pool_cost(warehouse: duckdb.DuckDBPyConnection) -> None:
+    relation = warehouse.sql("select * from waste where allocation_tag_key = 'team' and month = '2026-10-01'")
+    row = dict(zip(relation.columns, relation.fetchall()[0], strict=True))
+    assert row["failed_jobs"] == 2  # one failed before starting (no cost), one midway
+    assert (round(row["failed_cost_usd"], 2), round(row["stopped_cost_usd"], 2)) == (0.50, 1.00)
+    assert (row["max_runtime_exceeded_cost_usd"], round(row["idle_warm_pool_cost_usd"], 2)) == (0, 0.50)
+    assert round(row["wasted_cost_usd"], 2) == 2.00
+    assert row["top_failure_reasons"] == "AlgorithmError: boom (1); CapacityError: no capacity (1)"
+
+
+def test_duration_rollup_quantiles(warehouse: duckdb.DuckDBPyConnection) -> None:
+    rows = warehouse.execute(
+        "select jobs, p50_startup_seconds, p50_training_seconds, share_not_training from duration_rollup "
+        "where instance_type = 'ml.m5.xlarge' and training_job_status = 'Completed'"
+    ).fetchall()
+    # plain (1 h), warm-pool (1 h), midnight (2 h): each started 5 minutes after creation
+    assert rows == [(3, 300.0, 3600.0, pytest.approx(1 - (3600 + 3600 + 7200) / (3900 + 3900 + 7500)))]
 
 
 def test_model_checks_pass_and_catch_problems(warehouse: duckdb.DuckDBPyConnection) -> None:

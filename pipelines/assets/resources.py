@@ -13,7 +13,12 @@ class WarehouseConfig(ConfigurableResource):
 
     config_file: str | None = None
     warehouse: str | None = None  # overrides the file's and $SMW_WAREHOUSE's warehouse directory
+    prices_file: str | None = None  # overrides costs.prices_file
 
     def settings(self) -> Settings:
         settings = load_settings(self.config_file)
-        return replace(settings, warehouse=Path(self.warehouse)) if self.warehouse else settings
+        if self.warehouse:
+            settings = replace(settings, warehouse=Path(self.warehouse))
+        if self.prices_file:
+            settings = replace(settings, costs=replace(settings.costs, prices_file=Path(self.prices_file)))
+        return settings

@@ -1,0 +1,96 @@
+-- One row per UTC month and value of each cost-allocation tag: money spent on jobs that failed, were
+-- stopped or hit their runtime limit, and on warm pools kept idle, with the most frequent failure reasons.
+-- All retained warm-pool time is idle time (instances kept, no job running), reused or not.
+with job_cost_days as (
+    select * from job_cost_days
+),
+
+jobs as (
+    select * from jobs
+),
+
+tags as (
+    select * from tags
+),
+
+allocation_tags as (
+    select * from allocation_tags
+),
+
+labelled as (
+    select
+        cast(date_trunc('month', job_cost_days.day) as date) as month,
+        allocation_tags.tag_key as allocation_tag_key,
+        coalesce(tags.value, '(untagged)') as allocation_tag_value,
+        jobs.training_job_arn,
+        jobs.training_job_status,
+        jobs.secondary_status,
+        -- The first line of the reason, without job-specific detail after a colon-separated prefix.
+        nullif(split_part(jobs.failure_reason, chr(10), 1), '') as failure_reason,
+        job_cost_days.compute_cost_usd + job_cost_days.storage_cost_usd as run_cost_usd,
+        job_cost_days.warm_pool_cost_usd
+    from job_cost_days
+    join jobs using (training_job_arn)
+    cross join allocation_tags
+    left join tags on tags.training_job_arn = jobs.training_job_arn and tags.key = allocation_tags.tag_key
+),
+
+reason_counts as (
+    select
+        month,
+        allocation_tag_key,
+        allocation_tag_value,
+        failure_reason,
+        count(distinct training_job_arn) as jobs
+    from labelled
+    where failure_reason is not null
+    group by month, allocation_tag_key, allocation_tag_value, failure_reason
+),
+
+ranked_reasons as (
+    select
+        *,
+        row_number() over (
+            partition by month, allocation_tag_key, allocation_tag_value order by jobs desc, failure_reason
+        ) as rank
+    from reason_counts
+),
+
+reasons as (
+    select
+        month,
+        allocation_tag_key,
+        allocation_tag_value,
+        string_agg(failure_reason || ' (' || jobs || ')', '; ' order by jobs desc, failure_reason)
+            as top_failure_reasons
+    from ranked_reasons
+    where rank <= 3
+    group by month, allocation_tag_key, allocation_tag_value
+),
+
+totals as (
+    select
+        month,
+        allocation_tag_key,
+        allocation_tag_value,
+        count(distinct training_job_arn) filter (where training_job_status = 'Failed') as failed_jobs,
+        coalesce(sum(run_cost_usd) filter (where training_job_status = 'Failed'), 0) as failed_cost_usd,
+        coalesce(sum(run_cost_usd) filter (where secondary_status = 'Stopped'), 0) as stopped_cost_usd,
+        coalesce(sum(run_cost_usd) filter (where secondary_status = 'MaxRuntimeExceeded'), 0)
+            as max_runtime_exceeded_cost_usd,
+        coalesce(sum(warm_pool_cost_usd), 0) as idle_warm_pool_cost_usd
+    from labelled
+    group by month, allocation_tag_key, allocation_tag_value
+),
+
+final as (
+    select
+        totals.*,
+        failed_cost_usd + stopped_cost_usd + max_runtime_exceeded_cost_usd + idle_warm_pool_cost_usd
+            as wasted_cost_usd,
+        reasons.top_failure_reasons
+    from totals
+    left join reasons using (month, allocation_tag_key, allocation_tag_value)
+)
+
+select * from final
