@@ -107,6 +107,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_prices_refresh(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from pipelines.config import load_settings
+    from pipelines.extraction.aws import base_session, resolve_regions
+    from pipelines.pricing.refresh import fetch_training_prices, write_price_list
+
+    settings = load_settings(args.config)
+    if args.warehouse:
+        settings = replace(settings, warehouse=Path(args.warehouse))
+    session = base_session()
+    regions = resolve_regions(session, settings.regions)
+    prices = fetch_training_prices(regions, session)
+    if not prices:
+        print(
+            f"error: the Price List API returned no SageMaker training prices for {', '.join(regions)}; "
+            "nothing was written.",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    path = write_price_list(settings.warehouse, prices)
+    print(f"Wrote {len(prices)} training prices for {', '.join(regions)} to {path}; the next run uses them.")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sagemaker-warehouse", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--full-refresh", action="store_true", help="re-list and re-describe every job")
     run.add_argument("--prices", help="CSV of your own rates: region,instance_type,usd_per_hour")
     run.set_defaults(func=cmd_run)
+
+    prices = commands.add_parser("prices", help="manage the hourly prices the cost models use")
+    prices_commands = prices.add_subparsers(dest="prices_command", required=True)
+    refresh = prices_commands.add_parser("refresh", help="fetch list prices from the AWS Price List Query API")
+    refresh.add_argument("--config", help="YAML config file (default: $SMW_CONFIG)")
+    refresh.add_argument("--warehouse", help="warehouse directory (default: the config's, else ./warehouse)")
+    refresh.set_defaults(func=cmd_prices_refresh)
 
     demo = commands.add_parser("demo", help="run the whole pipeline against a local endpoint with a demo fleet")
     demo.add_argument("--jobs", type=int, default=2000, help="how many demo training jobs (default 2000)")

@@ -9,10 +9,13 @@ from typing import Any
 import duckdb
 import pytest
 
+from pipelines.cli import main
 from pipelines.config import CostSettings
+from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.models import checks
 from pipelines.models.build import build_models
 from pipelines.pricing.prices import PriceFileError, effective_prices, read_price_file
+from pipelines.pricing.refresh import SOURCE, refreshed_prices_file
 from tests.test_normalization import FETCHED, normalize
 
 # Round numbers, so that every expected figure below can be checked by hand.
@@ -375,3 +378,50 @@ def test_bundled_snapshot_names_a_source_and_date_for_every_price() -> None:
     assert len(bundled) >= 20
     assert all(p.source and p.as_of and p.usd_per_hour > 0 for p in bundled)
     assert {p.verified for p in bundled} == {True, False}  # says which figures were checked against a bill
+
+
+# -- refresh from the Price List API (served by the local endpoint) ----------------------------------
+
+
+def test_prices_refresh_reads_the_price_list_api_and_overrides_the_snapshot(
+    aws: LocalSageMaker, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    aws.set_price_list(
+        [
+            {"region": "us-east-1", "instance_type": "ml.m5.xlarge", "usd_per_hour": 0.25},
+            {"region": "us-east-1", "instance_type": "ml.m5.xlarge", "usd_per_hour": 0.25, "kind": "Hosting"},
+            {"region": "us-east-1", "instance_type": "ml.g5.xlarge", "usd_per_hour": 9.99, "kind": "SpotTraining"},
+            {"region": "eu-west-1", "instance_type": "ml.c5.2xlarge", "usd_per_hour": 0.457},
+            *(
+                {"region": "us-east-1", "instance_type": f"ml.r5.{n}xlarge", "usd_per_hour": n * 0.3}
+                for n in range(2, 160)
+            ),
+        ]
+    )
+    monkeypatch.setenv("SMW_REGIONS", "us-east-1,eu-west-1")
+    warehouse = tmp_path / "warehouse"
+    assert main(["prices", "refresh", "--warehouse", str(warehouse)]) == 0
+    assert "Wrote 160 training prices" in capsys.readouterr().out
+    assert aws.stats()["calls"]["GetProducts"] >= 3  # two regions, and us-east-1 needs two pages
+
+    refreshed = refreshed_prices_file(warehouse)
+    prices = {(p.region, p.instance_type): p for p in effective_prices(refreshed_file=refreshed)}
+    m5 = prices[("us-east-1", "ml.m5.xlarge")]
+    assert (m5.usd_per_hour, m5.source, m5.accelerator_count) == (0.25, SOURCE, 0)
+    assert prices[("eu-west-1", "ml.c5.2xlarge")].usd_per_hour == 0.457  # a type the snapshot lacked there
+    assert prices[("us-east-1", "ml.g5.xlarge")].usd_per_hour == 1.408  # spot prices are not training prices
+
+    rates = tmp_path / "rates.csv"
+    rates.write_text("region,instance_type,usd_per_hour\nus-east-1,ml.m5.xlarge,0.20\n")
+    mine = {(p.region, p.instance_type): p for p in effective_prices(rates, refreshed)}
+    assert mine[("us-east-1", "ml.m5.xlarge")].usd_per_hour == 0.20  # your rates win
+
+
+def test_prices_refresh_with_an_empty_price_list_writes_nothing(
+    aws: LocalSageMaker, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    aws.set_price_list([])
+    monkeypatch.setenv("SMW_REGIONS", "us-east-1")
+    assert main(["prices", "refresh", "--warehouse", str(tmp_path / "w")]) == 1
+    assert "returned no SageMaker training prices" in capsys.readouterr().err
+    assert refreshed_prices_file(tmp_path / "w") is None

@@ -69,6 +69,10 @@ class LocalSageMaker:
     def upsert_jobs(self, records: Iterable[dict[str, Any]]) -> int:
         return int(self._post("jobs", list(records))["upserted"])
 
+    def set_price_list(self, rows: list[dict[str, Any]]) -> int:
+        """Seed the Price List API: rows of region, instance_type, usd_per_hour and optional kind."""
+        return int(self._post("prices", rows)["products"])
+
     def clear(self) -> None:
         self._post("clear")
 

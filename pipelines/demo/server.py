@@ -206,12 +206,15 @@ class FaultInjectingApp:
         self.lock = threading.Lock()
         self.calls: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
+        self.products: list[dict[str, Any]] = []  # Price List API products, seeded by the control API
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path.startswith(CONTROL_PREFIX):
             return self.control(environ, start_response, path[len(CONTROL_PREFIX) :])
         target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target == "AWSPriceListService.GetProducts":
+            return self.price_list(environ, start_response)
         if not target.startswith("SageMaker."):
             return self.inner(environ, start_response)
         operation = target.split(".", 1)[1]
@@ -238,6 +241,33 @@ class FaultInjectingApp:
             if name in faults.extra_members:
                 return self.with_extra_members(environ, start_response, faults.extra_members[name])
         return self.inner(environ, start_response)
+
+    def price_list(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """GetProducts of the AWS Price List API (moto has none), answered from the seeded products:
+        TERM_MATCH filters, pages of MaxResults, products as JSON strings as AWS sends them."""
+        request = json.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)) or b"{}")
+        with self.lock:
+            self.calls["GetProducts"] += 1
+        filters = {f["Field"]: f["Value"] for f in request.get("Filters", [])}
+        matching = [
+            product
+            for product in self.products
+            if all(
+                product["product"].get(field, product["product"]["attributes"].get(field)) == value
+                for field, value in filters.items()
+            )
+        ]
+        start = int(request.get("NextToken") or 0)
+        size = int(request.get("MaxResults") or 100)
+        result: dict[str, Any] = {
+            "FormatVersion": "aws_v1",
+            "PriceList": [json.dumps(product) for product in matching[start : start + size]],
+        }
+        if start + size < len(matching):
+            result["NextToken"] = str(start + size)
+        body = json.dumps(result).encode()
+        start_response("200 OK", [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(body)))])
+        return [body]
 
     def with_extra_members(
         self, environ: dict[str, Any], start_response: Callable[..., Any], extra: dict[str, Any]
@@ -290,6 +320,9 @@ class FaultInjectingApp:
         elif action == "clear":
             clear_jobs()
             result = {"cleared": True}
+        elif action == "prices":
+            self.products = [price_list_product(**row) for row in payload]
+            result = {"products": len(self.products)}
         elif action == "faults":
             self.faults = Faults(**payload)
             self.rng = random.Random(self.faults.seed)
@@ -324,6 +357,42 @@ class _Body:
 
     def readline(self, size: int = -1) -> bytes:
         return self.read(size)
+
+
+def price_list_product(region: str, instance_type: str, usd_per_hour: float, kind: str = "Training") -> dict[str, Any]:
+    """One SageMaker product as the Price List API describes it (offer term codes are illustrative)."""
+    prefix = {"us-east-1": "USE1", "eu-west-1": "EU"}.get(region, region.upper())
+    sku = f"{prefix}{instance_type}{kind}".replace(".", "").upper()[:16]
+    usage = {"Training": "Train", "SpotTraining": "Train-Spot", "Hosting": "Host"}.get(kind, kind)
+    return {
+        "product": {
+            "productFamily": "ML Instance",
+            "sku": sku,
+            "attributes": {
+                "regionCode": region,
+                "instanceName": instance_type,
+                "platoinstancetype": kind,
+                "usagetype": f"{prefix}-{usage}:{instance_type}",
+                "servicecode": "AmazonSageMaker",
+            },
+        },
+        "serviceCode": "AmazonSageMaker",
+        "terms": {
+            "OnDemand": {
+                f"{sku}.JRTCKXETXF": {
+                    "priceDimensions": {
+                        f"{sku}.JRTCKXETXF.6YS6EN2CT7": {
+                            "unit": "Hrs",
+                            "pricePerUnit": {"USD": f"{usd_per_hour:.10f}"},
+                            "description": f"${usd_per_hour} per {kind} {instance_type} hour in {region}",
+                        }
+                    },
+                    "effectiveDate": "2026-11-01T00:00:00Z",
+                }
+            }
+        },
+        "publicationDate": "2026-11-01T00:00:00Z",
+    }
 
 
 def _deep_merge(target: dict[str, Any], extra: dict[str, Any]) -> None:

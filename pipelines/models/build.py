@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from functools import cache
 from graphlib import TopologicalSorter
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -80,15 +81,17 @@ def build_order() -> list[str]:
     return list(TopologicalSorter(graph).static_order())
 
 
-def load_parameters(connection: duckdb.DuckDBPyConnection, costs: CostSettings, catalog: str = "") -> int:
+def load_parameters(
+    connection: duckdb.DuckDBPyConnection, costs: CostSettings, refreshed_prices: Path | None = None
+) -> int:
     """Create ``instance_prices`` (published) and the run's parameter tables (temporary)."""
-    prices = effective_prices(costs.prices_file)
+    prices = effective_prices(costs.prices_file, refreshed_prices)
     declared = table(PRICES)
     connection.register(
         "effective_prices",
         pa.Table.from_pylist([p.__dict__ for p in prices], schema=declared.arrow_schema()),
     )
-    build_table(connection, declared, "select * from effective_prices", catalog)
+    build_table(connection, declared, "select * from effective_prices")
     run(
         connection,
         f"create or replace temp table cost_parameters as select {float(costs.storage_usd_per_gb_month)}::double "
@@ -102,9 +105,11 @@ def load_parameters(connection: duckdb.DuckDBPyConnection, costs: CostSettings, 
     return len(prices)
 
 
-def build_models(connection: duckdb.DuckDBPyConnection, costs: CostSettings) -> dict[str, int]:
+def build_models(
+    connection: duckdb.DuckDBPyConnection, costs: CostSettings, refreshed_prices: Path | None = None
+) -> dict[str, int]:
     """Every model, in dependency order, into the connection's default catalog; returns row counts."""
-    counts = {PRICES: load_parameters(connection, costs)}
+    counts = {PRICES: load_parameters(connection, costs, refreshed_prices)}
     declared = all_tables()
     for name in build_order():
         if name not in declared:

@@ -1,16 +1,17 @@
-"""Hourly training prices: a bundled snapshot, overridden by the user's own rates.
+"""Hourly training prices: a bundled snapshot, refreshed list prices, and the user's own rates.
 
 There is no authoritative offline price list. The bundled snapshot (``training_prices.csv``) names a
 public source and a date for every row, and says whether the figure was checked against a published bill
-(``verified``). A user's CSV (``region,instance_type,usd_per_hour``, e.g. negotiated rates) takes
-precedence over the snapshot. A malformed row is an error naming the file, the line and the problem.
+(``verified``). Prices refreshed from the AWS Price List API (``prices refresh``) override it, and a
+user's CSV (``region,instance_type,usd_per_hour``, e.g. negotiated rates) overrides both. A malformed
+row is an error naming the file, the line and the problem.
 """
 
 from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipelines.config import ConfigError
@@ -92,22 +93,22 @@ def _parse_row(row: dict[str, str | None], where: str, default_source: str) -> P
     )
 
 
-def effective_prices(user_file: Path | None = None) -> list[Price]:
-    """The bundled snapshot overridden by ``user_file``. A user row without instance attributes
-    (accelerators, local NVMe) takes them from the snapshot's row for the same instance type."""
+def effective_prices(user_file: Path | None = None, refreshed_file: Path | None = None) -> list[Price]:
+    """The bundled snapshot, overridden by prices refreshed from the Price List API, overridden by
+    ``user_file``. A row without instance attributes (accelerators, local NVMe) takes them from the
+    snapshot's row for the same instance type."""
     bundled = read_price_file(BUNDLED)
     prices = {(p.region, p.instance_type): p for p in bundled}
     attributes = {p.instance_type: p for p in bundled}
+    overrides = []
+    if refreshed_file is not None:
+        overrides.append(read_price_file(refreshed_file))
     if user_file is not None:
-        for price in read_price_file(user_file, default_source=f"user rates ({user_file.name})"):
+        overrides.append(read_price_file(user_file, default_source=f"user rates ({user_file.name})"))
+    for layer in overrides:
+        for price in layer:
             known = attributes.get(price.instance_type)
             if known is not None and price.accelerator_count is None:
-                price = Price(
-                    **{
-                        **price.__dict__,
-                        "accelerator_count": known.accelerator_count,
-                        "has_local_nvme": known.has_local_nvme,
-                    }
-                )
-            prices[(price.region, price.instance_type)] = Price(**{**price.__dict__, "verified": True})
+                price = replace(price, accelerator_count=known.accelerator_count, has_local_nvme=known.has_local_nvme)
+            prices[(price.region, price.instance_type)] = replace(price, verified=True)
     return sorted(prices.values(), key=lambda p: (p.region, p.instance_type))

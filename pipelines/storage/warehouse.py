@@ -31,6 +31,7 @@ from pipelines.normalization.flatten import (
     raw_source,
     run,
 )
+from pipelines.pricing.refresh import refreshed_prices_file
 from pipelines.schemas import table
 from pipelines.storage.raw import RAW_JOBS, parquet_files
 
@@ -157,4 +158,4 @@ def remove_abandoned_staging(warehouse: Path, active_run_id: str) -> None:
 def stage_models(staging: Staging, costs: CostSettings) -> dict[str, int]:
     """Build the price table and every SQL model into the staging database, after the normalized tables."""
     with staging.connect() as connection:
-        return build_models(connection, costs)
+        return build_models(connection, costs, refreshed_prices_file(staging.warehouse))
