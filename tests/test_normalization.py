@@ -22,11 +22,12 @@ from hypothesis import strategies as st
 
 from pipelines.aws_model import describe_training_job_shape
 from pipelines.cli import materialize_all
-from pipelines.config import Settings
+from pipelines.config import CostSettings, Settings
 from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.demo.fleet import arn_account_and_region
 from pipelines.extraction.redaction import redact
 from pipelines.extraction.run import extract
+from pipelines.models.build import build_models
 from pipelines.normalization import checks
 from pipelines.normalization.flatten import (
     SchemaMismatch,
@@ -232,10 +233,11 @@ def test_a_table_whose_sql_drifts_from_its_schema_is_refused(demo_tables: duckdb
 
 
 def test_readme_queries_answer_on_the_demo_fleet(demo_tables: duckdb.DuckDBPyConnection) -> None:
+    build_models(demo_tables, CostSettings())
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     queries = [block.split("```")[0] for block in readme.split("```sql\n")[1:]]
     table_queries = [q for q in queries if "read_parquet" not in q]
-    assert len(table_queries) >= 3
+    assert len(table_queries) >= 8
     for query in table_queries:
         assert demo_tables.execute(query).fetchall(), query
 
