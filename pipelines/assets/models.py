@@ -21,7 +21,7 @@ def _spec(name: str) -> AssetSpec:
     return AssetSpec(
         key=name,
         description=table(name).description,
-        deps=deps or list(TABLE_NAMES[:1]),
+        deps=deps,
         group_name="models" if name != PRICES else "reference",
         kinds={"duckdb", "sql"},
         metadata={"dagster/column_schema": column_schema(name)},
