@@ -9,6 +9,7 @@ Run parameters (prices, the storage rate, the cost-allocation tag keys) are plai
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from functools import cache
 from graphlib import TopologicalSorter
 from pathlib import Path
@@ -32,28 +33,23 @@ def model_names() -> list[str]:
     return sorted(path.stem for path in (SQL_DIR / MODELS_FOLDER).glob("*.sql"))
 
 
-def _base_tables(node: Any, found: set[str]) -> set[str]:
+def _nodes(node: Any) -> Iterator[dict[str, Any]]:
+    """Every object in a parse tree (``json_serialize_sql``'s JSON), depth first."""
     if isinstance(node, dict):
-        if node.get("type") == "BASE_TABLE":
-            found.add(node["table_name"])
+        yield node
         for value in node.values():
-            _base_tables(value, found)
+            yield from _nodes(value)
     elif isinstance(node, list):
         for value in node:
-            _base_tables(value, found)
-    return found
+            yield from _nodes(value)
 
 
-def _ctes(node: Any, found: dict[str, Any]) -> dict[str, Any]:
-    if isinstance(node, dict):
-        for entry in (node.get("cte_map") or {}).get("map", []):
-            found[entry["key"]] = entry["value"]
-        for value in node.values():
-            _ctes(value, found)
-    elif isinstance(node, list):
-        for value in node:
-            _ctes(value, found)
-    return found
+def _base_tables(node: Any) -> set[str]:
+    return {n["table_name"] for n in _nodes(node) if n.get("type") == "BASE_TABLE"}
+
+
+def _ctes(node: Any) -> dict[str, Any]:
+    return {entry["key"]: entry["value"] for n in _nodes(node) for entry in (n.get("cte_map") or {}).get("map", [])}
 
 
 @cache
@@ -66,9 +62,9 @@ def model_dependencies(name: str) -> frozenset[str]:
         )
     if tree.get("error"):
         raise ValueError(f"sql/models/{name}.sql does not parse: {tree.get('error_message')}")
-    ctes = _ctes(tree, {})
-    inputs = {cte for cte, body in ctes.items() if cte in _base_tables(body, set())}
-    return frozenset((_base_tables(tree, set()) - set(ctes)) | inputs)
+    ctes = _ctes(tree)
+    inputs = {cte for cte, body in ctes.items() if cte in _base_tables(body)}
+    return frozenset((_base_tables(tree) - set(ctes)) | inputs)
 
 
 def _literal(text: str) -> str:
