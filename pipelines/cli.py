@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dagster import DagsterInstance, ExecuteInProcessResult, materialize
+from dagster import AssetCheckSeverity, DagsterInstance, ExecuteInProcessResult, materialize
 
 from pipelines.config import ConfigError
 
@@ -66,7 +66,15 @@ def _run_and_report(
         return EXIT_FAILED
     count = len(result.get_asset_materialization_events())
     print(f"Materialized {count} assets in {time.monotonic() - started:.1f}s.")
-    return EXIT_OK
+    failed_checks = [
+        c for c in result.get_asset_check_evaluations() if not c.passed and c.severity == AssetCheckSeverity.ERROR
+    ]
+    for check in failed_checks:
+        print(
+            f"error: check {check.asset_key.to_user_string()}.{check.check_name} failed: {check.description}",
+            file=sys.stderr,
+        )
+    return EXIT_FAILED if failed_checks else EXIT_OK
 
 
 def _innermost(error: Any) -> str:

@@ -6,9 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 from dagster import AssetCheckKey, AssetKey
 
-from pipelines.cli import materialize_all
+from pipelines.cli import EXIT_FAILED, main, materialize_all
 from pipelines.definitions import defs
 from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.docs import README, render
@@ -65,18 +66,30 @@ def test_materializing_the_graph_fills_the_warehouse(fleet: list[dict], tmp_path
     assert materialization.metadata["api_calls"].value["DescribeTrainingJob"] == len(fleet)
 
 
-def test_a_failing_region_fails_the_asset_after_storing_the_healthy_one(
-    fleet: list[dict], aws: LocalSageMaker, tmp_path: Path, monkeypatch
+def test_a_failing_region_is_reported_while_the_healthy_one_is_published_and_caught_up_next_run(
+    fleet: list[dict], aws: LocalSageMaker, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     monkeypatch.setenv("SMW_REGIONS", "us-east-1,eu-west-1")
     aws.set_faults(fail_regions=["eu-west-1"])
     config = tmp_path / "c.yaml"
     config.write_text("extraction: {max_attempts: 2}\n")
-    result = materialize_all(config_file=str(config), warehouse=str(tmp_path / "warehouse"))
-    assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    assert "default/eu-west-1" in failure.step_failure_data.error.message
-    assert list((tmp_path / "warehouse" / "raw" / "training_jobs").rglob("us-east-1/*.parquet"))
+    warehouse = tmp_path / "warehouse"
+    assert main(["run", "--config", str(config), "--warehouse", str(warehouse)]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "error: check raw_training_jobs.every_target_read failed: Could not read default/eu-west-1" in err
+
+    def published_regions() -> dict[str, int]:
+        with duckdb.connect(str(warehouse / "sagemaker.duckdb"), read_only=True) as connection:
+            return dict(connection.execute("select region, count(*) from jobs group by region").fetchall())
+
+    regional = {
+        region: sum(f":{region}:" in r["TrainingJobArn"] for r in fleet) for region in ("us-east-1", "eu-west-1")
+    }
+    assert published_regions() == {"us-east-1": regional["us-east-1"]}
+
+    aws.set_faults()
+    assert main(["run", "--config", str(config), "--warehouse", str(warehouse)]) == 0
+    assert published_regions() == regional
 
 
 def test_demo_command_runs_the_whole_product(tmp_path: Path) -> None:
