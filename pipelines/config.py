@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -59,12 +60,19 @@ class CostSettings:
 
 
 @dataclass(frozen=True)
+class ScheduleSettings:
+    cron: str = "0 2 * * *"  # nightly at 02:00
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
 class Settings:
     warehouse: Path = Path("warehouse")
     accounts: tuple[Account, ...] = (Account(name="default"),)
     regions: tuple[str, ...] = ()  # empty: the region the AWS settings configure
     extraction: ExtractionSettings = field(default_factory=ExtractionSettings)
     costs: CostSettings = field(default_factory=CostSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     source: str = "defaults"  # where the settings came from, for messages
 
 
@@ -96,7 +104,7 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
 
 
 def parse_settings(document: Mapping[str, Any], source: str = "config") -> Settings:
-    known = {"warehouse", "accounts", "regions", "extraction", "costs"}
+    known = {"warehouse", "accounts", "regions", "extraction", "costs", "schedule"}
     unknown = sorted(set(document) - known)
     if unknown:
         raise ConfigError(f"Unknown key {unknown[0]!r} in {source}; the known top-level keys are {sorted(known)}.")
@@ -114,7 +122,30 @@ def parse_settings(document: Mapping[str, Any], source: str = "config") -> Setti
         settings = replace(settings, extraction=_extraction(document["extraction"]))
     if "costs" in document:
         settings = replace(settings, costs=_costs(document["costs"]))
+    if "schedule" in document:
+        settings = replace(settings, schedule=_schedule(document["schedule"]))
     return settings
+
+
+def _schedule(raw: Any) -> ScheduleSettings:
+    if not isinstance(raw, dict) or set(raw) - {"cron", "timezone"}:
+        raise ConfigError("Key 'schedule' must be a mapping with 'cron' and/or 'timezone', e.g. {cron: '0 2 * * *'}.")
+    schedule = ScheduleSettings()
+    if "cron" in raw:
+        cron = str(raw["cron"]).strip()
+        if len(cron.split()) != 5:
+            raise ConfigError(f"schedule.cron {cron!r} is not a 5-field cron expression such as '0 2 * * *'.")
+        schedule = replace(schedule, cron=cron)
+    if "timezone" in raw:
+        zone = str(raw["timezone"])
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"schedule.timezone {zone!r} is not an IANA time zone such as UTC or Europe/Paris."
+            ) from None
+        schedule = replace(schedule, timezone=zone)
+    return schedule
 
 
 def _costs(raw: Any) -> CostSettings:

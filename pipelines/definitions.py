@@ -6,13 +6,14 @@ objects in-process.
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import AssetSelection, DefaultScheduleStatus, Definitions, ScheduleDefinition, define_asset_job
 
 from pipelines.assets.extraction import raw_training_jobs
 from pipelines.assets.models import models
 from pipelines.assets.normalization import normalized
 from pipelines.assets.publication import published_warehouse
 from pipelines.assets.resources import WarehouseConfig
+from pipelines.config import Settings, load_settings
 
 ALL_ASSETS = [raw_training_jobs, normalized, models, published_warehouse]
 
@@ -23,4 +24,23 @@ def build_resources(
     return {"warehouse_config": WarehouseConfig(config_file=config_file, warehouse=warehouse, prices_file=prices_file)}
 
 
-defs = Definitions(assets=ALL_ASSETS, resources=build_resources())
+# The whole graph: extract, flatten, model, check, publish.
+warehouse_job = define_asset_job("nightly_warehouse", selection=AssetSelection.all(), description=__doc__)
+
+
+def build_schedule(settings: Settings) -> ScheduleDefinition:
+    return ScheduleDefinition(
+        name="nightly_warehouse_schedule",
+        job=warehouse_job,
+        cron_schedule=settings.schedule.cron,
+        execution_timezone=settings.schedule.timezone,
+        default_status=DefaultScheduleStatus.RUNNING,  # running as soon as dagster-daemon is
+    )
+
+
+defs = Definitions(
+    assets=ALL_ASSETS,
+    jobs=[warehouse_job],
+    schedules=[build_schedule(load_settings())],
+    resources=build_resources(),
+)

@@ -133,3 +133,10 @@ def test_costs_settings_are_validated() -> None:
         parse_settings({"costs": {"allocation_tags": "team"}})
     with pytest.raises(ConfigError, match=r"costs\.storage_usd_per_gb_month must be a number"):
         parse_settings({"costs": {"storage_usd_per_gb_month": -1}})
+
+
+def test_schedule_settings_are_validated() -> None:
+    with pytest.raises(ConfigError, match=r"schedule\.cron 'nightly' is not a 5-field cron expression"):
+        parse_settings({"schedule": {"cron": "nightly"}})
+    with pytest.raises(ConfigError, match=r"schedule\.timezone 'Mars/Olympus' is not an IANA time zone"):
+        parse_settings({"schedule": {"timezone": "Mars/Olympus"}})

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
 from dagster import AssetCheckKey, AssetKey
 
+from pipelines.assets.resources import WAREHOUSE_WRITER_POOL
 from pipelines.cli import EXIT_FAILED, main, materialize_all
-from pipelines.definitions import defs
+from pipelines.config import load_settings
+from pipelines.definitions import build_schedule, defs
 from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.docs import README, render
 from pipelines.normalization.flatten import normalized_tables
@@ -123,3 +126,26 @@ def test_workspace_file_loads_in_dagster() -> None:
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "All code locations passed validation" in completed.stderr + completed.stdout
+
+
+def test_nightly_schedule_pools_retries_and_freshness_target_what_they_should() -> None:
+    schedule = defs.resolve_schedule_def("nightly_warehouse_schedule")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 2 * * *", "UTC")
+    job = defs.resolve_job_def(schedule.job_name)
+    assert {AssetKey(RAW_JOBS), AssetKey("published_warehouse"), AssetKey("cost_daily")} <= set(
+        job.asset_layer.asset_graph.get_all_asset_keys()
+    )
+    extraction = defs.resolve_assets_def(AssetKey(RAW_JOBS))
+    assert extraction.op.retry_policy is not None and extraction.op.retry_policy.max_retries >= 1
+    writers = [defs.resolve_assets_def(AssetKey(name)).op for name in ("jobs", "job_costs", "published_warehouse")]
+    assert {op.pool for op in writers} == {WAREHOUSE_WRITER_POOL}
+    assert extraction.op.pool is None  # extraction only appends raw files: it may overlap a writer
+    published = defs.resolve_assets_def(AssetKey("published_warehouse")).specs_by_key[AssetKey("published_warehouse")]
+    assert published.freshness_policy.fail_window.to_timedelta() == timedelta(hours=36)
+
+
+def test_schedule_comes_from_the_config(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("schedule: {cron: '30 4 * * 1-5', timezone: Europe/Paris}\n")
+    schedule = build_schedule(load_settings(config, environ={}))
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 4 * * 1-5", "Europe/Paris")

@@ -4,7 +4,7 @@ from dagster import AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, A
 
 from pipelines.assets.metadata import column_schema
 from pipelines.assets.normalization import TABLE_NAMES, check_result
-from pipelines.assets.resources import WarehouseConfig
+from pipelines.assets.resources import WAREHOUSE_WRITER_POOL, WarehouseConfig
 from pipelines.models import checks
 from pipelines.models.build import PARAMETER_TABLES, PRICES, build_order, model_dependencies
 from pipelines.schemas import table
@@ -41,6 +41,7 @@ def _spec(name: str) -> AssetSpec:
             description="Instance types with no price: their jobs' costs are null, never zero.",
         ),
     ],
+    pool=WAREHOUSE_WRITER_POOL,
 )
 def models(context: AssetExecutionContext, warehouse_config: WarehouseConfig):  # type: ignore[no-untyped-def]
     """Build the price table and every model in sql/models/ into the staging database."""

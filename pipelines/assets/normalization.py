@@ -11,7 +11,7 @@ from dagster import (
 )
 
 from pipelines.assets.metadata import column_schema
-from pipelines.assets.resources import WarehouseConfig
+from pipelines.assets.resources import WAREHOUSE_WRITER_POOL, WarehouseConfig
 from pipelines.normalization import checks
 from pipelines.normalization.flatten import normalized_tables
 from pipelines.storage.raw import RAW_JOBS
@@ -55,6 +55,7 @@ def _check_specs() -> list[AssetCheckSpec]:
         for declared in TABLES
     ],
     check_specs=_check_specs(),
+    pool=WAREHOUSE_WRITER_POOL,
 )
 def normalized(context: AssetExecutionContext, warehouse_config: WarehouseConfig):  # type: ignore[no-untyped-def]
     """Flatten the latest raw record of every job into the normalized tables, in a staging database."""

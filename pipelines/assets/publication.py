@@ -1,10 +1,12 @@
 """Publication: the staged, checked warehouse becomes current in one step."""
 
-from dagster import AssetExecutionContext, AssetKey, MaterializeResult, asset
+from datetime import timedelta
+
+from dagster import AssetExecutionContext, AssetKey, FreshnessPolicy, MaterializeResult, asset
 
 from pipelines.assets.models import PRICE_AND_MODEL_NAMES
 from pipelines.assets.normalization import TABLE_NAMES
-from pipelines.assets.resources import WarehouseConfig
+from pipelines.assets.resources import WAREHOUSE_WRITER_POOL, WarehouseConfig
 from pipelines.storage.warehouse import DATABASE, PARQUET, Staging, publish
 
 PUBLISHED_TABLES = [*TABLE_NAMES, *PRICE_AND_MODEL_NAMES]
@@ -16,6 +18,9 @@ PUBLISHED_TABLES = [*TABLE_NAMES, *PRICE_AND_MODEL_NAMES]
     kinds={"duckdb", "parquet"},
     description="Makes the staged tables and models current: sagemaker.duckdb and parquet/<table>/ are replaced "
     "atomically, only after every blocking check passed.",
+    pool=WAREHOUSE_WRITER_POOL,
+    # Nightly runs keep it under a day old; past 36 hours a night was missed and Dagster flags it.
+    freshness_policy=FreshnessPolicy.time_window(fail_window=timedelta(hours=36)),
 )
 def published_warehouse(context: AssetExecutionContext, warehouse_config: WarehouseConfig) -> MaterializeResult:
     settings = warehouse_config.settings()

@@ -7,6 +7,9 @@ from dagster import ConfigurableResource
 
 from pipelines.config import Settings, load_settings
 
+# Steps that write the warehouse's DuckDB files run one at a time (set the pool's limit to 1 in dagster.yaml).
+WAREHOUSE_WRITER_POOL = "sagemaker_warehouse_writer"
+
 
 class WarehouseConfig(ConfigurableResource):
     """Where the settings come from: a YAML file (default ``$SMW_CONFIG``) and ``SMW_*`` overrides."""
