@@ -1,7 +1,7 @@
 """``sagemaker-warehouse``: a thin command line over the same Dagster definitions ``dagster dev`` shows.
 
-Exit codes: 0 success; 1 the run failed (an account or region could not be read, or a step broke);
-2 bad configuration or credentials (the message says what to fix).
+Exit codes: 0 success; 1 the run failed (an account or region could not be read, a check failed, or a
+step broke); 2 bad configuration, credentials or input (the message says what to fix).
 """
 
 from __future__ import annotations
@@ -140,6 +140,44 @@ def cmd_prices_refresh(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from pipelines.config import load_settings
+    from pipelines.extraction.preflight import check_targets
+    from pipelines.pricing.prices import effective_prices
+
+    settings = load_settings(args.config)
+    prices = effective_prices(settings.costs.prices_file)
+    print(f"config: {settings.source}; {len(prices)} prices; warehouse {settings.warehouse}")
+    results = check_targets(settings)
+    for result in results:
+        print(result.line)
+    failed = [r for r in results if r.problem]
+    print(f"{len(results) - len(failed)} of {len(results)} account/region targets readable.")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from pipelines.config import load_settings
+    from pipelines.storage.warehouse import DATABASE
+
+    warehouse = Path(args.warehouse) if args.warehouse else load_settings(args.config).warehouse
+    database = warehouse / DATABASE
+    if not database.exists():
+        print(f"error: no warehouse at {database}; run `sagemaker-warehouse run` (or `demo`) first.", file=sys.stderr)
+        return EXIT_CONFIG
+    with duckdb.connect(str(database), read_only=True) as connection:
+        try:
+            relation = connection.sql(args.sql)
+        except duckdb.Error as error:
+            print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+            return EXIT_FAILED
+        if relation is not None:
+            relation.show(max_rows=args.max_rows, max_width=10_000)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sagemaker-warehouse", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -150,6 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--full-refresh", action="store_true", help="re-list and re-describe every job")
     run.add_argument("--prices", help="CSV of your own rates: region,instance_type,usd_per_hour")
     run.set_defaults(func=cmd_run)
+
+    check = commands.add_parser("check", help="verify config, credentials and IAM permissions for every target")
+    check.add_argument("--config", help="YAML config file (default: $SMW_CONFIG)")
+    check.set_defaults(func=cmd_check)
+
+    query = commands.add_parser("query", help="run read-only SQL against the published warehouse")
+    query.add_argument("sql", help='for example "select * from cost_monthly limit 10"')
+    query.add_argument("--warehouse", help="warehouse directory (default: the config's, else ./warehouse)")
+    query.add_argument("--config", help="YAML config file (default: $SMW_CONFIG)")
+    query.add_argument("--max-rows", type=int, default=40, help="rows to print (default 40)")
+    query.set_defaults(func=cmd_query)
 
     prices = commands.add_parser("prices", help="manage the hourly prices the cost models use")
     prices_commands = prices.add_subparsers(dest="prices_command", required=True)

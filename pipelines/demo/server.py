@@ -196,6 +196,7 @@ class Faults:
     fail_describe: list[str] = field(default_factory=list)  # job names whose Describe always fails
     fail_regions: list[str] = field(default_factory=list)  # regions where every SageMaker call fails
     extra_members: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> members to add
+    deny_operations: list[str] = field(default_factory=list)  # answered with AccessDeniedException
 
 
 class FaultInjectingApp:
@@ -228,6 +229,13 @@ class FaultInjectingApp:
             time.sleep(faults.latency_ms / 1000)
         region_match = _REGION_IN_AUTH.search(environ.get("HTTP_AUTHORIZATION", ""))
         region = region_match.group(1) if region_match else ""
+        if operation in faults.deny_operations:
+            return self.error(
+                start_response,
+                400,
+                "AccessDeniedException",
+                f"User is not authorized to perform: sagemaker:{operation}",
+            )
         if region in faults.fail_regions:
             return self.error(start_response, 503, "ServiceUnavailable", f"injected outage in {region}")
         if draw < faults.throttle_rate:
