@@ -1,0 +1,38 @@
+"""BI tools read the warehouse through SQLAlchemy and duckdb-engine (what Superset uses), and keep
+working while the nightly run publishes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from pipelines.cli import materialize_all
+from pipelines.demo.endpoint import LocalSageMaker
+from pipelines.storage.warehouse import DATABASE
+from tests.test_normalization import renamed
+
+
+def test_a_sqlalchemy_reader_queries_every_table_and_survives_a_publication(
+    fleet: list[dict], aws: LocalSageMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMW_REGIONS", "us-east-1,eu-west-1")
+    warehouse = tmp_path / "warehouse"
+    assert materialize_all(warehouse=str(warehouse)).success
+    url = f"duckdb:///{warehouse / DATABASE}"
+    engine = sa.create_engine(url, connect_args={"read_only": True}, poolclass=sa.pool.NullPool)
+    tables = sa.inspect(engine).get_table_names()
+    assert {"jobs", "tags", "job_costs", "cost_daily", "cost_monthly", "waste", "duration_rollup"} <= set(tables)
+
+    with engine.connect() as bi_tool:
+        for name in tables:
+            assert bi_tool.execute(sa.text(f'select count(*) from "{name}"')).scalar() > 0, name
+        aws.upsert_jobs([renamed(fleet[0], "arrived-overnight")])
+        assert materialize_all(warehouse=str(warehouse)).success  # the nightly run, while the tool is connected
+        # The open connection keeps its consistent (old) version ...
+        assert bi_tool.execute(sa.text("select count(*) from jobs")).scalar() == len(fleet)
+        assert bi_tool.execute(sa.text("select count(*) from job_costs")).scalar() == len(fleet)
+    # ... and a new one sees the new data.
+    with engine.connect() as reconnected:
+        assert reconnected.execute(sa.text("select count(*) from jobs")).scalar() == len(fleet) + 1
