@@ -62,6 +62,7 @@ class CostSettings:
 @dataclass(frozen=True)
 class ScheduleSettings:
     cron: str = "0 2 * * *"  # nightly at 02:00
+    full_refresh_cron: str = "0 4 * * 0"  # weekly full refresh, Sundays at 04:00
     timezone: str = "UTC"
 
 
@@ -128,14 +129,17 @@ def parse_settings(document: Mapping[str, Any], source: str = "config") -> Setti
 
 
 def _schedule(raw: Any) -> ScheduleSettings:
-    if not isinstance(raw, dict) or set(raw) - {"cron", "timezone"}:
-        raise ConfigError("Key 'schedule' must be a mapping with 'cron' and/or 'timezone', e.g. {cron: '0 2 * * *'}.")
+    if not isinstance(raw, dict) or set(raw) - {"cron", "full_refresh_cron", "timezone"}:
+        raise ConfigError(
+            "Key 'schedule' must be a mapping of cron, full_refresh_cron and timezone, e.g. {cron: '0 2 * * *'}."
+        )
     schedule = ScheduleSettings()
-    if "cron" in raw:
-        cron = str(raw["cron"]).strip()
-        if len(cron.split()) != 5:
-            raise ConfigError(f"schedule.cron {cron!r} is not a 5-field cron expression such as '0 2 * * *'.")
-        schedule = replace(schedule, cron=cron)
+    for key in ("cron", "full_refresh_cron"):
+        if key in raw:
+            cron = str(raw[key]).strip()
+            if len(cron.split()) != 5:
+                raise ConfigError(f"schedule.{key} {cron!r} is not a 5-field cron expression such as '0 2 * * *'.")
+            schedule = replace(schedule, **{key: cron})
     if "timezone" in raw:
         zone = str(raw["timezone"])
         try:

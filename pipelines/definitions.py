@@ -24,6 +24,8 @@ def build_resources(
     return {"warehouse_config": WarehouseConfig(config_file=config_file, warehouse=warehouse, prices_file=prices_file)}
 
 
+SETTINGS = load_settings()  # $SMW_CONFIG; a malformed file stops the code location with its one-line reason
+
 # The whole graph: extract, flatten, model, check, publish.
 warehouse_job = define_asset_job("nightly_warehouse", selection=AssetSelection.all(), description=__doc__)
 
@@ -38,9 +40,22 @@ def build_schedule(settings: Settings) -> ScheduleDefinition:
     )
 
 
+def build_full_refresh_schedule(settings: Settings) -> ScheduleDefinition:
+    """Incremental runs never re-read an old, finished job; its tags can still change. A weekly full
+    refresh picks such changes up (and stores only what differs)."""
+    return ScheduleDefinition(
+        name="weekly_full_refresh_schedule",
+        job=warehouse_job,
+        cron_schedule=settings.schedule.full_refresh_cron,
+        execution_timezone=settings.schedule.timezone,
+        run_config={"ops": {"raw_training_jobs": {"config": {"full_refresh": True}}}},
+        default_status=DefaultScheduleStatus.RUNNING,
+    )
+
+
 defs = Definitions(
     assets=ALL_ASSETS,
     jobs=[warehouse_job],
-    schedules=[build_schedule(load_settings())],
+    schedules=[build_schedule(SETTINGS), build_full_refresh_schedule(SETTINGS)],
     resources=build_resources(),
 )

@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import duckdb
-from dagster import AssetCheckKey, AssetKey
+from dagster import AssetCheckKey, AssetKey, build_schedule_context
 
 from pipelines.assets.resources import WAREHOUSE_WRITER_POOL
 from pipelines.cli import EXIT_FAILED, main, materialize_all
@@ -142,6 +142,13 @@ def test_nightly_schedule_pools_retries_and_freshness_target_what_they_should() 
     assert extraction.op.pool is None  # extraction only appends raw files: it may overlap a writer
     published = defs.resolve_assets_def(AssetKey("published_warehouse")).specs_by_key[AssetKey("published_warehouse")]
     assert published.freshness_policy.fail_window.to_timedelta() == timedelta(hours=36)
+
+
+def test_weekly_full_refresh_schedule_runs_the_graph_with_full_refresh() -> None:
+    schedule = defs.resolve_schedule_def("weekly_full_refresh_schedule")
+    assert schedule.cron_schedule == "0 4 * * 0" and schedule.job_name == "nightly_warehouse"
+    [request] = schedule.evaluate_tick(build_schedule_context()).run_requests
+    assert request.run_config["ops"]["raw_training_jobs"]["config"]["full_refresh"] is True
 
 
 def test_schedule_comes_from_the_config(tmp_path: Path) -> None:
