@@ -156,3 +156,17 @@ def test_schedule_comes_from_the_config(tmp_path: Path) -> None:
     config.write_text("schedule: {cron: '30 4 * * 1-5', timezone: Europe/Paris}\n")
     schedule = build_schedule(load_settings(config, environ={}))
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 4 * * 1-5", "Europe/Paris")
+
+
+def test_a_configuration_problem_inside_dagster_fails_once_with_its_sentence(
+    aws: LocalSageMaker, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("SMW_REGIONS", "us-east-1")
+    result = materialize_all(warehouse=str(tmp_path / "w"))
+    failures = [e for e in result.all_events if e.is_step_failure]
+    assert [e.step_key for e in failures] == ["raw_training_jobs"]
+    description = failures[0].step_failure_data.user_failure_data.description
+    assert description.startswith("No AWS credentials were found; set AWS_PROFILE")
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)

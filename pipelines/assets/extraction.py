@@ -8,6 +8,7 @@ from dagster import (
     AssetExecutionContext,
     Backoff,
     Config,
+    Failure,
     MaterializeResult,
     MetadataValue,
     RetryPolicy,
@@ -16,6 +17,7 @@ from dagster import (
 
 from pipelines.assets.metadata import column_schema
 from pipelines.assets.resources import WarehouseConfig
+from pipelines.config import ConfigError
 from pipelines.extraction.run import extract
 from pipelines.schemas import table
 from pipelines.storage.raw import RAW_JOBS
@@ -46,8 +48,12 @@ class ExtractionConfig(Config):
 def raw_training_jobs(
     context: AssetExecutionContext, config: ExtractionConfig, warehouse_config: WarehouseConfig
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
-    settings = warehouse_config.settings()
-    report = extract(settings, full_refresh=config.full_refresh, log=context.log)
+    try:
+        settings = warehouse_config.settings()
+        report = extract(settings, full_refresh=config.full_refresh, log=context.log)
+    except ConfigError as error:
+        # A configuration or credentials problem does not heal by waiting: no step retry, one sentence.
+        raise Failure(description=str(error), allow_retries=False) from None
     stats = report.stats.snapshot()
     metadata = {
         "run_id": report.run_id,
