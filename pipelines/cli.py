@@ -11,15 +11,52 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetCheckSeverity, DagsterInstance, ExecuteInProcessResult, materialize
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckSeverity,
+    AssetMaterialization,
+    DagsterEvent,
+    DagsterInstance,
+    ExecuteInProcessResult,
+    materialize,
+)
 
 from pipelines.config import ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+@dataclass
+class WarehouseRun:
+    """The Dagster runs of one warehouse refresh: one extraction run per account/region, then the build."""
+
+    runs: list[ExecuteInProcessResult]
+
+    @property
+    def success(self) -> bool:
+        return all(run.success for run in self.runs)
+
+    @property
+    def all_events(self) -> list[DagsterEvent]:
+        return [event for run in self.runs for event in run.all_events]
+
+    def get_asset_check_evaluations(self) -> list[AssetCheckEvaluation]:
+        return [check for run in self.runs for check in run.get_asset_check_evaluations()]
+
+    def get_asset_materialization_events(self) -> list[DagsterEvent]:
+        return [event for run in self.runs for event in run.get_asset_materialization_events()]
+
+    def materializations(self, asset: str) -> list[AssetMaterialization]:
+        return [
+            event.event_specific_data.materialization  # type: ignore[union-attr]
+            for event in self.get_asset_materialization_events()
+            if event.asset_key is not None and event.asset_key.to_user_string() == asset
+        ]
 
 
 def materialize_all(
@@ -27,22 +64,37 @@ def materialize_all(
     warehouse: str | None = None,
     full_refresh: bool = False,
     prices_file: str | None = None,
-) -> ExecuteInProcessResult:
-    """Materialize the whole asset graph in this process, as the nightly schedule would."""
+) -> WarehouseRun:
+    """Refresh the whole warehouse in this process, as the nightly schedules would: extract every
+    account/region partition in its own run, then build (flatten, model, check, publish) once."""
+    from pipelines.assets.extraction import TARGET_PARTITIONS, raw_training_jobs
     from pipelines.definitions import ALL_ASSETS, build_resources
+    from pipelines.extraction.run import target_labels
 
-    run_config: dict[str, Any] = {
-        "ops": {"raw_training_jobs": {"config": {"full_refresh": full_refresh}}},
-        "loggers": {"console": {"config": {"log_level": os.environ.get("SMW_LOG_LEVEL", "INFO")}}},
-    }
+    resources = build_resources(config_file, warehouse, prices_file)
+    loggers = {"console": {"config": {"log_level": os.environ.get("SMW_LOG_LEVEL", "INFO")}}}
     instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
-    return materialize(
-        ALL_ASSETS,
-        resources=build_resources(config_file, warehouse, prices_file),
-        run_config=run_config,
-        instance=instance,
-        raise_on_error=False,
+    labels = target_labels(resources["warehouse_config"].settings())  # type: ignore[attr-defined]
+    instance.add_dynamic_partitions(TARGET_PARTITIONS.name, labels)
+    extraction_config = {"ops": {"raw_training_jobs": {"config": {"full_refresh": full_refresh}}}, "loggers": loggers}
+    runs = [
+        materialize(
+            [raw_training_jobs],
+            partition_key=label,
+            resources=resources,
+            run_config=extraction_config,
+            instance=instance,
+            raise_on_error=False,
+        )
+        for label in labels
+    ]
+    build = [asset for asset in ALL_ASSETS if asset is not raw_training_jobs]
+    runs.append(
+        materialize(
+            build, resources=resources, run_config={"loggers": loggers}, instance=instance, raise_on_error=False
+        )
     )
+    return WarehouseRun(runs)
 
 
 def _run_and_report(

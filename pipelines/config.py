@@ -61,7 +61,8 @@ class CostSettings:
 
 @dataclass(frozen=True)
 class ScheduleSettings:
-    cron: str = "0 2 * * *"  # nightly at 02:00
+    cron: str = "0 2 * * *"  # nightly extraction at 02:00, one run per account and region
+    build_cron: str = "0 3 * * *"  # then the build: flatten, model, check, publish
     full_refresh_cron: str = "0 4 * * 0"  # weekly full refresh, Sundays at 04:00
     timezone: str = "UTC"
 
@@ -129,12 +130,13 @@ def parse_settings(document: Mapping[str, Any], source: str = "config") -> Setti
 
 
 def _schedule(raw: Any) -> ScheduleSettings:
-    if not isinstance(raw, dict) or set(raw) - {"cron", "full_refresh_cron", "timezone"}:
+    if not isinstance(raw, dict) or set(raw) - {"cron", "build_cron", "full_refresh_cron", "timezone"}:
         raise ConfigError(
-            "Key 'schedule' must be a mapping of cron, full_refresh_cron and timezone, e.g. {cron: '0 2 * * *'}."
+            "Key 'schedule' must be a mapping of cron, build_cron, full_refresh_cron and timezone, "
+            "e.g. {cron: '0 2 * * *'}."
         )
     schedule = ScheduleSettings()
-    for key in ("cron", "full_refresh_cron"):
+    for key in ("cron", "build_cron", "full_refresh_cron"):
         if key in raw:
             cron = str(raw[key]).strip()
             if len(cron.split()) != 5:

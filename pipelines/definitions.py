@@ -4,16 +4,24 @@
 objects in-process.
 """
 
-from __future__ import annotations
+from dagster import (
+    AssetSelection,
+    DefaultScheduleStatus,
+    Definitions,
+    RunRequest,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    define_asset_job,
+    schedule,
+)
 
-from dagster import AssetSelection, DefaultScheduleStatus, Definitions, ScheduleDefinition, define_asset_job
-
-from pipelines.assets.extraction import raw_training_jobs
+from pipelines.assets.extraction import TARGET_PARTITIONS, raw_training_jobs
 from pipelines.assets.models import models
 from pipelines.assets.normalization import normalized
 from pipelines.assets.publication import published_warehouse
 from pipelines.assets.resources import WarehouseConfig
 from pipelines.config import Settings, load_settings
+from pipelines.extraction.run import target_labels
 
 ALL_ASSETS = [raw_training_jobs, normalized, models, published_warehouse]
 
@@ -26,36 +34,63 @@ def build_resources(
 
 SETTINGS = load_settings()  # $SMW_CONFIG; a malformed file stops the code location with its one-line reason
 
-# The whole graph: extract, flatten, model, check, publish.
-warehouse_job = define_asset_job("nightly_warehouse", selection=AssetSelection.all(), description=__doc__)
+# Extraction runs once per account/region partition; the build (flatten, model, check, publish) runs once
+# over everything stored. The CLI runs the same two jobs' assets in the same order, in-process.
+extract_job = define_asset_job(
+    "extract_training_jobs", selection=AssetSelection.assets(raw_training_jobs), partitions_def=TARGET_PARTITIONS
+)
+build_job = define_asset_job(
+    "build_warehouse", selection=AssetSelection.all() - AssetSelection.assets(raw_training_jobs)
+)
 
 
-def build_schedule(settings: Settings) -> ScheduleDefinition:
-    return ScheduleDefinition(
-        name="nightly_warehouse_schedule",
-        job=warehouse_job,
+def extraction_requests(context: ScheduleEvaluationContext, settings: Settings, full_refresh: bool) -> list[RunRequest]:
+    """Register the configured account/region partitions, then ask for one extraction run per partition."""
+    labels = target_labels(settings)
+    context.instance.add_dynamic_partitions(TARGET_PARTITIONS.name, labels)
+    stamp = context.scheduled_execution_time.strftime("%Y%m%dT%H%M") if context.scheduled_execution_time else "now"
+    run_config = {"ops": {"raw_training_jobs": {"config": {"full_refresh": full_refresh}}}}
+    return [RunRequest(run_key=f"{stamp}-{label}", partition_key=label, run_config=run_config) for label in labels]
+
+
+def build_schedules(settings: Settings) -> list[ScheduleDefinition]:
+    running = DefaultScheduleStatus.RUNNING  # on as soon as dagster-daemon runs
+    zone = settings.schedule.timezone
+
+    @schedule(
+        name="nightly_extraction_schedule",
+        job=extract_job,
         cron_schedule=settings.schedule.cron,
-        execution_timezone=settings.schedule.timezone,
-        default_status=DefaultScheduleStatus.RUNNING,  # running as soon as dagster-daemon is
+        execution_timezone=zone,
+        default_status=running,
     )
+    def nightly_extraction(context: ScheduleEvaluationContext) -> list[RunRequest]:
+        return extraction_requests(context, settings, full_refresh=False)
 
-
-def build_full_refresh_schedule(settings: Settings) -> ScheduleDefinition:
-    """Incremental runs never re-read an old, finished job; its tags can still change. A weekly full
-    refresh picks such changes up (and stores only what differs)."""
-    return ScheduleDefinition(
+    @schedule(
         name="weekly_full_refresh_schedule",
-        job=warehouse_job,
+        job=extract_job,
         cron_schedule=settings.schedule.full_refresh_cron,
-        execution_timezone=settings.schedule.timezone,
-        run_config={"ops": {"raw_training_jobs": {"config": {"full_refresh": True}}}},
-        default_status=DefaultScheduleStatus.RUNNING,
+        execution_timezone=zone,
+        default_status=running,
     )
+    def weekly_full_refresh(context: ScheduleEvaluationContext) -> list[RunRequest]:
+        """Incremental runs never re-read an old, finished job, whose tags can still change."""
+        return extraction_requests(context, settings, full_refresh=True)
+
+    nightly_build = ScheduleDefinition(
+        name="nightly_build_schedule",
+        job=build_job,
+        cron_schedule=settings.schedule.build_cron,
+        execution_timezone=zone,
+        default_status=running,
+    )
+    return [nightly_extraction, weekly_full_refresh, nightly_build]
 
 
 defs = Definitions(
     assets=ALL_ASSETS,
-    jobs=[warehouse_job],
-    schedules=[build_schedule(SETTINGS), build_full_refresh_schedule(SETTINGS)],
+    jobs=[extract_job, build_job],
+    schedules=build_schedules(SETTINGS),
     resources=build_resources(),
 )

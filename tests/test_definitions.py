@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
-from dagster import AssetCheckKey, AssetKey, build_schedule_context
+from dagster import AssetCheckKey, AssetKey, Definitions, build_schedule_context, instance_for_test
 
+from pipelines.assets.extraction import TARGET_PARTITIONS
 from pipelines.assets.resources import WAREHOUSE_WRITER_POOL
 from pipelines.cli import EXIT_FAILED, main, materialize_all
 from pipelines.config import load_settings
-from pipelines.definitions import build_schedule, defs
+from pipelines.definitions import ALL_ASSETS, build_job, build_resources, build_schedules, defs, extract_job
 from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.docs import README, render
 from pipelines.normalization.flatten import normalized_tables
@@ -63,10 +64,12 @@ def test_materializing_the_graph_fills_the_warehouse(fleet: list[dict], tmp_path
     monkeypatch.setenv("SMW_REGIONS", "us-east-1,eu-west-1")
     result = materialize_all(warehouse=str(tmp_path / "warehouse"))
     assert result.success
-    [materialization] = result.asset_materializations_for_node(RAW_JOBS)
-    assert materialization.metadata["jobs_fetched"].value == len(fleet)
-    assert materialization.metadata["jobs_failed"].value == 0
-    assert materialization.metadata["api_calls"].value["DescribeTrainingJob"] == len(fleet)
+    partitions = result.materializations(RAW_JOBS)  # one per account/region
+    assert sorted(m.partition for m in partitions) == ["default/eu-west-1", "default/us-east-1"]
+    assert sum(m.metadata["jobs_fetched"].value for m in partitions) == len(fleet)
+    assert all(m.metadata["jobs_failed"].value == 0 for m in partitions)
+    assert sum(m.metadata["api_calls"].value["DescribeTrainingJob"] for m in partitions) == len(fleet)
+    assert len(result.materializations("published_warehouse")) == 1
 
 
 def test_a_failing_region_is_reported_while_the_healthy_one_is_published_and_caught_up_next_run(
@@ -128,14 +131,25 @@ def test_workspace_file_loads_in_dagster() -> None:
     assert "All code locations passed validation" in completed.stderr + completed.stdout
 
 
-def test_nightly_schedule_pools_retries_and_freshness_target_what_they_should() -> None:
-    schedule = defs.resolve_schedule_def("nightly_warehouse_schedule")
-    assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 2 * * *", "UTC")
-    job = defs.resolve_job_def(schedule.job_name)
-    assert {AssetKey(RAW_JOBS), AssetKey("published_warehouse"), AssetKey("cost_daily")} <= set(
-        job.asset_layer.asset_graph.get_all_asset_keys()
-    )
+def test_schedules_partitions_pools_retries_and_freshness_target_what_they_should() -> None:
     extraction = defs.resolve_assets_def(AssetKey(RAW_JOBS))
+    assert extraction.partitions_def == TARGET_PARTITIONS
+    extract = defs.resolve_job_def("extract_training_jobs")
+    assert extract.asset_layer.executable_asset_keys == {AssetKey(RAW_JOBS)}
+    build = defs.resolve_job_def("build_warehouse")
+    built = build.asset_layer.executable_asset_keys
+    assert {AssetKey("jobs"), AssetKey("cost_daily"), AssetKey("published_warehouse")} <= built
+    assert AssetKey(RAW_JOBS) not in built
+
+    nightly = defs.resolve_schedule_def("nightly_extraction_schedule")
+    assert (nightly.cron_schedule, nightly.execution_timezone, nightly.job_name) == (
+        "0 2 * * *",
+        "UTC",
+        "extract_training_jobs",
+    )
+    build_schedule = defs.resolve_schedule_def("nightly_build_schedule")
+    assert (build_schedule.cron_schedule, build_schedule.job_name) == ("0 3 * * *", "build_warehouse")
+
     assert extraction.op.retry_policy is not None and extraction.op.retry_policy.max_retries >= 1
     writers = [defs.resolve_assets_def(AssetKey(name)).op for name in ("jobs", "job_costs", "published_warehouse")]
     assert {op.pool for op in writers} == {WAREHOUSE_WRITER_POOL}
@@ -144,18 +158,41 @@ def test_nightly_schedule_pools_retries_and_freshness_target_what_they_should() 
     assert published.freshness_policy.fail_window.to_timedelta() == timedelta(hours=36)
 
 
-def test_weekly_full_refresh_schedule_runs_the_graph_with_full_refresh() -> None:
-    schedule = defs.resolve_schedule_def("weekly_full_refresh_schedule")
-    assert schedule.cron_schedule == "0 4 * * 0" and schedule.job_name == "nightly_warehouse"
-    [request] = schedule.evaluate_tick(build_schedule_context()).run_requests
-    assert request.run_config["ops"]["raw_training_jobs"]["config"]["full_refresh"] is True
+def test_nightly_extraction_registers_and_requests_one_run_per_account_and_region(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "regions: [us-east-1, eu-west-1]\n"
+        "accounts: [{name: main}, {name: research, role_arn: 'arn:aws:iam::210987654321:role/Reader'}]\n"
+    )
+    schedules = {s.name: s for s in build_schedules(load_settings(config, environ={}))}
+    repository = Definitions(
+        assets=ALL_ASSETS,
+        jobs=[extract_job, build_job],
+        schedules=list(schedules.values()),
+        resources=build_resources(),
+    ).get_repository_def()
+    with instance_for_test() as instance:
+        context = build_schedule_context(
+            instance=instance, scheduled_execution_time=datetime(2026, 11, 2, 2, tzinfo=UTC), repository_def=repository
+        )
+        requests = schedules["nightly_extraction_schedule"].evaluate_tick(context).run_requests
+        expected = ["main/us-east-1", "main/eu-west-1", "research/us-east-1", "research/eu-west-1"]
+        assert [r.partition_key for r in requests] == expected
+        assert set(instance.get_dynamic_partitions(TARGET_PARTITIONS.name)) == set(expected)
+        assert all(r.run_config["ops"]["raw_training_jobs"]["config"]["full_refresh"] is False for r in requests)
+        weekly = schedules["weekly_full_refresh_schedule"].evaluate_tick(context).run_requests
+        assert len(weekly) == 4 and all(
+            r.run_config["ops"]["raw_training_jobs"]["config"]["full_refresh"] for r in weekly
+        )
 
 
 def test_schedule_comes_from_the_config(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text("schedule: {cron: '30 4 * * 1-5', timezone: Europe/Paris}\n")
-    schedule = build_schedule(load_settings(config, environ={}))
-    assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 4 * * 1-5", "Europe/Paris")
+    config.write_text("schedule: {cron: '30 4 * * 1-5', build_cron: '30 5 * * 1-5', timezone: Europe/Paris}\n")
+    schedules = {s.name: s for s in build_schedules(load_settings(config, environ={}))}
+    assert schedules["nightly_extraction_schedule"].cron_schedule == "30 4 * * 1-5"
+    assert schedules["nightly_build_schedule"].cron_schedule == "30 5 * * 1-5"
+    assert {s.execution_timezone for s in schedules.values()} == {"Europe/Paris"}
 
 
 def test_a_configuration_problem_inside_dagster_fails_once_with_its_sentence(

@@ -8,6 +8,7 @@ from dagster import (
     AssetExecutionContext,
     Backoff,
     Config,
+    DynamicPartitionsDefinition,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -22,6 +23,10 @@ from pipelines.extraction.run import extract
 from pipelines.schemas import table
 from pipelines.storage.raw import RAW_JOBS
 
+# One partition per account and region ("default/us-east-1"): each is extracted in its own run, fails and
+# retries on its own, and can be backfilled alone. Keys are registered from the config at run time.
+TARGET_PARTITIONS = DynamicPartitionsDefinition(name="account_region")
+
 
 class ExtractionConfig(Config):
     full_refresh: bool = False  # re-list and re-describe every job instead of only new and changed ones
@@ -33,6 +38,7 @@ class ExtractionConfig(Config):
     description=table(RAW_JOBS).description,
     kinds={"parquet", "sagemaker"},
     metadata={"dagster/column_schema": column_schema(RAW_JOBS)},
+    partitions_def=TARGET_PARTITIONS,
     # Whole-step retries for what botocore's own retries could not absorb (an expired session, a network
     # outage); a re-run only fetches what is still missing.
     retry_policy=RetryPolicy(max_retries=2, delay=60, backoff=Backoff.EXPONENTIAL),
@@ -40,7 +46,7 @@ class ExtractionConfig(Config):
         AssetCheckSpec(
             "every_target_read",
             asset=RAW_JOBS,
-            description="Every configured account and region could be listed. A failed one is retried next run; "
+            description="The partition's account and region could be listed. A failed one is retried next run; "
             "the others are published meanwhile.",
         )
     ],
@@ -50,7 +56,7 @@ def raw_training_jobs(
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
     try:
         settings = warehouse_config.settings()
-        report = extract(settings, full_refresh=config.full_refresh, log=context.log)
+        report = extract(settings, full_refresh=config.full_refresh, only=context.partition_key, log=context.log)
     except ConfigError as error:
         # A configuration or credentials problem does not heal by waiting: no step retry, one sentence.
         raise Failure(description=str(error), allow_retries=False) from None

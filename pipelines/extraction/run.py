@@ -84,6 +84,13 @@ class ExtractionReport:
         return [t for t in self.targets if t.target_error]
 
 
+def target_labels(settings: Settings, session: boto3.Session | None = None) -> list[str]:
+    """The ``account/region`` labels the settings name, without calling AWS (Dagster's partition keys)."""
+    default_region = (session or base_session()).region_name
+    regions = settings.regions or ((default_region,) if default_region else ())
+    return [f"{account.name}/{region}" for account in settings.accounts for region in regions]
+
+
 def resolve_targets(settings: Settings, session: boto3.Session | None = None) -> list[Target]:
     """Validate credentials and regions up front; every account in ``settings`` times every region."""
     session = session or base_session()
@@ -101,13 +108,24 @@ def extract(
     *,
     full_refresh: bool = False,
     targets: Sequence[Target] | None = None,
+    only: str | None = None,
     log: Log = logger,
 ) -> ExtractionReport:
+    """Extract every target (or only the one labelled ``only``, e.g. ``default/us-east-1``)."""
     started = datetime.now(UTC)
     run_id = new_run_id(started)
     session = base_session()
     targets = list(targets) if targets is not None else resolve_targets(settings, session)
-    remove_stale_temporaries(settings.warehouse)
+    if only is not None:
+        labels = [t.label for t in targets]
+        targets = [t for t in targets if t.label == only]
+        if not targets:
+            raise ConfigError(
+                f"{only!r} is not a configured account/region (the config has {', '.join(labels)}); "
+                "fix the config or drop that partition."
+            )
+    for target in targets:
+        remove_stale_temporaries(settings.warehouse, target.account_id, target.region)
     stats = ApiCallStats()
     reports = []
     for target in targets:

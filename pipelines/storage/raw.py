@@ -61,14 +61,16 @@ def write_parquet_atomically(data: pa.Table, path: Path) -> Path:
     return path
 
 
-def remove_stale_temporaries(warehouse: Path) -> int:
-    """Delete temporary files a crashed run left behind (only one writer runs at a time)."""
+def remove_stale_temporaries(warehouse: Path, account_id: str, region: str) -> int:
+    """Delete temporary files a crashed run left behind for one account and region (one extraction
+    writes a given account and region at a time; others may be writing theirs)."""
     removed = 0
-    raw = warehouse / "raw"
-    if raw.exists():
-        for leftover in raw.rglob(f"*{TEMP_MARKER}*"):
-            leftover.unlink(missing_ok=True)
-            removed += 1
+    for table_name in (RAW_JOBS, RAW_ERRORS):
+        directory = table_dir(warehouse, table_name, account_id, region)
+        if directory.exists():
+            for leftover in directory.glob(f"*{TEMP_MARKER}*"):
+                leftover.unlink(missing_ok=True)
+                removed += 1
     return removed
 
 

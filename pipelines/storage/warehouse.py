@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 
 from pipelines.config import CostSettings
 from pipelines.models.build import build_models
@@ -89,7 +88,7 @@ def stage_normalized_tables(warehouse: Path, run_id: str) -> tuple[Staging, dict
         if files:
             source = raw_source(files)
         else:
-            connection.register("empty_raw", pa.table({}, schema=table(RAW_JOBS).arrow_schema()))
+            connection.register("empty_raw", table(RAW_JOBS).arrow_schema().empty_table())
             source = "empty_raw"
         load_latest_records(connection, source, view_catalog=STAGED)
         if not files:  # the view must outlive this connection, so it cannot read the registered relation
