@@ -38,7 +38,9 @@ def test_definitions_load_with_every_asset_check_and_resource() -> None:
     assert graph.get(AssetKey("job_costs")).parent_keys == set(
         map(AssetKey, ["jobs", "instance_groups", "instance_prices"])
     )
-    assert graph.get(AssetKey("cost_daily")).parent_keys == set(map(AssetKey, ["job_cost_days", "job_costs", "tags"]))
+    assert graph.get(AssetKey("cost_daily")).parent_keys == {AssetKey("job_cost_days_tagged")}
+    tagged = graph.get(AssetKey("job_cost_days_tagged")).parent_keys
+    assert tagged == set(map(AssetKey, ["job_cost_days", "job_costs", "jobs", "tags"]))
     assert AssetCheckKey(AssetKey("cost_daily"), "total_matches_job_costs") in check_keys
     # The publication waits for every table and model, so a failed blocking check keeps it from running.
     published = graph.get(AssetKey("published_warehouse")).parent_keys

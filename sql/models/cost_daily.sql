@@ -1,39 +1,6 @@
 -- One row per UTC day, account, region, instance type, status and value of the first cost-allocation tag.
--- Reads the run's allocation_tags (the configured tag keys, in order) besides the warehouse tables.
-with job_cost_days as (
-    select * from job_cost_days
-),
-
-job_costs as (
-    select * from job_costs
-),
-
-tags as (
-    select * from tags
-),
-
-allocation_tags as (
-    select * from allocation_tags
-),
-
-primary_tag as (
-    select tag_key from allocation_tags where tag_position = 0
-),
-
-labelled as (
-    select
-        job_cost_days.*,
-        job_costs.account_id,
-        job_costs.region,
-        coalesce(job_costs.instance_type, '(serverless)') as instance_type,
-        job_costs.training_job_status,
-        job_costs.is_priced,
-        primary_tag.tag_key as allocation_tag_key,
-        coalesce(tags.value, '(untagged)') as allocation_tag_value
-    from job_cost_days
-    join job_costs using (training_job_arn)
-    cross join primary_tag
-    left join tags on tags.training_job_arn = job_cost_days.training_job_arn and tags.key = primary_tag.tag_key
+with job_cost_days_tagged as (
+    select * from job_cost_days_tagged
 ),
 
 final as (
@@ -54,7 +21,8 @@ final as (
         sum(storage_cost_usd) as storage_cost_usd,
         sum(total_cost_usd) as total_cost_usd,
         sum(spot_savings_usd) as spot_savings_usd
-    from labelled
+    from job_cost_days_tagged
+    where allocation_tag_position = 0
     group by all
 )
 

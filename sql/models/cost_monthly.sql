@@ -1,37 +1,7 @@
 -- One row per UTC month, account, region, instance type, status and value of each cost-allocation tag.
 -- Every configured tag key gets its own full breakdown: sum one allocation_tag_key at a time.
-with job_cost_days as (
-    select * from job_cost_days
-),
-
-job_costs as (
-    select * from job_costs
-),
-
-tags as (
-    select * from tags
-),
-
-allocation_tags as (
-    select * from allocation_tags
-),
-
-labelled as (
-    select
-        job_cost_days.*,
-        cast(date_trunc('month', job_cost_days.day) as date) as month,
-        job_costs.account_id,
-        job_costs.region,
-        coalesce(job_costs.instance_type, '(serverless)') as instance_type,
-        job_costs.training_job_status,
-        job_costs.is_priced,
-        allocation_tags.tag_key as allocation_tag_key,
-        coalesce(tags.value, '(untagged)') as allocation_tag_value
-    from job_cost_days
-    join job_costs using (training_job_arn)
-    cross join allocation_tags
-    left join tags
-        on tags.training_job_arn = job_cost_days.training_job_arn and tags.key = allocation_tags.tag_key
+with job_cost_days_tagged as (
+    select * from job_cost_days_tagged
 ),
 
 final as (
@@ -52,7 +22,7 @@ final as (
         sum(storage_cost_usd) as storage_cost_usd,
         sum(total_cost_usd) as total_cost_usd,
         sum(spot_savings_usd) as spot_savings_usd
-    from labelled
+    from job_cost_days_tagged
     group by all
 )
 

@@ -1,38 +1,22 @@
 -- One row per UTC month and value of each cost-allocation tag: money spent on jobs that failed, were
 -- stopped or hit their runtime limit, and on warm pools kept idle, with the most frequent failure reasons.
 -- All retained warm-pool time is idle time (instances kept, no job running), reused or not.
-with job_cost_days as (
-    select * from job_cost_days
-),
-
-jobs as (
-    select * from jobs
-),
-
-tags as (
-    select * from tags
-),
-
-allocation_tags as (
-    select * from allocation_tags
+with job_cost_days_tagged as (
+    select * from job_cost_days_tagged
 ),
 
 labelled as (
     select
-        cast(date_trunc('month', job_cost_days.day) as date) as month,
-        allocation_tags.tag_key as allocation_tag_key,
-        coalesce(tags.value, '(untagged)') as allocation_tag_value,
-        jobs.training_job_arn,
-        jobs.training_job_status,
-        jobs.secondary_status,
-        -- The first line of the reason, without job-specific detail after a colon-separated prefix.
-        nullif(split_part(jobs.failure_reason, chr(10), 1), '') as failure_reason,
-        job_cost_days.compute_cost_usd + job_cost_days.storage_cost_usd as run_cost_usd,
-        job_cost_days.warm_pool_cost_usd
-    from job_cost_days
-    join jobs using (training_job_arn)
-    cross join allocation_tags
-    left join tags on tags.training_job_arn = jobs.training_job_arn and tags.key = allocation_tags.tag_key
+        month,
+        allocation_tag_key,
+        allocation_tag_value,
+        training_job_arn,
+        training_job_status,
+        secondary_status,
+        failure_reason,
+        compute_cost_usd + storage_cost_usd as run_cost_usd,
+        warm_pool_cost_usd
+    from job_cost_days_tagged
 ),
 
 reason_counts as (
