@@ -19,18 +19,14 @@ from pipelines.storage.warehouse import remove_abandoned_staging, stage_normaliz
 
 TABLES = normalized_tables()
 TABLE_NAMES = [t.name for t in TABLES]
-_CHECK_NAMES = ["unique_key", "required_columns_not_null", "references_jobs", "row_count_matches_raw"]
 
 
 def _check_specs() -> list[AssetCheckSpec]:
-    specs = []
-    for declared in TABLES:
-        for name in _CHECK_NAMES:
-            if name == "references_jobs" and declared.name == checks.JOBS:
-                continue
-            if name == "row_count_matches_raw" and not declared.rows_from:
-                continue
-            specs.append(AssetCheckSpec(name, asset=declared.name, blocking=True))
+    specs = [
+        AssetCheckSpec(name, asset=declared.name, blocking=True)
+        for declared in TABLES
+        for name in checks.check_names(declared)
+    ]
     specs.append(
         AssetCheckSpec(
             "unknown_members",
