@@ -53,39 +53,35 @@ def extraction_requests(context: ScheduleEvaluationContext, settings: Settings, 
     return [RunRequest(run_key=f"{stamp}-{label}", partition_key=label, run_config=run_config) for label in labels]
 
 
+def _extraction_schedule(name: str, cron: str, settings: Settings, full_refresh: bool) -> ScheduleDefinition:
+    @schedule(
+        name=name,
+        job=extract_job,
+        cron_schedule=cron,
+        execution_timezone=settings.schedule.timezone,
+        default_status=DefaultScheduleStatus.RUNNING,  # on as soon as dagster-daemon runs
+    )
+    def extraction(context: ScheduleEvaluationContext) -> list[RunRequest]:
+        return extraction_requests(context, settings, full_refresh)
+
+    return extraction
+
+
 def build_schedules(settings: Settings) -> list[ScheduleDefinition]:
-    running = DefaultScheduleStatus.RUNNING  # on as soon as dagster-daemon runs
-    zone = settings.schedule.timezone
-
-    @schedule(
-        name="nightly_extraction_schedule",
-        job=extract_job,
-        cron_schedule=settings.schedule.cron,
-        execution_timezone=zone,
-        default_status=running,
-    )
-    def nightly_extraction(context: ScheduleEvaluationContext) -> list[RunRequest]:
-        return extraction_requests(context, settings, full_refresh=False)
-
-    @schedule(
-        name="weekly_full_refresh_schedule",
-        job=extract_job,
-        cron_schedule=settings.schedule.full_refresh_cron,
-        execution_timezone=zone,
-        default_status=running,
-    )
-    def weekly_full_refresh(context: ScheduleEvaluationContext) -> list[RunRequest]:
-        """Incremental runs never re-read an old, finished job, whose tags can still change."""
-        return extraction_requests(context, settings, full_refresh=True)
-
-    nightly_build = ScheduleDefinition(
-        name="nightly_build_schedule",
-        job=build_job,
-        cron_schedule=settings.schedule.build_cron,
-        execution_timezone=zone,
-        default_status=running,
-    )
-    return [nightly_extraction, weekly_full_refresh, nightly_build]
+    return [
+        _extraction_schedule("nightly_extraction_schedule", settings.schedule.cron, settings, full_refresh=False),
+        # Incremental runs never re-read an old, finished job, whose tags can still change.
+        _extraction_schedule(
+            "weekly_full_refresh_schedule", settings.schedule.full_refresh_cron, settings, full_refresh=True
+        ),
+        ScheduleDefinition(
+            name="nightly_build_schedule",
+            job=build_job,
+            cron_schedule=settings.schedule.build_cron,
+            execution_timezone=settings.schedule.timezone,
+            default_status=DefaultScheduleStatus.RUNNING,
+        ),
+    ]
 
 
 defs = Definitions(
