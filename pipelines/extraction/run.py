@@ -59,7 +59,6 @@ class TargetReport:
     stored: int = 0  # fetched and new or changed: appended to raw
     unchanged: int = 0  # fetched, identical to the stored record: not appended
     failed: int = 0
-    files: list[str] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
     target_error: str | None = None  # the whole account/region could not be read
 
@@ -192,9 +191,7 @@ def _extract_target(
             stem = f"{run_id}-{batch_number:05d}"
             # Errors first: if the run dies between the two writes, the failed jobs are still known.
             write_rows(settings.warehouse, RAW_ERRORS, errors, target.account_id, target.region, stem)
-            written = write_rows(settings.warehouse, RAW_JOBS, rows, target.account_id, target.region, stem)
-            if written:
-                report.files.append(str(written))
+            write_rows(settings.warehouse, RAW_JOBS, rows, target.account_id, target.region, stem)
             report.stored += len(rows)
             report.failed += len(errors)
             log.info(f"{target.label}: {report.stored + report.unchanged + report.failed}/{len(plan)} fetched")
