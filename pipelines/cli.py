@@ -1,7 +1,8 @@
 """``sagemaker-warehouse``: a thin command line over the same Dagster definitions ``dagster dev`` shows.
 
-Exit codes: 0 success; 1 the run failed (an account or region could not be read, a check failed, or a
-step broke); 2 bad configuration, credentials or input (the message says what to fix).
+Exit codes: 0 success; 1 the run failed (an account or region could not be read, a job could not be
+fetched, a check failed, or a step broke); 2 bad configuration, credentials or input, including SQL that
+``query`` refuses (the message says what to fix).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dagster import (
     materialize,
 )
 
-from pipelines.config import ConfigError
+from pipelines.config import ConfigError, warehouse_path
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -145,7 +146,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.demo.fleet import FleetSpec
     from pipelines.storage.summary import print_summary
 
-    warehouse = Path(args.warehouse)
+    warehouse = warehouse_path(Path(args.warehouse))
     print(f"Starting a local SageMaker endpoint with a demo fleet of {args.jobs} training jobs ...")
     endpoint = LocalSageMaker.start()
     try:
@@ -176,7 +177,7 @@ def cmd_prices_refresh(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     if args.warehouse:
-        settings = replace(settings, warehouse=Path(args.warehouse))
+        settings = replace(settings, warehouse=warehouse_path(Path(args.warehouse)))
     session = base_session()
     regions = resolve_regions(session, settings.regions)
     prices = fetch_training_prices(regions, session)
@@ -208,25 +209,49 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+# One statement that only reads: DESCRIBE, SHOW and SUMMARIZE parse as SELECT, PRAGMA show_tables as PRAGMA.
+_QUERY_STATEMENTS = ("SELECT", "EXPLAIN", "PRAGMA")
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     import duckdb
 
     from pipelines.config import load_settings
-    from pipelines.storage.warehouse import DATABASE
+    from pipelines.storage.warehouse import DATABASE, connect_reader
 
-    warehouse = Path(args.warehouse) if args.warehouse else load_settings(args.config).warehouse
+    warehouse = warehouse_path(Path(args.warehouse)) if args.warehouse else load_settings(args.config).warehouse
     database = warehouse / DATABASE
     if not database.exists():
         print(f"error: no warehouse at {database}; run `sagemaker-warehouse run` (or `demo`) first.", file=sys.stderr)
         return EXIT_CONFIG
-    with duckdb.connect(str(database), read_only=True) as connection:
+    try:
+        statements = duckdb.extract_statements(args.sql)
+    except duckdb.Error as error:
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return EXIT_CONFIG
+    kinds = [statement.type.name for statement in statements]
+    if len(kinds) != 1 or kinds[0] not in _QUERY_STATEMENTS:
+        found = f"{len(kinds)} statements" if len(kinds) != 1 else f"a {kinds[0]} statement"
+        print(
+            f"error: query runs one read-only statement (SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN), not {found}; "
+            "the warehouse is read-only here.",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    with connect_reader(database) as connection:
         try:
             relation = connection.sql(args.sql)
+            if relation is not None:
+                relation.show(max_rows=args.max_rows, max_width=10_000)
+        except duckdb.PermissionException as error:
+            print(
+                f"error: query reads only the warehouse's own tables (read-only: {str(error).splitlines()[0]}).",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
         except duckdb.Error as error:
             print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
-            return EXIT_FAILED
-        if relation is not None:
-            relation.show(max_rows=args.max_rows, max_width=10_000)
+            return EXIT_CONFIG
     return EXIT_OK
 
 

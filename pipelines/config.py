@@ -6,6 +6,7 @@ and Dagster can show one sentence instead of a stack trace.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ REGIONS_ENV = "SMW_REGIONS"
 
 ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 REGION_NAME = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+ACCOUNT_ID = re.compile(r"^\d{12}$")
 ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -46,6 +48,7 @@ class ExtractionSettings:
     # client's own send rate after throttles, which can crawl when throttling is not rate-driven.
     retry_mode: str = "standard"
     max_attempts: int = 12  # botocore attempts per call, first try included
+    max_backoff_seconds: float = 20.0  # the longest single retry wait (botocore's own cap is 20 s)
     overlap_hours: float = 24.0  # how far before the newest stored job an incremental listing starts
     batch_size: int = 500  # jobs per raw Parquet file
 
@@ -102,7 +105,23 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         settings = replace(settings, warehouse=Path(environ[WAREHOUSE_ENV]))
     if environ.get(REGIONS_ENV):
         settings = replace(settings, regions=_regions(environ[REGIONS_ENV].split(","), REGIONS_ENV))
-    return settings
+    return replace(settings, warehouse=warehouse_path(settings.warehouse))
+
+
+def warehouse_path(path: Path) -> Path:
+    """``path`` if it is a directory, or could be created as one, by this user; else a ConfigError."""
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"The warehouse {path} is a file, not a directory; point warehouse elsewhere.")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"The warehouse directory {path} is not writable by this user; fix its permissions.")
+        return path
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"The warehouse {path} cannot be created: {parent} is not a writable directory.")
+    return path
 
 
 def parse_settings(document: Mapping[str, Any], source: str = "config") -> Settings:
@@ -139,8 +158,11 @@ def _schedule(raw: Any) -> ScheduleSettings:
     for key in ("cron", "build_cron", "full_refresh_cron"):
         if key in raw:
             cron = str(raw[key]).strip()
-            if len(cron.split()) != 5:
-                raise ConfigError(f"schedule.{key} {cron!r} is not a 5-field cron expression such as '0 2 * * *'.")
+            if len(cron.split()) != 5 or not _dagster_accepts_cron(cron):
+                raise ConfigError(
+                    f"schedule.{key} {cron!r} is not a 5-field cron expression such as '0 2 * * *' "
+                    "(minute 0-59, hour 0-23, day 1-31, month 1-12, weekday 0-6)."
+                )
             schedule = replace(schedule, **{key: cron})
     if "timezone" in raw:
         zone = str(raw["timezone"])
@@ -152,6 +174,13 @@ def _schedule(raw: Any) -> ScheduleSettings:
             ) from None
         schedule = replace(schedule, timezone=zone)
     return schedule
+
+
+def _dagster_accepts_cron(cron: str) -> bool:
+    """Dagster's own test, so that a schedule the config accepts is one Dagster loads (pinned version)."""
+    from dagster._utils.schedules import is_valid_cron_string
+
+    return bool(is_valid_cron_string(cron))
 
 
 def _costs(raw: Any) -> CostSettings:
@@ -170,9 +199,7 @@ def _costs(raw: Any) -> CostSettings:
             )
         costs = replace(costs, allocation_tags=tuple(dict.fromkeys(t.strip() for t in tags)))
     if "storage_usd_per_gb_month" in raw:
-        rate = raw["storage_usd_per_gb_month"]
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or rate < 0:
-            raise ConfigError("costs.storage_usd_per_gb_month must be a number of dollars, 0 or more (e.g. 0.14).")
+        rate = bounded_number(raw["storage_usd_per_gb_month"], "costs.storage_usd_per_gb_month", 0, 100)
         costs = replace(costs, storage_usd_per_gb_month=float(rate))
     if raw.get("prices_file") is not None:
         costs = replace(costs, prices_file=Path(_string(raw["prices_file"], "costs.prices_file")))
@@ -225,6 +252,32 @@ def _accounts(raw: Any) -> tuple[Account, ...]:
     return tuple(accounts)
 
 
+# Bounds for every numeric extraction setting: (smallest, largest, whole numbers only). Past them a value
+# is a typo, not a choice (a billion threads hang the machine; 0.001 requests/s never finishes).
+_EXTRACTION_BOUNDS: dict[str, tuple[float, float, bool]] = {
+    "max_workers": (1, 256, True),
+    "max_requests_per_second": (0.01, 10_000, False),
+    "max_attempts": (1, 50, True),
+    "max_backoff_seconds": (0.01, 300, False),
+    "overlap_hours": (0, 24 * 366, False),
+    "batch_size": (1, 100_000, True),
+}
+
+
+def bounded_number(value: Any, key: str, low: float, high: float, whole: bool = False) -> float:
+    """``value`` as a finite number within [low, high], or a ConfigError naming ``key`` and the range."""
+    kind = "a whole number" if whole else "a number"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or (whole and not isinstance(value, int))
+        or not low <= value <= high
+    ):
+        raise ConfigError(f"{key} must be {kind} from {low:g} to {high:g}; got {value!r}.")
+    return value
+
+
 def _extraction(raw: Any) -> ExtractionSettings:
     if not isinstance(raw, dict):
         raise ConfigError("Key 'extraction' must be a mapping, for example {max_workers: 8}.")
@@ -239,16 +292,10 @@ def _extraction(raw: Any) -> ExtractionSettings:
             if value not in ("standard", "adaptive"):
                 raise ConfigError("extraction.retry_mode must be 'standard' or 'adaptive'.")
             values[key] = value
-        elif key == "max_requests_per_second":
-            if value is not None and (not isinstance(value, int | float) or value <= 0):
-                raise ConfigError("extraction.max_requests_per_second must be a positive number, or null for no cap.")
-            values[key] = value
-        elif key == "overlap_hours":
-            if not isinstance(value, int | float) or value < 0:
-                raise ConfigError("extraction.overlap_hours must be a number of hours, 0 or more.")
-            values[key] = float(value)
+        elif key == "max_requests_per_second" and value is None:
+            values[key] = None  # no cap
         else:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"extraction.{key} must be a whole number, 1 or more.")
-            values[key] = value
+            low, high, whole = _EXTRACTION_BOUNDS[key]
+            number = bounded_number(value, f"extraction.{key}", low, high, whole)
+            values[key] = int(number) if whole else float(number)
     return replace(defaults, **values)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, main
@@ -40,16 +41,44 @@ def test_check_names_a_broken_configuration(
     assert capsys.readouterr().err.startswith("error: Unknown AWS region 'us-east-7'")
 
 
-def test_query_prints_results_read_only(
+def test_query_prints_results_and_refuses_every_escape_from_read_only(
     fleet: list[dict], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SMW_REGIONS", "us-east-1,eu-west-1")
-    warehouse = str(tmp_path / "warehouse")
-    assert main(["query", "select 1", "--warehouse", warehouse]) == EXIT_CONFIG
+    warehouse = tmp_path / "warehouse"
+    assert main(["query", "select 1", "--warehouse", str(warehouse)]) == EXIT_CONFIG
     assert "no warehouse at" in capsys.readouterr().err
-    assert main(["run", "--warehouse", warehouse]) == EXIT_OK
+    assert main(["run", "--warehouse", str(warehouse)]) == EXIT_OK
     capsys.readouterr()
-    assert main(["query", "select count(*) as jobs from jobs", "--warehouse", warehouse]) == EXIT_OK
+    assert main(["query", "select count(*) as jobs from jobs", "--warehouse", str(warehouse)]) == EXIT_OK
     assert re.search(rf"│\s+{len(fleet)} │", capsys.readouterr().out)
-    assert main(["query", "drop table jobs", "--warehouse", warehouse]) == EXIT_FAILED
-    assert "read-only" in capsys.readouterr().err
+    for reading in ("describe jobs", "show tables", "summarize tags", "explain select * from jobs"):
+        assert main(["query", reading, "--warehouse", str(warehouse)]) == EXIT_OK, reading
+
+    published = warehouse / "parquet" / "jobs" / "data.parquet"
+    other = tmp_path / "other.duckdb"
+    escapes = [
+        "drop table jobs",
+        f"COPY (select * from jobs limit 1) TO '{published}' (format parquet)",
+        f"COPY (select * from jobs limit 1) TO '{warehouse}/raw/training_jobs/planted.parquet' (format parquet)",
+        f"ATTACH '{other}' (READ_WRITE)",
+        f"select * from jobs; ATTACH '{warehouse / 'sagemaker.duckdb'}' AS rw (READ_WRITE); DROP TABLE rw.jobs",
+        "select * from read_csv('/etc/passwd')",
+        f"select count(*) from read_parquet('{published}')",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+        "SET enable_external_access = true",
+        "select 1; select 2",
+        f"EXPORT DATABASE '{tmp_path / 'exported'}'",
+        "create temp table t as select 1",
+        "select * from nowhere",
+    ]
+    for sql in escapes:
+        assert main(["query", sql, "--warehouse", str(warehouse)]) == EXIT_CONFIG, sql
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, (sql, err)
+    assert not other.exists() and not (tmp_path / "exported").exists()
+    assert not list((warehouse / "raw").rglob("planted*"))
+    assert main(["query", "select count(*) from jobs", "--warehouse", str(warehouse)]) == EXIT_OK
+    assert re.search(rf"│\s+{len(fleet)} │", capsys.readouterr().out)
+    assert pq.read_metadata(published).num_rows == len(fleet)

@@ -48,7 +48,14 @@ class ExtractionConfig(Config):
             asset=RAW_JOBS,
             description="The partition's account and region could be listed. A failed one is retried next run; "
             "the others are published meanwhile.",
-        )
+        ),
+        AssetCheckSpec(
+            "every_job_fetched",
+            asset=RAW_JOBS,
+            description="Every job the plan called for was described after botocore's retries. A job that "
+            "was not is missing (or stale) in the warehouse until the next run fetches it; everything fetched "
+            "is stored and published meanwhile.",
+        ),
     ],
 )
 def raw_training_jobs(
@@ -93,4 +100,23 @@ def raw_training_jobs(
             else f"all {len(report.targets)} account/region targets read"
         ),
         metadata={"failed_targets": [t.label for t in failed]},
+    )
+
+    unfetched = report.targets_with_failed_jobs
+    yield AssetCheckResult(
+        check_name="every_job_fetched",
+        passed=not unfetched,
+        description=(
+            f"{report.failed} jobs could not be fetched after {settings.extraction.max_attempts} "
+            "attempts per call ("
+            + "; ".join(
+                f"{t.label}: {t.failed} ({', '.join(f'{c} x{n}' for c, n in t.failed_codes.items())})"
+                for t in unfetched
+            )
+            + "). They are missing or stale in the warehouse until the next run fetches them; see "
+            "raw_extraction_errors."
+            if unfetched
+            else f"all {report.planned} planned jobs fetched"
+        ),
+        metadata={"jobs_not_fetched": report.failed, "by_target": {t.label: t.failed for t in unfetched}},
     )

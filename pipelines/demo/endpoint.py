@@ -32,10 +32,13 @@ class LocalSageMaker:
 
     @classmethod
     def start(cls) -> LocalSageMaker:
+        # The server is moto: it must not pick up the caller's AWS profile, endpoint or credentials.
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         process = subprocess.Popen(
             [sys.executable, "-m", "pipelines.demo.server", "--port", "0"],
             stdout=subprocess.PIPE,
             text=True,
+            env={**environment, **DUMMY_CREDENTIALS},
         )
         assert process.stdout is not None
         line = process.stdout.readline()

@@ -18,7 +18,8 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from pipelines.config import Account, ConfigError, ExtractionSettings
+from pipelines.config import ACCOUNT_ID, Account, ConfigError, ExtractionSettings
+from pipelines.extraction.retries import install_retries
 
 # botocore logs whole request and response bodies at DEBUG. Those bodies carry container Environment
 # values, so these loggers never go below INFO, whatever the root logger is set to.
@@ -85,29 +86,40 @@ class ApiCallStats:
 
 
 class RateLimiter:
-    """A token bucket: at most ``rate`` requests per second on average, bursts up to one second's worth."""
+    """A token bucket: at most ``rate`` requests per second on average, bursts up to one second's worth
+    (and at least one request, so that rates below 1/s still let requests through). A set ``stop`` ends
+    the wait."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, stop: threading.Event | None = None) -> None:
         self.rate = rate
-        self.tokens = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
         self.updated = time.monotonic()
         self.lock = threading.Lock()
+        self.stop = stop or threading.Event()
 
     def acquire(self, **_: Any) -> None:
-        while True:
+        while not self.stop.is_set():
             with self.lock:
                 now = time.monotonic()
-                self.tokens = min(self.rate, self.tokens + (now - self.updated) * self.rate)
+                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
                 self.updated = now
                 if self.tokens >= 1:
                     self.tokens -= 1
                     return
                 wait = (1 - self.tokens) / self.rate
-            time.sleep(wait)
+            self.stop.wait(wait)
 
 
 def base_session() -> boto3.Session:
-    return boto3.Session()
+    """The session the standard AWS settings describe, or a ConfigError when they name a missing profile."""
+    try:
+        return boto3.Session()
+    except botocore.exceptions.ProfileNotFound as error:
+        raise ConfigError(
+            f"The AWS profile {error.kwargs.get('profile')!r} is not configured; fix AWS_PROFILE "
+            "or add the profile with `aws configure --profile NAME`."
+        ) from None
 
 
 def account_session(base: boto3.Session, account: Account, region: str) -> boto3.Session:
@@ -130,7 +142,7 @@ def account_session(base: boto3.Session, account: Account, region: str) -> boto3
 def caller_account_id(session: boto3.Session, region: str) -> str:
     """The account the session's credentials belong to, or a ConfigError that says how to fix access."""
     try:
-        return session.client("sts", region_name=region).get_caller_identity()["Account"]
+        account_id = str(session.client("sts", region_name=region).get_caller_identity()["Account"])
     except botocore.exceptions.NoCredentialsError:
         raise ConfigError(
             "No AWS credentials were found; set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
@@ -145,6 +157,13 @@ def caller_account_id(session: boto3.Session, region: str) -> str:
         raise ConfigError(
             f"Could not reach AWS STS at {error.kwargs.get('endpoint_url')}; check the network and AWS_ENDPOINT_URL."
         ) from None
+    if not ACCOUNT_ID.match(account_id):
+        # It becomes a folder name in the raw layer: anything but 12 digits could point outside it.
+        raise ConfigError(
+            f"STS returned {account_id[:40]!r} as the account id, not 12 digits; "
+            "check AWS_ENDPOINT_URL and the credentials."
+        )
+    return account_id
 
 
 def resolve_regions(session: boto3.Session, configured: tuple[str, ...]) -> tuple[str, ...]:
@@ -166,7 +185,16 @@ def resolve_regions(session: boto3.Session, configured: tuple[str, ...]) -> tupl
     return tuple(regions)
 
 
-def sagemaker_client(session: boto3.Session, region: str, settings: ExtractionSettings, stats: ApiCallStats) -> Any:
+def sagemaker_client(
+    session: boto3.Session,
+    region: str,
+    settings: ExtractionSettings,
+    stats: ApiCallStats,
+    stop: threading.Event | None = None,
+) -> Any:
+    """A SageMaker client with botocore's retries sized for throttling storms (see ``retries``), call
+    counters, and the optional rate cap. Setting ``stop`` ends its retry and rate-cap waits at once."""
+    stop = stop or threading.Event()
     config = Config(
         region_name=region,
         retries={"mode": settings.retry_mode, "total_max_attempts": settings.max_attempts},
@@ -176,11 +204,12 @@ def sagemaker_client(session: boto3.Session, region: str, settings: ExtractionSe
         user_agent_extra="sagemaker-training-warehouse",
     )
     client = session.client("sagemaker", config=config)
+    install_retries(client, settings.max_attempts, stop, max_backoff=settings.max_backoff_seconds)
     events = client.meta.events
     events.register("before-call.sagemaker", stats.on_call)
     events.register("response-received.sagemaker", stats.on_attempt)
     if settings.max_requests_per_second:
-        events.register("before-send.sagemaker", RateLimiter(settings.max_requests_per_second).acquire)
+        events.register("before-send.sagemaker", RateLimiter(settings.max_requests_per_second, stop).acquire)
     return client
 
 

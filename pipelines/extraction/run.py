@@ -30,6 +30,7 @@ from pipelines.extraction.aws import (
 )
 from pipelines.extraction.describe import fetch_job, register_hooks
 from pipelines.extraction.planning import JobToFetch, listing_start, plan_fetches
+from pipelines.extraction.retries import StopRequested
 from pipelines.storage.raw import (
     RAW_ERRORS,
     RAW_JOBS,
@@ -58,7 +59,8 @@ class TargetReport:
     planned: int = 0
     stored: int = 0  # fetched and new or changed: appended to raw
     unchanged: int = 0  # fetched, identical to the stored record: not appended
-    failed: int = 0
+    failed: int = 0  # planned but not fetched after every retry: missing or stale until the next run
+    failed_codes: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
     target_error: str | None = None  # the whole account/region could not be read
 
@@ -79,8 +81,16 @@ class ExtractionReport:
         return sum(t.failed for t in self.targets)
 
     @property
+    def planned(self) -> int:
+        return sum(t.planned for t in self.targets)
+
+    @property
     def failed_targets(self) -> list[TargetReport]:
         return [t for t in self.targets if t.target_error]
+
+    @property
+    def targets_with_failed_jobs(self) -> list[TargetReport]:
+        return [t for t in self.targets if t.failed]
 
 
 def target_labels(settings: Settings, session: boto3.Session | None = None) -> list[str]:
@@ -126,6 +136,7 @@ def extract(
     for target in targets:
         remove_stale_temporaries(settings.warehouse, target.account_id, target.region)
     stats = ApiCallStats()
+    stop = StopRequested()
     reports = []
     for target in targets:
         report = TargetReport(target.label, target.account_id, target.region)
@@ -134,9 +145,9 @@ def extract(
         try:
             target_session = account_session(session, target.account, target.region)
             phase = "ListTrainingJobs"
-            client = sagemaker_client(target_session, target.region, settings.extraction, stats)
+            client = sagemaker_client(target_session, target.region, settings.extraction, stats, stop)
             register_hooks(client)
-            _extract_target(client, target, settings, run_id, full_refresh, report, log)
+            _extract_target(client, target, settings, run_id, full_refresh, report, log, stop)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             # The whole target failed (listing or role assumption): record it and go on with the others.
             operation = getattr(error, "operation_name", None) or phase
@@ -154,7 +165,14 @@ def extract(
 
 
 def _extract_target(
-    client: Any, target: Target, settings: Settings, run_id: str, full_refresh: bool, report: TargetReport, log: Log
+    client: Any,
+    target: Target,
+    settings: Settings,
+    run_id: str,
+    full_refresh: bool,
+    report: TargetReport,
+    log: Log,
+    stop: StopRequested,
 ) -> None:
     state = load_target_state(settings.warehouse, target.account_id, target.region)
     start = listing_start(state, timedelta(hours=settings.extraction.overlap_hours), full_refresh)
@@ -171,7 +189,17 @@ def _extract_target(
     workers = settings.extraction.max_workers
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"fetch-{target.region}") as pool:
         for batch_number, batch in enumerate(batched(plan, settings.extraction.batch_size)):
-            results = list(pool.map(lambda job: _fetch(client, job), batch))
+            futures = [pool.submit(_fetch, client, job) for job in batch]
+            try:
+                results = [future.result() for future in futures]
+            except BaseException:
+                # Interrupted (SIGINT/SIGTERM, Dagster's termination): end the workers' retry waits and
+                # drop the queued calls, so the run stops within seconds. This batch is not written;
+                # every earlier one is whole on disk, and the next run fetches the rest.
+                stop.set()
+                for future in futures:
+                    future.cancel()
+                raise
             fetched_at = datetime.now(UTC)
             rows, errors = [], []
             for job, outcome in zip(batch, results, strict=True):
@@ -185,6 +213,8 @@ def _extract_target(
                 else:
                     operation, error = outcome
                     errors.append(_error_row(target, job.name, operation, error, run_id))
+                    code = error_code(error)
+                    report.failed_codes[code] = report.failed_codes.get(code, 0) + 1
                     log.warning(
                         f"{target.label}: {job.name}: {operation} failed: {error_code(error)}; retried next run"
                     )

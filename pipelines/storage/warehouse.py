@@ -43,6 +43,22 @@ STAGED = "staged"
 MEMORY_LIMIT_ENV = "SMW_DUCKDB_MEMORY_LIMIT"
 
 
+# What a reader of the published warehouse may do: read its tables, nothing else. No file outside the
+# database (read_csv, COPY, ATTACH, EXPORT), no extension installed or loaded, and no way to change that
+# from SQL. BI connections should pass the same settings (see the README).
+READER_CONFIG: dict[str, str | bool] = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+
+
+def connect_reader(database: Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the published DuckDB file that can reach nothing else."""
+    return duckdb.connect(str(database), read_only=True, config=dict(READER_CONFIG))
+
+
 def memory_limit() -> str:
     """DuckDB's memory limit while building; past it, DuckDB spills to disk instead of failing."""
     return os.environ.get(MEMORY_LIMIT_ENV, "4GB")
