@@ -28,6 +28,7 @@ from dagster import (
 )
 
 from pipelines.config import ConfigError, warehouse_path
+from pipelines.storage.locks import WarehouseBusy
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -65,14 +66,30 @@ def materialize_all(
     warehouse: str | None = None,
     full_refresh: bool = False,
     prices_file: str | None = None,
+    wait: bool = True,
 ) -> WarehouseRun:
     """Refresh the whole warehouse in this process, as the nightly schedules would: extract every
-    account/region partition in its own run, then build (flatten, model, check, publish) once."""
-    from pipelines.assets.extraction import TARGET_PARTITIONS, raw_training_jobs
-    from pipelines.definitions import ALL_ASSETS, build_resources
-    from pipelines.extraction.run import target_labels
+    account/region partition in its own run, then build (flatten, model, check, publish) once. Holds
+    the warehouse's writer lock throughout; another run waits for it (or, without ``wait``, raises
+    WarehouseBusy)."""
+    from pipelines.definitions import build_resources
+    from pipelines.storage.locks import exclusive_warehouse
 
     resources = build_resources(config_file, warehouse, prices_file)
+    location = resources["warehouse_config"].settings().warehouse  # type: ignore[attr-defined]
+
+    def waiting(who: str) -> None:
+        print(f"Another run holds {location} ({who}); waiting for it to finish.", file=sys.stderr, flush=True)
+
+    with exclusive_warehouse(location, wait=wait, on_wait=waiting):
+        return _materialize_all(resources, full_refresh)
+
+
+def _materialize_all(resources: dict[str, object], full_refresh: bool) -> WarehouseRun:
+    from pipelines.assets.extraction import TARGET_PARTITIONS, raw_training_jobs
+    from pipelines.definitions import ALL_ASSETS
+    from pipelines.extraction.run import target_labels
+
     loggers = {"console": {"config": {"log_level": os.environ.get("SMW_LOG_LEVEL", "INFO")}}}
     instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
     labels = target_labels(resources["warehouse_config"].settings())  # type: ignore[attr-defined]
@@ -99,7 +116,11 @@ def materialize_all(
 
 
 def _run_and_report(
-    config_file: str | None, warehouse: str | None, full_refresh: bool, prices_file: str | None = None
+    config_file: str | None,
+    warehouse: str | None,
+    full_refresh: bool,
+    prices_file: str | None = None,
+    wait: bool = True,
 ) -> int:
     from pipelines.config import load_settings
     from pipelines.extraction.run import resolve_targets
@@ -111,7 +132,12 @@ def _run_and_report(
     effective_prices(Path(prices_file) if prices_file else settings.costs.prices_file)
     resolve_targets(settings)
     started = time.monotonic()
-    result = materialize_all(config_file, warehouse, full_refresh, prices_file)
+    try:
+        result = materialize_all(config_file, warehouse, full_refresh, prices_file, wait)
+    except WarehouseBusy as busy:
+        where = warehouse or settings.warehouse
+        print(f"error: another run holds {where} ({busy}); try again when it has finished.", file=sys.stderr)
+        return EXIT_FAILED
     if not result.success:
         for event in result.all_events:
             if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
@@ -138,7 +164,7 @@ def _innermost(error: Any) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _run_and_report(args.config, args.warehouse, args.full_refresh, args.prices)
+    return _run_and_report(args.config, args.warehouse, args.full_refresh, args.prices, wait=not args.no_wait)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -264,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="YAML config file (default: $SMW_CONFIG)")
     run.add_argument("--full-refresh", action="store_true", help="re-list and re-describe every job")
     run.add_argument("--prices", help="CSV of your own rates: region,instance_type,usd_per_hour")
+    run.add_argument(
+        "--no-wait", action="store_true", help="exit at once (1) if another run holds the warehouse, instead of waiting"
+    )
     run.set_defaults(func=cmd_run)
 
     check = commands.add_parser("check", help="verify config, credentials and IAM permissions for every target")

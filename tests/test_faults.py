@@ -3,16 +3,24 @@ and signals, over the local endpoint and real processes."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines.cli import EXIT_FAILED, EXIT_OK, main
 from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.demo.fleet import FleetSpec, generate_fleet
+from pipelines.storage.raw import RAW_ERRORS, RAW_JOBS, parquet_files
 from pipelines.storage.warehouse import DATABASE, connect_reader
 from tests.conftest import FLEET_END
+from tests.test_normalization import renamed
 
 STORM_FLEET = FleetSpec(jobs=1000, seed=21, end=FLEET_END)
 
@@ -62,3 +70,145 @@ def test_a_throttling_storm_never_ends_in_false_success_and_the_next_run_complet
     aws.set_faults()
     assert main(["run", "--config", config]) == EXIT_OK
     assert sorted(published_arns(warehouse)) == sorted(expected)
+
+
+SMALL = FleetSpec(jobs=400, seed=23, end=FLEET_END)
+
+
+def cli(warehouse: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "pipelines.cli", "run", "--warehouse", str(warehouse), *extra]
+
+
+def run_environment(aws: LocalSageMaker) -> dict[str, str]:
+    return {**os.environ, "SMW_REGIONS": "us-east-1,eu-west-1"}
+
+
+def raw_counts(warehouse: Path) -> tuple[int, int]:
+    """(rows, distinct jobs) in the raw layer."""
+    files = parquet_files(warehouse, RAW_JOBS)
+    with duckdb.connect() as connection:
+        rows, jobs = connection.execute(
+            "select count(*), count(distinct training_job_arn) from read_parquet(?)", [files]
+        ).fetchone()
+    return int(rows), int(jobs)
+
+
+def test_two_concurrent_runs_store_each_job_once_and_both_succeed(aws: LocalSageMaker, tmp_path: Path) -> None:
+    aws.load_fleet(SMALL)
+    aws.set_faults(latency_ms=5)  # long enough for the two runs to overlap
+    warehouse = tmp_path / "warehouse"
+    runs = [
+        subprocess.Popen(
+            cli(warehouse), env=run_environment(aws), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outcomes = [(run.wait(timeout=300), *run.communicate()) for run in runs]
+    for code, _out, err in outcomes:
+        assert code == EXIT_OK, err
+        assert "Traceback" not in err
+    assert any("Another run holds" in err and "waiting for it to finish" in err for _, _, err in outcomes)
+    rows, jobs = raw_counts(warehouse)
+    assert rows == jobs == SMALL.jobs
+    assert len(published_arns(warehouse)) == SMALL.jobs
+
+
+def test_no_wait_exits_at_once_naming_the_holder(aws: LocalSageMaker, tmp_path: Path) -> None:
+    from pipelines.storage.locks import exclusive_warehouse
+
+    warehouse = tmp_path / "warehouse"
+    holder = (
+        "import pathlib, sys, time\n"
+        "from pipelines.storage.locks import exclusive_warehouse\n"
+        "with exclusive_warehouse(pathlib.Path(sys.argv[1])):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", holder, str(warehouse)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        result = subprocess.run(cli(warehouse, "--no-wait"), env=run_environment(aws), capture_output=True, text=True)
+        assert result.returncode == EXIT_FAILED and time.monotonic() - started < 30
+        assert re.search(
+            rf"another run holds {re.escape(str(warehouse))} \(pid {process.pid} since [0-9: -]+UTC\)", result.stderr
+        )
+    finally:
+        process.kill()
+        process.wait()
+    with exclusive_warehouse(warehouse, wait=False):  # the kernel released the dead holder's lock
+        pass
+
+
+def test_a_truncated_raw_file_is_quarantined_and_its_jobs_fetched_again(
+    aws: LocalSageMaker, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    aws.load_fleet(SMALL)
+    monkeypatch.setenv("SMW_REGIONS", "us-east-1,eu-west-1")
+    warehouse = tmp_path / "warehouse"
+    assert main(["run", "--warehouse", str(warehouse)]) == EXIT_OK
+    damaged = Path(next(f for f in parquet_files(warehouse, RAW_JOBS) if "/us-east-1/" in f))
+    held = pq.read_metadata(damaged).num_rows
+    damaged.write_bytes(damaged.read_bytes()[:1000])  # truncated: no footer
+
+    assert main(["run", "--warehouse", str(warehouse)]) == EXIT_OK
+    assert not damaged.exists() and (warehouse / "quarantine" / damaged.relative_to(warehouse)).exists()
+    assert sorted(published_arns(warehouse)) == sorted(r["TrainingJobArn"] for r in generate_fleet(SMALL))
+    assert raw_counts(warehouse) == (SMALL.jobs, SMALL.jobs)
+    with duckdb.connect() as connection:
+        errors = connection.execute(
+            "select count(*) from read_parquet(?) where operation = 'ReadRawFile'",
+            [parquet_files(warehouse, RAW_ERRORS)],
+        ).fetchall()[0][0]
+    assert errors == 1 and held > 0
+
+
+def test_a_deleted_raw_file_never_shrinks_the_published_warehouse(
+    aws: LocalSageMaker, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    aws.load_fleet(SMALL)
+    monkeypatch.setenv("SMW_REGIONS", "us-east-1,eu-west-1")
+    warehouse = tmp_path / "warehouse"
+    assert main(["run", "--warehouse", str(warehouse)]) == EXIT_OK
+    everything = sorted(published_arns(warehouse))
+    deleted = Path(next(f for f in parquet_files(warehouse, RAW_JOBS) if "/eu-west-1/" in f))
+    deleted.unlink()  # what anyone would do with a file that breaks every run
+
+    # The region is down tonight, so its lost jobs cannot be fetched: the build refuses to publish
+    # fewer jobs, and says so.
+    aws.set_faults(fail_regions=["eu-west-1"])
+    capsys.readouterr()
+    quick = write_config(tmp_path, warehouse, "extraction: {max_attempts: 2}\n")
+    assert main(["run", "--config", quick]) == EXIT_FAILED
+    assert "no_published_job_lost" in capsys.readouterr().err
+    assert sorted(published_arns(warehouse)) == everything
+
+    aws.set_faults()
+    assert main(["run", "--warehouse", str(warehouse)]) == EXIT_OK
+    assert sorted(published_arns(warehouse)) == everything
+    assert raw_counts(warehouse)[1] == SMALL.jobs
+
+
+def test_a_failure_during_publication_leaves_the_previous_version_whole(
+    aws: LocalSageMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.storage import warehouse as storage
+
+    aws.load_fleet(SMALL)
+    monkeypatch.setenv("SMW_REGIONS", "us-east-1,eu-west-1")
+    warehouse = tmp_path / "warehouse"
+    assert main(["run", "--warehouse", str(warehouse)]) == EXIT_OK
+    aws.upsert_jobs([renamed(record, f"late-{i}") for i, record in enumerate(list(generate_fleet(SMALL))[-3:])])
+
+    def failing_swap(link: Path, target: Path) -> None:
+        raise OSError("injected: the disk went away")
+
+    working_swap = storage._swap_symlink
+    monkeypatch.setattr(storage, "_swap_symlink", failing_swap)
+    assert main(["run", "--warehouse", str(warehouse)]) == EXIT_FAILED
+    monkeypatch.setattr(storage, "_swap_symlink", working_swap)
+    assert len(published_arns(warehouse)) == SMALL.jobs
+    assert pq.read_metadata(warehouse / "parquet" / "jobs" / "data.parquet").num_rows == SMALL.jobs
+    assert main(["run", "--warehouse", str(warehouse)]) == EXIT_OK
+    assert len(published_arns(warehouse)) == SMALL.jobs + 3
+    assert pq.read_metadata(warehouse / "parquet" / "jobs" / "data.parquet").num_rows == SMALL.jobs + 3

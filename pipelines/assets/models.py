@@ -8,6 +8,7 @@ from pipelines.assets.resources import WAREHOUSE_WRITER_POOL, WarehouseConfig
 from pipelines.models import checks
 from pipelines.models.build import PARAMETER_TABLES, PRICES, build_order, model_dependencies
 from pipelines.schemas import table
+from pipelines.storage.locks import BUILD, writer
 from pipelines.storage.warehouse import Staging, stage_models
 
 MODEL_NAMES = build_order()
@@ -47,7 +48,8 @@ def models(context: AssetExecutionContext, warehouse_config: WarehouseConfig):  
     """Build the price table and every model in sql/models/ into the staging database."""
     settings = warehouse_config.settings()
     staging = Staging(settings.warehouse, context.run_id)
-    counts = stage_models(staging, settings.costs)
+    with writer(settings.warehouse, BUILD, context.log.info):
+        counts = stage_models(staging, settings.costs)
     context.log.info(f"built {len(counts)} model tables: {counts}")
     for name in PRICE_AND_MODEL_NAMES:
         yield MaterializeResult(asset_key=name, metadata={"dagster/row_count": counts[name]})

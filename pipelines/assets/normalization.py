@@ -14,8 +14,14 @@ from pipelines.assets.metadata import column_schema
 from pipelines.assets.resources import WAREHOUSE_WRITER_POOL, WarehouseConfig
 from pipelines.normalization import checks
 from pipelines.normalization.flatten import normalized_tables
+from pipelines.storage.locks import BUILD, holds_warehouse, writer
 from pipelines.storage.raw import RAW_JOBS
-from pipelines.storage.warehouse import remove_abandoned_staging, stage_normalized_tables
+from pipelines.storage.warehouse import (
+    ABANDONED_AFTER_SECONDS,
+    published_parquet,
+    remove_abandoned_staging,
+    stage_from_raw,
+)
 
 TABLES = normalized_tables()
 TABLE_NAMES = [t.name for t in TABLES]
@@ -27,6 +33,15 @@ def _check_specs() -> list[AssetCheckSpec]:
         for declared in TABLES
         for name in checks.check_names(declared)
     ]
+    specs.append(
+        AssetCheckSpec(
+            "no_published_job_lost",
+            asset=checks.JOBS,
+            blocking=True,
+            description="Every job already published is still there: a job whose raw record was lost keeps "
+            "the previous version published until the next extraction fetches it again.",
+        )
+    )
     specs.append(
         AssetCheckSpec(
             "unknown_members",
@@ -56,8 +71,13 @@ def _check_specs() -> list[AssetCheckSpec]:
 def normalized(context: AssetExecutionContext, warehouse_config: WarehouseConfig):  # type: ignore[no-untyped-def]
     """Flatten the latest raw record of every job into the normalized tables, in a staging database."""
     settings = warehouse_config.settings()
-    remove_abandoned_staging(settings.warehouse, context.run_id)
-    staging, counts = stage_normalized_tables(settings.warehouse, context.run_id)
+    with writer(settings.warehouse, BUILD, context.log.info):
+        min_age = 0 if holds_warehouse(settings.warehouse) else ABANDONED_AFTER_SECONDS
+        remove_abandoned_staging(settings.warehouse, context.run_id, min_age)
+        build = stage_from_raw(settings.warehouse, context.run_id)
+    staging, counts = build.staging, build.counts
+    for moved in build.quarantined:
+        context.log.warning(f"raw file could not be read and was moved to {moved}; its jobs are fetched again")
     context.log.info(f"staged {counts['jobs']} jobs into {len(counts)} tables at {staging.database}")
     with staging.connect(read_only=True) as connection:
         for declared in TABLES:
@@ -65,6 +85,8 @@ def normalized(context: AssetExecutionContext, warehouse_config: WarehouseConfig
             for outcome in checks.table_checks(connection, declared):
                 yield check_result(declared.name, outcome)
         yield check_result(checks.JOBS, checks.unknown_members(connection), AssetCheckSeverity.WARN)
+        published = published_parquet(settings.warehouse, checks.JOBS)
+        yield check_result(checks.JOBS, checks.published_jobs_kept(connection, published))
 
 
 def check_result(

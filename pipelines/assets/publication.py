@@ -7,6 +7,7 @@ from dagster import AssetExecutionContext, AssetKey, FreshnessPolicy, Materializ
 from pipelines.assets.models import PRICE_AND_MODEL_NAMES
 from pipelines.assets.normalization import TABLE_NAMES
 from pipelines.assets.resources import WAREHOUSE_WRITER_POOL, WarehouseConfig
+from pipelines.storage.locks import BUILD, writer
 from pipelines.storage.warehouse import DATABASE, PARQUET, Staging, publish
 
 PUBLISHED_TABLES = [*TABLE_NAMES, *PRICE_AND_MODEL_NAMES]
@@ -16,15 +17,16 @@ PUBLISHED_TABLES = [*TABLE_NAMES, *PRICE_AND_MODEL_NAMES]
     deps=[AssetKey(name) for name in PUBLISHED_TABLES],
     group_name="warehouse",
     kinds={"duckdb", "parquet"},
-    description="Makes the staged tables and models current: sagemaker.duckdb and parquet/<table>/ are replaced "
-    "atomically, only after every blocking check passed.",
+    description="Makes the staged tables and models current, only after every blocking check passed: the "
+    "DuckDB file and the Parquet tables become current together, in one atomic step.",
     pool=WAREHOUSE_WRITER_POOL,
     # Nightly runs keep it under a day old; past 36 hours a night was missed and Dagster flags it.
     freshness_policy=FreshnessPolicy.time_window(fail_window=timedelta(hours=36)),
 )
 def published_warehouse(context: AssetExecutionContext, warehouse_config: WarehouseConfig) -> MaterializeResult:
     settings = warehouse_config.settings()
-    paths = publish(Staging(settings.warehouse, context.run_id), PUBLISHED_TABLES)
+    with writer(settings.warehouse, BUILD, context.log.info):
+        paths = publish(Staging(settings.warehouse, context.run_id), PUBLISHED_TABLES)
     database = settings.warehouse / DATABASE
     context.log.info(f"published {len(paths)} tables: {database} and {settings.warehouse / PARQUET}")
     return MaterializeResult(metadata={"database": str(database.resolve()), "tables": len(paths)})

@@ -3,7 +3,8 @@
 Incremental by default. The listing starts at the newest stored creation time minus an overlap (never at
 ``LastModifiedTimeAfter``, which is reported to page slowly and throttle). A listed job is fetched when it
 is new or its summary changed; stored jobs that can still change (not yet terminal, or holding a warm
-pool) and jobs whose last fetch failed are fetched again even when the listing no longer reaches them.
+pool), jobs whose last fetch failed, and published jobs whose raw record was lost (a damaged file moved
+to quarantine) are fetched again even when the listing no longer reaches them.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class TargetState:
 
     jobs: dict[str, StoredJob] = field(default_factory=dict)  # by ARN
     failed_names: frozenset[str] = frozenset()  # jobs whose latest fetch attempt failed
+    lost_names: frozenset[str] = frozenset()  # published jobs whose raw records are gone (a damaged file)
 
     @property
     def newest_creation_time(self) -> datetime | None:
@@ -53,7 +55,7 @@ class TargetState:
 class JobToFetch:
     name: str
     creation_time: datetime | None
-    reason: str  # new, changed, can-change, retry, full-refresh
+    reason: str  # new, changed, can-change, retry, lost, full-refresh
 
 
 def listing_start(state: TargetState, overlap: timedelta, full_refresh: bool) -> datetime | None:
@@ -88,6 +90,8 @@ def plan_fetches(summaries: Iterable[dict[str, Any]], state: TargetState, full_r
             plan[stored.name] = JobToFetch(stored.name, stored.creation_time, "can-change")
     for name in sorted(state.failed_names - plan.keys()):
         plan[name] = JobToFetch(name, None, "retry")
+    for name in sorted(state.lost_names - plan.keys()):
+        plan[name] = JobToFetch(name, None, "lost")
     return sorted(plan.values(), key=lambda job: (job.creation_time is None, job.creation_time or 0, job.name))
 
 

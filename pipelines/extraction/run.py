@@ -31,15 +31,18 @@ from pipelines.extraction.aws import (
 from pipelines.extraction.describe import fetch_job, register_hooks
 from pipelines.extraction.planning import JobToFetch, listing_start, plan_fetches
 from pipelines.extraction.retries import StopRequested
+from pipelines.storage.locks import extraction_lock_name, writer
 from pipelines.storage.raw import (
     RAW_ERRORS,
     RAW_JOBS,
     load_target_state,
     new_run_id,
+    quarantine_unreadable,
     raw_job_row,
     remove_stale_temporaries,
     write_rows,
 )
+from pipelines.storage.warehouse import published_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -133,35 +136,50 @@ def extract(
                 f"{only!r} is not a configured account/region (the config has {', '.join(labels)}); "
                 "fix the config or drop that partition."
             )
-    for target in targets:
-        remove_stale_temporaries(settings.warehouse, target.account_id, target.region)
     stats = ApiCallStats()
     stop = StopRequested()
     reports = []
     for target in targets:
         report = TargetReport(target.label, target.account_id, target.region)
         reports.append(report)
-        phase = "AssumeRole"
-        try:
-            target_session = account_session(session, target.account, target.region)
-            phase = "ListTrainingJobs"
-            client = sagemaker_client(target_session, target.region, settings.extraction, stats, stop)
-            register_hooks(client)
-            _extract_target(client, target, settings, run_id, full_refresh, report, log, stop)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
-            # The whole target failed (listing or role assumption): record it and go on with the others.
-            operation = getattr(error, "operation_name", None) or phase
-            report.target_error = f"{operation}: {error_code(error)}: {error}"
-            log.error(f"{target.label}: could not be read ({report.target_error}); it is retried on the next run.")
-            write_rows(
-                settings.warehouse,
-                RAW_ERRORS,
-                [_error_row(target, None, operation, error, run_id)],
-                target.account_id,
-                target.region,
-                f"{run_id}-target",
-            )
+        with writer(settings.warehouse, extraction_lock_name(target.account_id, target.region), log.info):
+            _extract_target_or_record(session, target, settings, run_id, full_refresh, report, log, stats, stop)
     return ExtractionReport(run_id, reports, stats, (datetime.now(UTC) - started).total_seconds())
+
+
+def _extract_target_or_record(
+    session: boto3.Session,
+    target: Target,
+    settings: Settings,
+    run_id: str,
+    full_refresh: bool,
+    report: TargetReport,
+    log: Log,
+    stats: ApiCallStats,
+    stop: StopRequested,
+) -> None:
+    """Extract one target while holding its writer lock; a target that cannot be read is recorded."""
+    remove_stale_temporaries(settings.warehouse, target.account_id, target.region)
+    phase = "AssumeRole"
+    try:
+        target_session = account_session(session, target.account, target.region)
+        phase = "ListTrainingJobs"
+        client = sagemaker_client(target_session, target.region, settings.extraction, stats, stop)
+        register_hooks(client)
+        _extract_target(client, target, settings, run_id, full_refresh, report, log, stop)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        # The whole target failed (listing or role assumption): record it and go on with the others.
+        operation = getattr(error, "operation_name", None) or phase
+        report.target_error = f"{operation}: {error_code(error)}: {error}"
+        log.error(f"{target.label}: could not be read ({report.target_error}); it is retried on the next run.")
+        write_rows(
+            settings.warehouse,
+            RAW_ERRORS,
+            [_error_row(target, None, operation, error, run_id)],
+            target.account_id,
+            target.region,
+            f"{run_id}-target",
+        )
 
 
 def _extract_target(
@@ -174,7 +192,10 @@ def _extract_target(
     log: Log,
     stop: StopRequested,
 ) -> None:
-    state = load_target_state(settings.warehouse, target.account_id, target.region)
+    for moved in quarantine_unreadable(settings.warehouse, target.account_id, target.region):
+        log.warning(f"{target.label}: unreadable raw file moved to {moved}; its jobs are fetched again")
+    published = published_parquet(settings.warehouse, "jobs")
+    state = load_target_state(settings.warehouse, target.account_id, target.region, published)
     start = listing_start(state, timedelta(hours=settings.extraction.overlap_hours), full_refresh)
     summaries = list(_list_summaries(client, start))
     report.listed = len(summaries)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -130,4 +131,29 @@ def unknown_members(connection: duckdb.DuckDBPyConnection) -> CheckOutcome:
         not found,
         f"members no table types yet: {found}" if found else "every stored member is known to the model",
         {"unknown_members": found},
+    )
+
+
+def published_jobs_kept(connection: duckdb.DuckDBPyConnection, published_jobs: Path | None) -> CheckOutcome:
+    """Every job of the currently published warehouse is still in the staged ``jobs`` table. SageMaker
+    never deletes a training job, so a job that disappears means its raw record was lost (a damaged file
+    moved to quarantine, a file deleted by hand): publishing would silently drop it. The next
+    extraction fetches such jobs again by name."""
+    if published_jobs is None or not published_jobs.exists():
+        return CheckOutcome("no_published_job_lost", True, "nothing published yet", {"lost_jobs": 0})
+    source = "'" + str(published_jobs).replace("'", "''") + "'"
+    lost = run(
+        connection,
+        f"select count(*), list(training_job_arn order by training_job_arn)[1:5] "
+        f"from read_parquet({source}) anti join {JOBS} using (training_job_arn)",
+    )[0]
+    count, examples = int(lost[0]), list(lost[1] or [])
+    return CheckOutcome(
+        "no_published_job_lost",
+        count == 0,
+        f"{count} published jobs are missing from the raw layer (e.g. {', '.join(examples)}); the next run "
+        "fetches them again, and the previous version stays published meanwhile"
+        if count
+        else "every published job is still present",
+        {"lost_jobs": count, "examples": examples},
     )

@@ -54,18 +54,20 @@ RECORDS = "latest_records"
 RAW_JSON = "latest_raw_json"
 _LATEST = """
 with fetches as (
-    select account_id, region, training_job_arn, fetched_at, response_json
+    select account_id, region, training_job_arn, fetched_at, run_id, response_json
     from {source}
 ),
 latest_fetch as (
     -- Keys first: the newest fetch of each job, found without moving the large JSON column around.
-    select training_job_arn, max(fetched_at) as fetched_at
+    -- The run breaks a tie, so a job stored twice at the same instant (say by two runs that overlapped
+    -- before the writer lock existed) still yields one record.
+    select training_job_arn, max(fetched_at) as fetched_at, arg_max(run_id, fetched_at) as run_id
     from fetches
     group by training_job_arn
 )
 select {columns}
 from fetches
-join latest_fetch using (training_job_arn, fetched_at)
+join latest_fetch using (training_job_arn, fetched_at, run_id)
 """
 
 

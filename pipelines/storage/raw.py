@@ -105,12 +105,60 @@ def raw_job_row(
     }
 
 
-def load_target_state(warehouse: Path, account_id: str, region: str) -> TargetState:
-    """The latest fetch of every stored job in one account and region, and the jobs whose latest
-    fetch attempt failed."""
+QUARANTINE = "quarantine"
+
+
+def quarantine_unreadable(
+    warehouse: Path, account_id: str | None = None, region: str | None = None, deep: bool = False
+) -> list[Path]:
+    """Move raw files that cannot be read (truncated, overwritten, not Parquet, not the declared
+    columns) to ``<warehouse>/quarantine/``, record each as an extraction error, and return where they
+    went. The jobs such a file held are then no longer stored: the next extraction of that account and
+    region fetches them again by name (they are still in the published warehouse, which never loses a
+    job). Reads each file's footer; with ``deep``, every page."""
+    moved = []
+    for table_name in (RAW_JOBS, RAW_ERRORS):
+        expected = set(table(table_name).column_names)
+        for name in parquet_files(warehouse, table_name, account_id, region):
+            path = Path(name)
+            try:
+                columns = set(pq.read_schema(path).names)
+                if deep:
+                    pq.read_table(path)
+                problem = None if expected <= columns else f"missing columns {sorted(expected - columns)}"
+            except (OSError, pa.ArrowException) as error:
+                problem = str(error).splitlines()[0][:500]
+            if problem is None:
+                continue
+            relative = path.relative_to(warehouse)
+            target = warehouse / QUARANTINE / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            moved.append(target)
+            owner_account, owner_region = relative.parts[2], relative.parts[3]
+            error_row = {
+                "account_id": owner_account,
+                "region": owner_region,
+                "training_job_name": None,
+                "operation": "ReadRawFile",
+                "error_code": "UnreadableRawFile",
+                "error_message": f"{relative} could not be read ({problem}); moved to {QUARANTINE}/{relative}",
+                "occurred_at": datetime.now(UTC),
+                "run_id": relative.stem,
+            }
+            stem = f"quarantine-{uuid.uuid4().hex}"
+            write_rows(warehouse, RAW_ERRORS, [error_row], owner_account, owner_region, stem)
+    return moved
+
+
+def load_target_state(warehouse: Path, account_id: str, region: str, published_jobs: Path | None = None) -> TargetState:
+    """The latest fetch of every stored job in one account and region, the jobs whose latest fetch
+    attempt failed, and the jobs of this account and region that ``published_jobs`` (the published
+    ``jobs`` table's Parquet file) holds but the raw layer no longer does."""
     job_files = parquet_files(warehouse, RAW_JOBS, account_id, region)
     error_files = parquet_files(warehouse, RAW_ERRORS, account_id, region)
-    if not job_files and not error_files:
+    published = published_jobs if published_jobs is not None and published_jobs.exists() else None
+    if not job_files and not error_files and published is None:
         return TargetState()
     connection = duckdb.connect()
     try:
@@ -141,6 +189,13 @@ def load_target_state(warehouse: Path, account_id: str, region: str) -> TargetSt
                 [error_files],
             ).fetchall()
             failed = {name for name, occurred in rows if name not in last_fetch or last_fetch[name] < occurred}
-        return TargetState(jobs=jobs, failed_names=frozenset(failed))
+        lost: set[str] = set()
+        if published is not None:
+            rows = connection.execute(
+                "select training_job_arn, training_job_name from read_parquet(?) where account_id = ? and region = ?",
+                [str(published), account_id, region],
+            ).fetchall()
+            lost = {name for arn, name in rows if arn not in jobs}
+        return TargetState(jobs=jobs, failed_names=frozenset(failed), lost_names=frozenset(lost))
     finally:
         connection.close()

@@ -1,21 +1,24 @@
 """The published warehouse: ``<warehouse>/sagemaker.duckdb`` and ``<warehouse>/parquet/<table>/``.
 
-A run builds everything in a staging area first (``<warehouse>/.staging/<run>/``) and publishes it with
-renames:
+A run builds everything in a staging area first (``<warehouse>/.staging/<run>/``): the DuckDB file, then
+the Parquet export of every table beside it. Publication is then one atomic step for both:
 
-- the DuckDB file is built complete and closed, then renamed over ``sagemaker.duckdb``. A reader that
-  holds the old file open keeps reading the old version (same inode) and sees the new one when it
-  reconnects; nobody ever opens a half-built file;
-- the Parquet tables are written to ``.versions/<run>/`` and ``parquet`` is a symbolic link swapped to
-  it in one rename, so a reader of the Parquet files sees one complete set of tables, old or new.
+- the finished staging folder is renamed to ``.versions/<run>/`` (it holds ``sagemaker.duckdb`` and
+  ``parquet/``);
+- the symbolic link ``current`` is swapped to it in one ``rename``;
+- ``sagemaker.duckdb`` and ``parquet`` at the top of the warehouse are fixed links through ``current``
+  (``current/sagemaker.duckdb``, ``current/parquet``): the paths readers and BI tools use never change.
 
-A crash before a rename leaves the previous version in place; staging leftovers are removed next time.
+A failure or crash at any point before the swap leaves the previous version fully current (DuckDB and
+Parquet together); after it, the new one. A reader that holds the old DuckDB file open keeps reading the
+old version (same inode) and sees the new one when it reconnects. Staging leftovers are removed later.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,13 +35,17 @@ from pipelines.normalization.flatten import (
 )
 from pipelines.pricing.refresh import refreshed_prices_file
 from pipelines.schemas import table
-from pipelines.storage.raw import RAW_JOBS, parquet_files
+from pipelines.storage.raw import RAW_JOBS, parquet_files, quarantine_unreadable
 
 DATABASE = "sagemaker.duckdb"
 PARQUET = "parquet"
+CURRENT = "current"
 VERSIONS = ".versions"
 STAGING = ".staging"
-KEEP_VERSIONS = 2  # the current Parquet version and the one before, for readers still on it
+KEEP_VERSIONS = 2  # the current version and the one before, for readers still on it
+# Another writer's staging area is only removed once this old: a Dagster build runs its steps in
+# separate processes, so a younger staging area may belong to a build between two steps.
+ABANDONED_AFTER_SECONDS = 6 * 3600
 STAGED = "staged"
 MEMORY_LIMIT_ENV = "SMW_DUCKDB_MEMORY_LIMIT"
 
@@ -89,6 +96,34 @@ class Staging:
         return duckdb.connect(str(self.database), read_only=read_only)
 
 
+def published_parquet(warehouse: Path, table_name: str) -> Path:
+    """The stable path of a published table's Parquet file (it follows ``current``)."""
+    return warehouse / PARQUET / table_name / "data.parquet"
+
+
+@dataclass(frozen=True)
+class StagedBuild:
+    staging: Staging
+    counts: dict[str, int]  # rows by table
+    quarantined: list[Path]  # raw files that could not be read, moved aside before the build
+
+
+def stage_from_raw(warehouse: Path, run_id: str) -> StagedBuild:
+    """Quarantine unreadable raw files, then build the normalized tables. A file whose footer reads but
+    whose pages do not fails the build: then every file is read in full, the bad ones are quarantined
+    and the build runs once more."""
+    quarantined = quarantine_unreadable(warehouse)
+    try:
+        staging, counts = stage_normalized_tables(warehouse, run_id)
+    except duckdb.Error:
+        damaged = quarantine_unreadable(warehouse, deep=True)
+        if not damaged:
+            raise
+        quarantined += damaged
+        staging, counts = stage_normalized_tables(warehouse, run_id)
+    return StagedBuild(staging, counts, quarantined)
+
+
 def stage_normalized_tables(warehouse: Path, run_id: str) -> tuple[Staging, dict[str, int]]:
     """Build every normalized table from the raw layer into a fresh staging database, with the
     ``latest_raw_json`` view the checks read (publishing drops it). Returns row counts by table."""
@@ -120,38 +155,65 @@ def stage_normalized_tables(warehouse: Path, run_id: str) -> tuple[Staging, dict
 
 
 def publish(staging: Staging, table_names: list[str]) -> dict[str, Path]:
-    """Export the staged tables to Parquet, then make the staged database and Parquet set current."""
+    """Export the staged tables to Parquet beside the staged database, then make both current in one
+    step. Returns the stable path of each table's Parquet file."""
     warehouse = staging.warehouse
     with staging.connect() as connection:
         run(connection, f"drop view if exists {RAW_JSON}")
         run(connection, "checkpoint")
-    version = warehouse / VERSIONS / staging.run_id
-    shutil.rmtree(version, ignore_errors=True)
     connection = staging.connect(read_only=True)
     try:
         paths = {}
         for name in table_names:
-            target = version / name / "data.parquet"
+            target = staging.root / PARQUET / name / "data.parquet"
             target.parent.mkdir(parents=True, exist_ok=True)
             run(connection, f"copy \"{name}\" to '{_quote(target)}' (format parquet, compression zstd)")
             paths[name] = warehouse / PARQUET / name / "data.parquet"
     finally:
         connection.close()
-    _swap_symlink(warehouse / PARQUET, Path(VERSIONS) / staging.run_id)
-    os.replace(staging.database, warehouse / DATABASE)
-    shutil.rmtree(staging.root, ignore_errors=True)
+    _sync_tree(staging.root)
+    version = warehouse / VERSIONS / staging.run_id
+    version.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(version, ignore_errors=True)
+    os.replace(staging.root, version)
+    os.utime(version)  # its age orders the versions kept for readers
+    _swap_symlink(warehouse / CURRENT, Path(VERSIONS) / staging.run_id)  # the one step that publishes
+    _ensure_stable_links(warehouse)
     _remove_old_versions(warehouse, keep=staging.run_id)
     return paths
 
 
+def _sync_tree(root: Path) -> None:
+    """Flush every file under ``root`` to disk, so that the published version survives a power loss."""
+    for path in root.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def _ensure_stable_links(warehouse: Path) -> None:
+    """``sagemaker.duckdb`` and ``parquet`` point through ``current``. Made once; a warehouse from the
+    older layout (a real file and a link to a version) is converted here, each path in one rename."""
+    for name in (DATABASE, PARQUET):
+        link = warehouse / name
+        target = Path(CURRENT) / name
+        if link.is_symlink() and Path(os.readlink(link)) == target:
+            continue
+        if link.is_dir() and not link.is_symlink():
+            link.rename(link.with_name(f"{name}.old"))  # a real directory from the oldest layout
+        _swap_symlink(link, target)
+
+
 def _swap_symlink(link: Path, target: Path) -> None:
-    if link.exists() and not link.is_symlink():
-        # A real directory from an older layout: move it aside once; from now on the swap is atomic.
-        link.rename(link.with_name(f"{link.name}.old"))
     temporary = link.with_name(f"{link.name}.tmp-{os.getpid()}")
     temporary.unlink(missing_ok=True)
     os.symlink(target, temporary)
     os.replace(temporary, link)
+
+
+def current_version(warehouse: Path) -> Path | None:
+    link = warehouse / CURRENT
+    return (warehouse / os.readlink(link)) if link.is_symlink() else None
 
 
 def _remove_old_versions(warehouse: Path, keep: str) -> None:
@@ -161,13 +223,18 @@ def _remove_old_versions(warehouse: Path, keep: str) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def remove_abandoned_staging(warehouse: Path, active_run_id: str) -> None:
-    """Staging areas of runs that died before publishing."""
+def remove_abandoned_staging(warehouse: Path, active_run_id: str, min_age_seconds: float) -> list[str]:
+    """Staging areas of runs that died before publishing, older than ``min_age_seconds`` (0 when the
+    caller holds the whole warehouse, so that no other build can be using one). Returns their names."""
     root = warehouse / STAGING
+    removed = []
     if root.exists():
+        now = time.time()
         for leftover in root.iterdir():
-            if leftover.name != active_run_id:
+            if leftover.name != active_run_id and now - leftover.stat().st_mtime >= min_age_seconds:
                 shutil.rmtree(leftover, ignore_errors=True)
+                removed.append(leftover.name)
+    return removed
 
 
 def stage_models(staging: Staging, costs: CostSettings) -> dict[str, int]:

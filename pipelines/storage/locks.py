@@ -1,0 +1,127 @@
+"""One writer at a time: advisory file locks (``fcntl.flock``) under ``<warehouse>/.locks/``.
+
+Two levels, so that Dagster can still extract several accounts at once:
+
+- ``warehouse``: ``sagemaker-warehouse run`` holds it exclusively for the whole run; each Dagster step
+  that writes holds it shared, so a CLI run and a Dagster run never write at the same time;
+- one lock per writer role, held exclusively by the step that writes: ``extract-<account>-<region>`` for
+  an extraction, ``build`` for the normalization, model and publication steps.
+
+A process that holds the warehouse lock exclusively already owns everything, so the steps it runs
+in-process take nothing more. Locks are released by the kernel when the process dies, so a crash never
+leaves a stale lock behind. Readers never take a lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+LOCKS = ".locks"
+WAREHOUSE = "warehouse"
+BUILD = "build"
+
+_held: dict[Path, int] = {}  # warehouse lock files this process holds exclusively -> nesting depth
+_held_lock = threading.Lock()
+
+
+class WarehouseBusy(RuntimeError):
+    """Another process holds the lock and the caller chose not to wait."""
+
+
+def extraction_lock_name(account_id: str, region: str) -> str:
+    return f"extract-{account_id}-{region}"
+
+
+def _lock_path(warehouse: Path, name: str) -> Path:
+    return warehouse / LOCKS / f"{name}.lock"
+
+
+def holder(warehouse: Path, name: str = WAREHOUSE) -> str:
+    """Who holds (or last held) a lock, as the holder wrote it: 'pid N since TIME'."""
+    try:
+        text = _lock_path(warehouse, name).read_text().strip()
+    except OSError:
+        return ""
+    return text or "another process"
+
+
+def holds_warehouse(warehouse: Path) -> bool:
+    """Whether this process holds the whole warehouse exclusively (no other writer can exist)."""
+    with _held_lock:
+        return _lock_path(warehouse, WAREHOUSE).resolve() in _held
+
+
+@contextmanager
+def _flock(path: Path, shared: bool, wait: bool, on_wait: Callable[[str], None] | None) -> Iterator[int]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        try:
+            fcntl.flock(descriptor, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who = path.read_text().strip() or "another process"
+            if not wait:
+                raise WarehouseBusy(who) from None
+            if on_wait:
+                on_wait(who)
+            fcntl.flock(descriptor, mode)
+        if not shared:
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, f"pid {os.getpid()} since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n".encode(), 0)
+        yield descriptor
+    finally:
+        os.close(descriptor)  # closing releases the lock
+
+
+@contextmanager
+def exclusive_warehouse(
+    warehouse: Path, wait: bool = True, on_wait: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Hold the whole warehouse for one run. Raises WarehouseBusy when ``wait`` is false and another
+    process holds it (its holder text is the message)."""
+    path = _lock_path(warehouse, WAREHOUSE)
+    key = path.resolve()
+    with _held_lock:
+        nested = key in _held
+        if nested:
+            _held[key] += 1
+    if nested:
+        try:
+            yield
+        finally:
+            with _held_lock:
+                _held[key] -= 1
+        return
+    with _flock(path, shared=False, wait=wait, on_wait=on_wait):
+        with _held_lock:
+            _held[key] = 1
+        try:
+            yield
+        finally:
+            with _held_lock:
+                del _held[key]
+
+
+@contextmanager
+def writer(warehouse: Path, name: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the writer role ``name`` (and the warehouse shared) for one step; waits for other holders."""
+    if holds_warehouse(warehouse):
+        yield
+        return
+
+    def waiting(who: str) -> None:
+        if on_wait:
+            on_wait(f"waiting for the {name} lock of {warehouse}, held by {who}")
+
+    with (
+        _flock(_lock_path(warehouse, WAREHOUSE), shared=True, wait=True, on_wait=waiting),
+        _flock(_lock_path(warehouse, name), shared=False, wait=True, on_wait=waiting),
+    ):
+        yield
