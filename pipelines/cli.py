@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 the run failed (an account or region could not be read, a job could not be
 fetched, a check failed, or a step broke); 2 bad configuration, credentials or input, including SQL that
-``query`` refuses (the message says what to fix).
+``query`` refuses (the message says what to fix); 130 stopped by SIGINT/SIGTERM (nothing half-done).
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from dagster import (
 )
 
 from pipelines.config import ConfigError, warehouse_path
+from pipelines.interrupts import on_hard_exit, run_interruptibly, stop_requested
 from pipelines.storage.locks import WarehouseBusy
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 @dataclass
@@ -38,10 +39,11 @@ class WarehouseRun:
     """The Dagster runs of one warehouse refresh: one extraction run per account/region, then the build."""
 
     runs: list[ExecuteInProcessResult]
+    interrupted: bool = False  # a stop signal arrived: later runs were not started
 
     @property
     def success(self) -> bool:
-        return all(run.success for run in self.runs)
+        return not self.interrupted and all(run.success for run in self.runs)
 
     @property
     def all_events(self) -> list[DagsterEvent]:
@@ -95,24 +97,29 @@ def _materialize_all(resources: dict[str, object], full_refresh: bool) -> Wareho
     labels = target_labels(resources["warehouse_config"].settings())  # type: ignore[attr-defined]
     instance.add_dynamic_partitions(TARGET_PARTITIONS.name, labels)
     extraction_config = {"ops": {"raw_training_jobs": {"config": {"full_refresh": full_refresh}}}, "loggers": loggers}
-    runs = [
-        materialize(
-            [raw_training_jobs],
-            partition_key=label,
-            resources=resources,
-            run_config=extraction_config,
-            instance=instance,
-            raise_on_error=False,
+    runs = []
+    for label in labels:
+        if stop_requested():
+            return WarehouseRun(runs, interrupted=True)
+        runs.append(
+            materialize(
+                [raw_training_jobs],
+                partition_key=label,
+                resources=resources,
+                run_config=extraction_config,
+                instance=instance,
+                raise_on_error=False,
+            )
         )
-        for label in labels
-    ]
+    if stop_requested():  # nothing new is published after a stop was asked for
+        return WarehouseRun(runs, interrupted=True)
     build = [asset for asset in ALL_ASSETS if asset is not raw_training_jobs]
     runs.append(
         materialize(
             build, resources=resources, run_config={"loggers": loggers}, instance=instance, raise_on_error=False
         )
     )
-    return WarehouseRun(runs)
+    return WarehouseRun(runs, interrupted=stop_requested())
 
 
 def _run_and_report(
@@ -133,11 +140,14 @@ def _run_and_report(
     resolve_targets(settings)
     started = time.monotonic()
     try:
-        result = materialize_all(config_file, warehouse, full_refresh, prices_file, wait)
+        result = run_interruptibly(lambda: materialize_all(config_file, warehouse, full_refresh, prices_file, wait))
     except WarehouseBusy as busy:
         where = warehouse or settings.warehouse
         print(f"error: another run holds {where} ({busy}); try again when it has finished.", file=sys.stderr)
         return EXIT_FAILED
+    if result.interrupted:
+        print("error: the run was stopped by a signal; the previous version stays published.", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if not result.success:
         for event in result.all_events:
             if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
@@ -145,9 +155,13 @@ def _run_and_report(
         return EXIT_FAILED
     count = len(result.get_asset_materialization_events())
     print(f"Materialized {count} assets in {time.monotonic() - started:.1f}s.")
-    failed_checks = [
-        c for c in result.get_asset_check_evaluations() if not c.passed and c.severity == AssetCheckSeverity.ERROR
-    ]
+    evaluations = [c for c in result.get_asset_check_evaluations() if not c.passed]
+    for check in evaluations:
+        if check.severity == AssetCheckSeverity.WARN:
+            print(
+                f"warning: {check.asset_key.to_user_string()}.{check.check_name}: {check.description}", file=sys.stderr
+            )
+    failed_checks = [c for c in evaluations if c.severity == AssetCheckSeverity.ERROR]
     for check in failed_checks:
         print(
             f"error: check {check.asset_key.to_user_string()}.{check.check_name} failed: {check.description}",
@@ -175,6 +189,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     warehouse = warehouse_path(Path(args.warehouse))
     print(f"Starting a local SageMaker endpoint with a demo fleet of {args.jobs} training jobs ...")
     endpoint = LocalSageMaker.start()
+    on_hard_exit(endpoint.stop)  # a second Ctrl-C must not leave the server running
     try:
         # The fleet ends at the start of today (UTC): a second demo on the same day sees the same jobs,
         # so it shows an incremental run instead of a second, shifted fleet.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.cli import EXIT_FAILED, EXIT_OK, main
+from pipelines.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, main
 from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.demo.fleet import FleetSpec, generate_fleet
 from pipelines.storage.raw import RAW_ERRORS, RAW_JOBS, parquet_files
@@ -212,3 +213,80 @@ def test_a_failure_during_publication_leaves_the_previous_version_whole(
     assert main(["run", "--warehouse", str(warehouse)]) == EXIT_OK
     assert len(published_arns(warehouse)) == SMALL.jobs + 3
     assert pq.read_metadata(warehouse / "parquet" / "jobs" / "data.parquet").num_rows == SMALL.jobs + 3
+
+
+def test_no_credential_reaches_a_log_or_the_disk_at_debug(aws: LocalSageMaker, tmp_path: Path) -> None:
+    """Dagster capturing botocore at DEBUG, the console at DEBUG, a session token set: the token, the
+    secret key and request signatures appear in no event log, captured log, output or warehouse file."""
+    aws.load_fleet(FleetSpec(jobs=30, seed=3, end=FLEET_END))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(
+        "python_logs:\n  python_log_level: DEBUG\n  managed_python_loggers: [botocore, boto3, urllib3]\n"
+    )
+    token, secret = "SessionTokenMarker8d1f0b", "SecretKeyMarker3e9a77"
+    environment = {
+        **run_environment(aws),
+        "AWS_SESSION_TOKEN": token,
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "DAGSTER_HOME": str(home),
+        "SMW_LOG_LEVEL": "DEBUG",
+    }
+    warehouse = tmp_path / "warehouse"
+    result = subprocess.run(cli(warehouse), env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == EXIT_OK, result.stderr
+    assert "DEBUG" in result.stderr  # the run did log at DEBUG
+    written = [path for path in [*home.rglob("*"), *warehouse.rglob("*")] if path.is_file()]
+    assert any(path.suffix == ".err" for path in written)  # Dagster's captured step logs exist
+    for text in (result.stdout, result.stderr, *(path.read_bytes().decode("latin-1") for path in written)):
+        assert token not in text and secret not in text
+        assert "Signature=" not in text and "x-amz-security-token" not in text.lower()
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_a_signal_stops_a_run_within_seconds_and_the_next_run_converges(
+    aws: LocalSageMaker, tmp_path: Path, signal_name: str
+) -> None:
+    """Mid-storm, with botocore's full 20-second backoffs: the run stops within seconds (it used to sleep
+    its retries out for a minute or more), publishes nothing new, and the next run completes."""
+    aws.load_fleet(SMALL)
+    aws.set_faults(throttle_rate=0.5, seed=9)
+    warehouse = tmp_path / "warehouse"
+    run = subprocess.Popen(cli(warehouse), env=run_environment(aws), stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    sent = time.monotonic()
+    run.send_signal(getattr(signal, signal_name))
+    _, err = run.communicate(timeout=120)
+    assert time.monotonic() - sent < 15
+    assert run.returncode == EXIT_INTERRUPTED, err
+    assert "stopped by a signal" in err and "Traceback" not in err
+    assert not (warehouse / DATABASE).exists()  # nothing was published
+
+    aws.set_faults()
+    assert subprocess.run(cli(warehouse), env=run_environment(aws), capture_output=True).returncode == EXIT_OK
+    rows, jobs = raw_counts(warehouse)
+    assert rows == jobs == SMALL.jobs
+    assert len(published_arns(warehouse)) == SMALL.jobs
+
+
+def test_sigkill_at_any_point_then_a_clean_run_converges(aws: LocalSageMaker, tmp_path: Path) -> None:
+    """SIGKILL during listing/fetching, the build and publication (by elapsed time: the run takes a few
+    seconds); each time the next run completes with every job once, in raw and published."""
+    aws.load_fleet(SMALL)
+    aws.set_faults(latency_ms=3)
+    warehouse = tmp_path / "warehouse"
+    for delay in (0.5, 2.0, 3.5, 5.0, 6.5, 8.0):
+        run = subprocess.Popen(
+            cli(warehouse), env=run_environment(aws), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(delay)
+        run.kill()
+        run.wait()
+    aws.set_faults()
+    result = subprocess.run(cli(warehouse), env=run_environment(aws), capture_output=True, text=True)
+    assert result.returncode == EXIT_OK, result.stderr
+    rows, jobs = raw_counts(warehouse)
+    assert jobs == SMALL.jobs and rows >= jobs  # a job fetched again after a kill may be stored twice ...
+    published = published_arns(warehouse)
+    assert len(published) == len(set(published)) == SMALL.jobs  # ... but is published once
+    assert not list(warehouse.rglob("*.tmp-*"))

@@ -20,6 +20,7 @@ from pipelines.assets.metadata import column_schema
 from pipelines.assets.resources import WarehouseConfig
 from pipelines.config import ConfigError
 from pipelines.extraction.run import extract
+from pipelines.interrupts import RunInterrupted
 from pipelines.schemas import table
 from pipelines.storage.raw import RAW_JOBS
 
@@ -64,8 +65,9 @@ def raw_training_jobs(
     try:
         settings = warehouse_config.settings()
         report = extract(settings, full_refresh=config.full_refresh, only=context.partition_key, log=context.log)
-    except ConfigError as error:
-        # A configuration or credentials problem does not heal by waiting: no step retry, one sentence.
+    except (ConfigError, RunInterrupted) as error:
+        # A configuration or credentials problem does not heal by waiting, and a stop was asked for: no
+        # step retry, one sentence.
         raise Failure(description=str(error), allow_retries=False) from None
     stats = report.stats.snapshot()
     metadata = {

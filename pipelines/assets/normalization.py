@@ -33,6 +33,17 @@ def _check_specs() -> list[AssetCheckSpec]:
         for declared in TABLES
         for name in checks.check_names(declared)
     ]
+    specs.extend(
+        AssetCheckSpec(
+            "rows_left_out",
+            asset=declared.name,
+            blocking=False,
+            description="Rows that broke the table's contract (a repeated key, a null required column) are "
+            "left out so that one odd record cannot block everyone's publication; this names their jobs.",
+        )
+        for declared in TABLES
+        if declared.name != checks.JOBS
+    )
     specs.append(
         AssetCheckSpec(
             "no_published_job_lost",
@@ -84,6 +95,8 @@ def normalized(context: AssetExecutionContext, warehouse_config: WarehouseConfig
             yield MaterializeResult(asset_key=declared.name, metadata={"dagster/row_count": counts[declared.name]})
             for outcome in checks.table_checks(connection, declared):
                 yield check_result(declared.name, outcome)
+            if declared.name != checks.JOBS:
+                yield check_result(declared.name, checks.rows_left_out(connection, declared), AssetCheckSeverity.WARN)
         yield check_result(checks.JOBS, checks.unknown_members(connection), AssetCheckSeverity.WARN)
         published = published_parquet(settings.warehouse, checks.JOBS)
         yield check_result(checks.JOBS, checks.published_jobs_kept(connection, published))

@@ -21,10 +21,38 @@ from botocore.config import Config
 from pipelines.config import ACCOUNT_ID, Account, ConfigError, ExtractionSettings
 from pipelines.extraction.retries import install_retries
 
-# botocore logs whole request and response bodies at DEBUG. Those bodies carry container Environment
-# values, so these loggers never go below INFO, whatever the root logger is set to.
-for _name in ("botocore.parsers", "botocore.endpoint", "botocore.hooks", "botocore.retryhandler", "urllib3"):
-    logging.getLogger(_name).setLevel(logging.INFO)
+# At DEBUG, botocore logs whole request and response bodies (container Environment values), the
+# canonical request it signs (the session token) and credential details. Every logger of the AWS SDK and
+# its HTTP stack is held at INFO, whatever the root logger or Dagster's python_log_level says: setting a
+# parent such as "botocore" to DEBUG does not lower a child that has a level of its own.
+_AWS_LOGGER_PREFIXES = ("botocore", "boto3", "urllib3", "s3transfer")
+_AWS_LOGGERS = (
+    "botocore.auth",
+    "botocore.credentials",
+    "botocore.endpoint",
+    "botocore.parsers",
+    "botocore.hooks",
+    "botocore.retryhandler",
+    "botocore.httpsession",
+    "botocore.awsrequest",
+    "botocore.client",
+    "botocore.utils",
+    "botocore.retries.standard",
+    "botocore.retries.adaptive",
+    "urllib3.connectionpool",
+)
+
+
+def hold_aws_loggers_at_info() -> None:
+    """Pin every AWS SDK logger that exists now (and the ones known to log secrets) at INFO or above."""
+    names = {*_AWS_LOGGERS, *(n for n in logging.Logger.manager.loggerDict if n.split(".")[0] in _AWS_LOGGER_PREFIXES)}
+    for name in names:
+        logger = logging.getLogger(name)
+        if logger.level < logging.INFO:
+            logger.setLevel(logging.INFO)
+
+
+hold_aws_loggers_at_info()
 
 
 @dataclass(frozen=True)
@@ -204,6 +232,7 @@ def sagemaker_client(
         user_agent_extra="sagemaker-training-warehouse",
     )
     client = session.client("sagemaker", config=config)
+    hold_aws_loggers_at_info()  # botocore imports more of itself, with more loggers, as clients are made
     install_retries(client, settings.max_attempts, stop, max_backoff=settings.max_backoff_seconds)
     events = client.meta.events
     events.register("before-call.sagemaker", stats.on_call)

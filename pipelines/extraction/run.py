@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import boto3
 import botocore.exceptions
 
+from pipelines import interrupts
 from pipelines.config import ConfigError, Settings
 from pipelines.extraction.aws import (
     ApiCallStats,
@@ -31,6 +32,7 @@ from pipelines.extraction.aws import (
 from pipelines.extraction.describe import fetch_job, register_hooks
 from pipelines.extraction.planning import JobToFetch, listing_start, plan_fetches
 from pipelines.extraction.retries import StopRequested
+from pipelines.interrupts import RunInterrupted
 from pipelines.storage.locks import extraction_lock_name, writer
 from pipelines.storage.raw import (
     RAW_ERRORS,
@@ -138,12 +140,16 @@ def extract(
             )
     stats = ApiCallStats()
     stop = StopRequested()
+    interrupts.watch(stop)  # SIGINT/SIGTERM in the CLI end retry waits and stop after the current batch
     reports = []
-    for target in targets:
-        report = TargetReport(target.label, target.account_id, target.region)
-        reports.append(report)
-        with writer(settings.warehouse, extraction_lock_name(target.account_id, target.region), log.info):
-            _extract_target_or_record(session, target, settings, run_id, full_refresh, report, log, stats, stop)
+    try:
+        for target in targets:
+            report = TargetReport(target.label, target.account_id, target.region)
+            reports.append(report)
+            with writer(settings.warehouse, extraction_lock_name(target.account_id, target.region), log.info):
+                _extract_target_or_record(session, target, settings, run_id, full_refresh, report, log, stats, stop)
+    finally:
+        interrupts.unwatch(stop)
     return ExtractionReport(run_id, reports, stats, (datetime.now(UTC) - started).total_seconds())
 
 
@@ -168,6 +174,8 @@ def _extract_target_or_record(
         register_hooks(client)
         _extract_target(client, target, settings, run_id, full_refresh, report, log, stop)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        if stop.is_set():  # the call gave up because a stop was asked for: not a failure of the target
+            raise RunInterrupted(f"{target.label}: stopped by a signal; the next run reads it.") from None
         # The whole target failed (listing or role assumption): record it and go on with the others.
         operation = getattr(error, "operation_name", None) or phase
         report.target_error = f"{operation}: {error_code(error)}: {error}"
@@ -245,6 +253,11 @@ def _extract_target(
             write_rows(settings.warehouse, RAW_JOBS, rows, target.account_id, target.region, stem)
             report.stored += len(rows)
             report.failed += len(errors)
+            if stop.is_set():
+                raise RunInterrupted(
+                    f"{target.label}: stopped by a signal after {report.stored + report.unchanged} of {len(plan)} "
+                    "jobs; they are stored, and the next run fetches the rest."
+                )
             log.info(f"{target.label}: {report.stored + report.unchanged + report.failed}/{len(plan)} fetched")
 
 

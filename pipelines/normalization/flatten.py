@@ -114,7 +114,56 @@ def build_table(connection: duckdb.DuckDBPyConnection, declared: TableSchema, sq
     return int(run(connection, f"select count(*) from {target}")[0][0])
 
 
+LEFT_OUT = "_rows_left_out"  # staging only: rows that broke their table's contract (dropped at publication)
+PARENT_TABLE = "jobs"
+
+
+def leave_out_contract_breakers(connection: duckdb.DuckDBPyConnection, declared: TableSchema, catalog: str = "") -> int:
+    """Remove from a child table the rows that break its contract, so that one odd record cannot block
+    everyone's publication: a row with a null required column, and every row after the first (in list
+    order) that repeats a key (a tag key twice, say). Each is recorded in ``_rows_left_out`` by job and
+    reason; the job's record stays whole in the raw layer. ``jobs`` is never repaired: its rows are the
+    jobs, and its checks block. Returns how many rows were left out."""
+    if declared.name == PARENT_TABLE:
+        return 0
+    target = f'"{catalog}"."{declared.name}"' if catalog else f'"{declared.name}"'
+    left_out = f'"{catalog}".main.{LEFT_OUT}' if catalog else LEFT_OUT
+    required = [f'"{c.name}" is null' for c in declared.columns if not c.nullable]
+    key = ", ".join(f'"{k}"' for k in declared.key)
+    first_of_key = f"select min(rowid) from {target} group by {key}"
+    breaking = (
+        f"select rowid as row_id, training_job_arn, "
+        f"case when {' or '.join(required)} then 'null in a required column' "
+        f"else 'repeats the key ({', '.join(declared.key)})' end as reason "
+        f"from {target} where ({' or '.join(required)}) or rowid not in ({first_of_key})"
+    )
+    run(connection, f"create temporary table breaking as {breaking}")
+    try:
+        removed = int(run(connection, "select count(*) from breaking")[0][0])
+        if removed:
+            run(
+                connection,
+                f"insert into {left_out} select '{declared.name}', training_job_arn, reason, count(*) "
+                "from breaking group by all",
+            )
+            run(connection, f"delete from {target} where rowid in (select row_id from breaking)")
+        return removed
+    finally:
+        run(connection, "drop table breaking")
+
+
 def build_normalized_tables(connection: duckdb.DuckDBPyConnection, catalog: str = "") -> dict[str, int]:
     """Every normalized table from ``latest_records``, created in ``catalog`` (default: the connection's
-    own); returns row counts by table."""
-    return {t.name: build_table(connection, t, table_sql(t.name), catalog) for t in normalized_tables()}
+    own), with contract-breaking child rows left out (see :func:`leave_out_contract_breakers`); returns
+    row counts by table."""
+    left_out = f'"{catalog}".main.{LEFT_OUT}' if catalog else LEFT_OUT
+    run(
+        connection,
+        f"create or replace table {left_out} "
+        "(table_name varchar, training_job_arn varchar, reason varchar, rows_left_out bigint)",
+    )
+    counts = {}
+    for declared in normalized_tables():
+        built = build_table(connection, declared, table_sql(declared.name), catalog)
+        counts[declared.name] = built - leave_out_contract_breakers(connection, declared, catalog)
+    return counts

@@ -27,6 +27,7 @@ import duckdb
 from pipelines.config import CostSettings
 from pipelines.models.build import build_models
 from pipelines.normalization.flatten import (
+    LEFT_OUT,
     RAW_JSON,
     build_normalized_tables,
     load_latest_records,
@@ -160,6 +161,7 @@ def publish(staging: Staging, table_names: list[str]) -> dict[str, Path]:
     warehouse = staging.warehouse
     with staging.connect() as connection:
         run(connection, f"drop view if exists {RAW_JSON}")
+        run(connection, f"drop table if exists {LEFT_OUT}")
         run(connection, "checkpoint")
     connection = staging.connect(read_only=True)
     try:
