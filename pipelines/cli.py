@@ -136,6 +136,8 @@ def _run_and_report(
     # Preflight, before Dagster starts: a malformed config or price file, missing credentials or an
     # unknown region is one sentence on stderr, not a step failure buried in a run log.
     settings = load_settings(config_file)
+    if warehouse:
+        warehouse_path(Path(warehouse))
     effective_prices(Path(prices_file) if prices_file else settings.costs.prices_file)
     resolve_targets(settings)
     started = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from pipelines.cli import EXIT_CONFIG, main
 from pipelines.config import Account, ConfigError, Settings, load_settings, parse_settings
 from pipelines.demo.endpoint import LocalSageMaker
+from pipelines.extraction.aws import RateLimiter
 from pipelines.extraction.run import resolve_targets
 
 
@@ -62,6 +64,16 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ({"extraction": {"max_workers": 0}}, "extraction.max_workers must be a whole number"),
         ({"extraction": {"retry_mode": "legacy"}}, "retry_mode must be 'standard' or 'adaptive'"),
         ({"extraction": {"threads": 3}}, "Unknown key 'extraction.threads'"),
+        # Values that used to hang, crash after minutes, or reach SQL as identifiers.
+        ({"extraction": {"max_workers": 1_000_000_000_000}}, "extraction.max_workers must be a whole number from 1"),
+        ({"extraction": {"max_requests_per_second": 0}}, "max_requests_per_second must be a number from 0.01"),
+        ({"extraction": {"max_requests_per_second": float("nan")}}, "got nan"),
+        ({"extraction": {"overlap_hours": float("inf")}}, "extraction.overlap_hours must be a number from 0"),
+        ({"extraction": {"max_attempts": 2.5}}, "extraction.max_attempts must be a whole number"),
+        ({"extraction": {"batch_size": True}}, "extraction.batch_size must be a whole number"),
+        ({"costs": {"storage_usd_per_gb_month": float("nan")}}, "costs.storage_usd_per_gb_month must be a number"),
+        ({"schedule": {"cron": "0 25 * * *"}}, "schedule.cron '0 25 * * *' is not a 5-field cron expression"),
+        ({"schedule": {"build_cron": "0 3 30 2 *"}}, "schedule.build_cron '0 3 30 2 *' is not"),
     ],
 )
 def test_malformed_settings_name_the_key_and_the_fix(document: dict, expected: str) -> None:
@@ -140,3 +152,50 @@ def test_schedule_settings_are_validated() -> None:
         parse_settings({"schedule": {"cron": "nightly"}})
     with pytest.raises(ConfigError, match=r"schedule\.timezone 'Mars/Olympus' is not an IANA time zone"):
         parse_settings({"schedule": {"timezone": "Mars/Olympus"}})
+
+
+def test_yaml_nan_and_infinity_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "extraction:\n  max_requests_per_second: .nan\ncosts:\n  storage_usd_per_gb_month: .inf\n")
+    with pytest.raises(ConfigError, match=r"max_requests_per_second must be a number from 0\.01 to 10000; got nan"):
+        load_settings(path, environ={})
+
+
+def test_a_rate_below_one_request_per_second_still_lets_requests_through() -> None:
+    limiter = RateLimiter(rate=0.5)
+    started = time.monotonic()
+    limiter.acquire()  # the first request goes at once ...
+    limiter.acquire()  # ... the next one two seconds later
+    assert 1.5 < time.monotonic() - started < 4
+
+
+def test_the_warehouse_must_be_a_directory_or_creatable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a_file = tmp_path / "not-a-dir"
+    a_file.write_text("x")
+    assert main(["run", "--warehouse", str(a_file)]) == EXIT_CONFIG
+    expected = f"error: The warehouse {a_file} is a file, not a directory; point warehouse elsewhere.\n"
+    assert capsys.readouterr().err == expected
+    assert main(["query", "select 1", "--warehouse", str(a_file / "below")]) == EXIT_CONFIG
+    assert "cannot be created" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="is a file, not a directory"):
+        load_settings(None, environ={"SMW_WAREHOUSE": str(a_file)})
+
+
+def test_an_unknown_aws_profile_is_one_sentence(
+    aws: LocalSageMaker, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "nope")
+    assert main(["run", "--warehouse", str(tmp_path / "w")]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert err.startswith("error: The AWS profile 'nope' is not configured; fix AWS_PROFILE") and err.count("\n") == 1
+    assert main(["check"]) == EXIT_CONFIG
+
+
+def test_an_account_id_that_is_not_twelve_digits_never_becomes_a_path(
+    aws: LocalSageMaker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """STS's answer names a folder in the raw layer; anything but 12 digits is refused before any write."""
+    aws.set_faults(caller_account="../../../x")
+    warehouse = tmp_path / "inside" / "warehouse"
+    assert main(["run", "--warehouse", str(warehouse)]) == EXIT_CONFIG
+    assert "STS returned '../../../x' as the account id, not 12 digits" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.parquet"))

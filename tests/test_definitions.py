@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -101,11 +102,13 @@ def test_a_failing_region_is_reported_while_the_healthy_one_is_published_and_cau
 
 
 def test_demo_command_runs_the_whole_product(tmp_path: Path) -> None:
+    # A broken AWS profile on the machine must not reach the demo's own endpoint or credentials.
     completed = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "demo", "--jobs", "150", "--warehouse", str(tmp_path / "wh")],
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, "AWS_PROFILE": "nope"},
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "jobs 150," in completed.stdout

@@ -197,6 +197,7 @@ class Faults:
     fail_regions: list[str] = field(default_factory=list)  # regions where every SageMaker call fails
     extra_members: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> members to add
     deny_operations: list[str] = field(default_factory=list)  # answered with AccessDeniedException
+    caller_account: str = ""  # what STS GetCallerIdentity answers as the account id (a hostile endpoint)
 
 
 class FaultInjectingApp:
@@ -216,6 +217,13 @@ class FaultInjectingApp:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         if target == "AWSPriceListService.GetProducts":
             return self.price_list(environ, start_response)
+        if self.faults.caller_account and "GetCallerIdentity" in target + environ.get("QUERY_STRING", ""):
+            return self.rewrite_caller_account(environ, start_response)
+        if self.faults.caller_account and environ.get("CONTENT_TYPE", "").startswith("application/x-www-form"):
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            environ["wsgi.input"] = _Body(body)
+            if b"Action=GetCallerIdentity" in body:
+                return self.rewrite_caller_account(environ, start_response)
         if not target.startswith("SageMaker."):
             return self.inner(environ, start_response)
         operation = target.split(".", 1)[1]
@@ -290,6 +298,18 @@ class FaultInjectingApp:
             document = json.loads(body)
             _deep_merge(document, extra)
             body = json.dumps(document).encode()
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        start_response(captured["status"], [*headers, ("Content-Length", str(len(body)))])
+        return [body]
+
+    def rewrite_caller_account(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            captured.update(status=status, headers=headers)
+
+        body = b"".join(self.inner(environ, capture))
+        body = re.sub(rb"\d{12}", self.faults.caller_account.encode(), body, count=1)
         headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
         start_response(captured["status"], [*headers, ("Content-Length", str(len(body)))])
         return [body]
