@@ -133,9 +133,10 @@ def test_a_job_that_always_fails_is_recorded_and_fetched_on_the_next_run(
     report = extract(replace(settings, extraction=replace(settings.extraction, max_attempts=2)))
     assert report.failed == 1 and report.stored == len(fleet) - 1
     errors = stored_rows(settings.warehouse, RAW_ERRORS)
+    # A 5xx looks transient: the job is tried in the run's second round too, and each failure is recorded.
     assert [(e["training_job_name"], e["operation"], e["error_code"]) for e in errors] == [
         (broken["TrainingJobName"], "DescribeTrainingJob", "InternalFailure")
-    ]
+    ] * 2
 
     aws.set_faults()
     retry = extract(settings)
@@ -237,3 +238,14 @@ def test_an_unreadable_region_is_recorded_and_the_others_are_stored(
     ]
     aws.set_faults()
     assert extract(settings).stored == len([r for r in fleet if ":eu-west-1:" in r["TrainingJobArn"]])
+
+
+def test_a_permanent_error_is_not_tried_again_in_the_same_run(
+    fleet: list[dict], settings: Settings, aws: LocalSageMaker
+) -> None:
+    aws.set_faults(deny_operations=["DescribeTrainingJob"])
+    report = extract(settings)
+    assert report.failed == len(fleet) and report.stored == 0
+    assert [t.failed_codes for t in report.targets] == [{"AccessDeniedException": t.planned} for t in report.targets]
+    # AccessDenied is neither retried by botocore nor given the second round that transient errors get.
+    assert aws.stats()["calls"]["DescribeTrainingJob"] == len(fleet)

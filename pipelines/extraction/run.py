@@ -216,49 +216,77 @@ def _extract_target(
         f"fetching {len(plan)} ({report.reasons or 'nothing new'})"
     )
     workers = settings.extraction.max_workers
+    failures: dict[str, tuple[str, BaseException]] = {}  # job name -> (operation, error) of its last attempt
+    batch_number = 0
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"fetch-{target.region}") as pool:
-        for batch_number, batch in enumerate(batched(plan, settings.extraction.batch_size)):
-            futures = [pool.submit(_fetch, client, job) for job in batch]
-            try:
-                results = [future.result() for future in futures]
-            except BaseException:
-                # Interrupted (SIGINT/SIGTERM, Dagster's termination): end the workers' retry waits and
-                # drop the queued calls, so the run stops within seconds. This batch is not written;
-                # every earlier one is whole on disk, and the next run fetches the rest.
-                stop.set()
-                for future in futures:
-                    future.cancel()
-                raise
-            fetched_at = datetime.now(UTC)
-            rows, errors = [], []
-            for job, outcome in zip(batch, results, strict=True):
-                if isinstance(outcome, dict):
-                    row = raw_job_row(target.account_id, target.region, outcome, fetched_at, run_id)
-                    stored = state.jobs.get(row["training_job_arn"])
-                    if stored is not None and stored.response_sha256 == row["response_sha256"]:
-                        report.unchanged += 1  # fetched again, same record: nothing new to store
+        # A second round, once every job had its turn, for the jobs whose calls ran out of retries on a
+        # transient error (a throttling storm): it makes a miss need 2 x max_attempts failed attempts.
+        for round_number in (1, 2):
+            pending = plan if round_number == 1 else [j for j in plan if _transient(failures.get(j.name))]
+            if round_number == 2 and pending:
+                log.info(f"{target.label}: fetching {len(pending)} jobs once more after transient failures")
+            for batch in batched(pending, settings.extraction.batch_size):
+                results = _fetch_all(pool, client, batch, stop)
+                fetched_at = datetime.now(UTC)
+                rows, errors = [], []
+                for job, outcome in zip(batch, results, strict=True):
+                    if isinstance(outcome, dict):
+                        failures.pop(job.name, None)
+                        row = raw_job_row(target.account_id, target.region, outcome, fetched_at, run_id)
+                        stored = state.jobs.get(row["training_job_arn"])
+                        if stored is not None and stored.response_sha256 == row["response_sha256"]:
+                            report.unchanged += 1  # fetched again, same record: nothing new to store
+                        else:
+                            rows.append(row)
                     else:
-                        rows.append(row)
-                else:
-                    operation, error = outcome
-                    errors.append(_error_row(target, job.name, operation, error, run_id))
-                    code = error_code(error)
-                    report.failed_codes[code] = report.failed_codes.get(code, 0) + 1
-                    log.warning(
-                        f"{target.label}: {job.name}: {operation} failed: {error_code(error)}; retried next run"
+                        failures[job.name] = outcome
+                        errors.append(_error_row(target, job.name, *outcome, run_id))
+                stem = f"{run_id}-{batch_number:05d}"
+                batch_number += 1
+                # Errors first: if the run dies between the two writes, the failed jobs are still known.
+                write_rows(settings.warehouse, RAW_ERRORS, errors, target.account_id, target.region, stem)
+                write_rows(settings.warehouse, RAW_JOBS, rows, target.account_id, target.region, stem)
+                report.stored += len(rows)
+                if stop.is_set():
+                    raise RunInterrupted(
+                        f"{target.label}: stopped by a signal after {report.stored + report.unchanged} of "
+                        f"{len(plan)} jobs; they are stored, and the next run fetches the rest."
                     )
-            stem = f"{run_id}-{batch_number:05d}"
-            # Errors first: if the run dies between the two writes, the failed jobs are still known.
-            write_rows(settings.warehouse, RAW_ERRORS, errors, target.account_id, target.region, stem)
-            write_rows(settings.warehouse, RAW_JOBS, rows, target.account_id, target.region, stem)
-            report.stored += len(rows)
-            report.failed += len(errors)
-            if stop.is_set():
-                raise RunInterrupted(
-                    f"{target.label}: stopped by a signal after {report.stored + report.unchanged} of {len(plan)} "
-                    "jobs; they are stored, and the next run fetches the rest."
-                )
-            log.info(f"{target.label}: {report.stored + report.unchanged + report.failed}/{len(plan)} fetched")
+                done = report.stored + report.unchanged + len(failures)
+                log.info(f"{target.label}: {done}/{len(plan)} fetched")
+    report.failed = len(failures)
+    for name, (operation, error) in sorted(failures.items()):
+        code = error_code(error)
+        report.failed_codes[code] = report.failed_codes.get(code, 0) + 1
+        log.warning(f"{target.label}: {name}: {operation} failed: {code}; retried next run")
+
+
+def _fetch_all(
+    pool: ThreadPoolExecutor, client: Any, batch: Sequence[JobToFetch], stop: StopRequested
+) -> list[dict[str, Any] | tuple[str, BaseException]]:
+    futures = [pool.submit(_fetch, client, job) for job in batch]
+    try:
+        return [future.result() for future in futures]
+    except BaseException:
+        # Interrupted (SIGINT/SIGTERM, Dagster's termination): end the workers' retry waits and drop the
+        # queued calls, so the run stops within seconds. This batch is not written; every earlier one is
+        # whole on disk, and the next run fetches the rest.
+        stop.set()
+        for future in futures:
+            future.cancel()
+        raise
+
+
+def _transient(failure: tuple[str, BaseException] | None) -> bool:
+    """Whether a failed call may succeed if tried again later: throttling, a 5xx, a connection problem."""
+    if failure is None:
+        return False
+    error = failure[1]
+    if isinstance(error, botocore.exceptions.ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = error_code(error)
+        return status >= 500 or status == 429 or "Throttl" in code or code == "TooManyRequestsException"
+    return isinstance(error, botocore.exceptions.BotoCoreError)
 
 
 def batched(items: Sequence[JobToFetch], size: int) -> Iterator[Sequence[JobToFetch]]:
