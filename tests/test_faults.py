@@ -290,3 +290,24 @@ def test_sigkill_at_any_point_then_a_clean_run_converges(aws: LocalSageMaker, tm
     published = published_arns(warehouse)
     assert len(published) == len(set(published)) == SMALL.jobs  # ... but is published once
     assert not list(warehouse.rglob("*.tmp-*"))
+
+
+def test_a_job_that_cannot_be_fetched_makes_the_run_exit_1_naming_it(
+    aws: LocalSageMaker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    aws.load_fleet(SMALL)
+    records = list(generate_fleet(SMALL))
+    broken = records[5]
+    aws.set_faults(fail_describe=[broken["TrainingJobName"]])
+    warehouse = tmp_path / "warehouse"
+    config = write_config(tmp_path, warehouse, "extraction: {max_attempts: 2}\n")
+    assert main(["run", "--config", config]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    region = broken["TrainingJobArn"].split(":")[3]
+    named = f"1 jobs could not be fetched after 2 attempts per call (default/{region}: 1 (InternalFailure x1))"
+    assert f"every_job_fetched failed: {named}" in err
+    assert sorted(published_arns(warehouse)) == sorted(r["TrainingJobArn"] for r in records if r is not broken)
+
+    aws.set_faults()
+    assert main(["run", "--config", config]) == EXIT_OK
+    assert len(published_arns(warehouse)) == SMALL.jobs
