@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test lint bench dev clean
+.PHONY: install demo test wheel-check lint bench dev clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is required; found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -23,6 +23,15 @@ test: $(INSTALLED)
 	$(BIN)/ruff check pipelines tests benchmarks
 	$(BIN)/python -m pytest
 
+# The package as it is deployed: a wheel installed in a fresh virtual environment, run from an empty folder.
+WHEEL_CHECK := build/wheel-check
+wheel-check: $(INSTALLED)
+	rm -rf $(WHEEL_CHECK) && mkdir -p $(WHEEL_CHECK)/run
+	$(BIN)/python -m pip wheel --quiet --no-deps -w $(WHEEL_CHECK)/dist .
+	$(PYTHON) -m venv $(WHEEL_CHECK)/venv
+	$(WHEEL_CHECK)/venv/bin/python -m pip install --quiet $(WHEEL_CHECK)/dist/*.whl
+	cd $(WHEEL_CHECK)/run && ../venv/bin/sagemaker-warehouse demo --jobs 100
+
 bench: $(INSTALLED)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/extract.py
@@ -32,4 +41,4 @@ dev: $(INSTALLED)
 	$(BIN)/dagster dev -w workspace.yaml
 
 clean:
-	rm -rf $(VENV) warehouse .pytest_cache .ruff_cache
+	rm -rf $(VENV) warehouse build .pytest_cache .ruff_cache

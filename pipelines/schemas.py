@@ -14,7 +14,9 @@ from pathlib import Path
 import pyarrow as pa
 import yaml
 
-SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+from pipelines.resources import resource_dir
+
+SCHEMAS_DIR = resource_dir("schemas")
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "string": pa.string(),

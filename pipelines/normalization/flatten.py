@@ -15,14 +15,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from pathlib import Path
 
 import duckdb
 
 from pipelines.aws_model import duckdb_json_structure
+from pipelines.resources import resource_dir
 from pipelines.schemas import TableSchema, all_tables
 
-SQL_DIR = Path(__file__).resolve().parent.parent.parent / "sql"
+SQL_DIR = resource_dir("sql")
 NORMALIZED_LAYER = "tables"
 
 
