@@ -79,8 +79,19 @@ class TableSchema:
         return f'CREATE TABLE "{self.name}" (\n  {columns}\n)'
 
 
+_TABLE_KEYS = {"name", "description", "key", "columns", "rows_from"}
+_COLUMN_KEYS = {"name", "type", "nullable", "description"}
+
+
 def _parse(path: Path, layer: str) -> TableSchema:
     document = yaml.safe_load(path.read_text())
+    # An unquoted comma inside a {flow: mapping} ends the value and turns the rest into a key: a
+    # description cut at its first comma shows up here as an unknown key.
+    unknown = sorted(set(document) - _TABLE_KEYS) + sorted(
+        f"{c.get('name')}: {key!r}" for c in document["columns"] for key in set(c) - _COLUMN_KEYS
+    )
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {unknown}; quote a description that contains a comma")
     columns = tuple(
         Column(
             name=c["name"],

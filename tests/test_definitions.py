@@ -212,3 +212,17 @@ def test_a_configuration_problem_inside_dagster_fails_once_with_its_sentence(
     description = failures[0].step_failure_data.user_failure_data.description
     assert description.startswith("No AWS credentials were found; set AWS_PROFILE")
     assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
+
+
+def test_every_description_is_a_whole_sentence_and_reaches_dagster_whole() -> None:
+    """A description cut at an unquoted comma (YAML flow mappings) would end mid-sentence."""
+    from pipelines.assets.metadata import column_schema
+
+    for declared in all_tables().values():
+        assert declared.description.endswith("."), declared.name
+        for column in declared.columns:
+            assert column.description.endswith("."), (declared.name, column.name, column.description)
+        shown = {c.name: c.description for c in column_schema(declared.name).columns}
+        assert shown == {c.name: c.description for c in declared.columns}
+    failure = next(c for c in all_tables()["jobs"].columns if c.name == "failure_reason")
+    assert failure.description == "Why the job failed, when it failed."
