@@ -59,8 +59,19 @@ def test_every_declared_table_has_typed_described_columns_and_a_key() -> None:
     for declared in all_tables().values():
         assert declared.description and declared.key
         assert set(declared.key) <= set(declared.column_names)
-        assert declared.arrow_schema().names == declared.column_names
-        assert declared.duckdb_ddl().startswith(f'CREATE TABLE "{declared.name}"')
+        # The DDL builds, in DuckDB, the columns, types and NOT NULLs the declaration says.
+        with duckdb.connect() as connection:
+            connection.execute(declared.duckdb_ddl())
+            built = connection.execute(
+                "select column_name, data_type, is_nullable from duckdb_columns() where table_name = ?",
+                [declared.name],
+            ).fetchall()
+        spelled = {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}  # how DuckDB names it back
+        expected = [(c.name, spelled.get(c.duckdb_type, c.duckdb_type), c.nullable) for c in declared.columns]
+        assert built == expected, declared.name
+        assert [(f.name, f.nullable) for f in declared.arrow_schema()] == [
+            (c.name, c.nullable) for c in declared.columns
+        ]
 
 
 def test_materializing_the_graph_fills_the_warehouse(fleet: list[dict], tmp_path: Path, monkeypatch) -> None:

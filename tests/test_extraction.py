@@ -182,8 +182,7 @@ def test_no_secret_reaches_the_warehouse_or_the_logs(
     aws.set_faults(extra_members={target: {"SidecarConfig": {"Environment": {"API_KEY": extra_secret}}}})
     secrets = [v for r in fleet for k, v in r.get("Environment", {}).items() if k in SECRET_ENVIRONMENT_KEYS]
     secrets.append(extra_secret)
-    logging.getLogger().setLevel(logging.DEBUG)
-    with caplog.at_level(logging.DEBUG):
+    with caplog.at_level(logging.DEBUG):  # the root logger at DEBUG, restored afterwards
         extract(settings)
     output = caplog.text + "".join(capfd.readouterr())
 
