@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -88,12 +89,18 @@ def materialize_all(
 
 
 def _materialize_all(resources: dict[str, object], full_refresh: bool) -> WarehouseRun:
+
+    # Opened and closed on this thread: its SQLite connections must not be closed from another one.
+    with DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral() as instance:
+        return _materialize_in(instance, resources, full_refresh)
+
+
+def _materialize_in(instance: DagsterInstance, resources: dict[str, object], full_refresh: bool) -> WarehouseRun:
     from pipelines.assets.extraction import TARGET_PARTITIONS, raw_training_jobs
     from pipelines.definitions import ALL_ASSETS
     from pipelines.extraction.run import target_labels
 
     loggers = {"console": {"config": {"log_level": os.environ.get("SMW_LOG_LEVEL", "INFO")}}}
-    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
     labels = target_labels(resources["warehouse_config"].settings())  # type: ignore[attr-defined]
     instance.add_dynamic_partitions(TARGET_PARTITIONS.name, labels)
     extraction_config = {"ops": {"raw_training_jobs": {"config": {"full_refresh": full_refresh}}}, "loggers": loggers}
@@ -148,7 +155,10 @@ def _run_and_report(
         print(f"error: another run holds {where} ({busy}); try again when it has finished.", file=sys.stderr)
         return EXIT_FAILED
     if result.interrupted:
-        print("error: the run was stopped by a signal; the previous version stays published.", file=sys.stderr)
+        if result.materializations("published_warehouse"):
+            print("error: the run was stopped by a signal after it had published a new version.", file=sys.stderr)
+        else:
+            print("error: the run was stopped by a signal; the previous version stays published.", file=sys.stderr)
         return EXIT_INTERRUPTED
     if not result.success:
         for event in result.all_events:
@@ -252,8 +262,26 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-# One statement that only reads: DESCRIBE, SHOW and SUMMARIZE parse as SELECT, PRAGMA show_tables as PRAGMA.
-_QUERY_STATEMENTS = ("SELECT", "EXPLAIN", "PRAGMA")
+# One statement that only reads: DESCRIBE, SHOW and SUMMARIZE parse as SELECT. EXPLAIN only of a SELECT,
+# and never EXPLAIN ANALYZE, which runs the statement it explains.
+_EXPLAIN = re.compile(r"^\s*explain\s+", re.IGNORECASE)
+_EXPLAIN_ANALYZE = re.compile(r"^\s*explain\s+analy[sz]e\b", re.IGNORECASE)
+
+
+def _read_only_statement(sql: str) -> str | None:
+    """None if ``sql`` is one statement that only reads; else what it is, for the refusal."""
+    import duckdb
+
+    statements = duckdb.extract_statements(sql)
+    if len(statements) != 1:
+        return f"{len(statements)} statements"
+    kind = statements[0].type.name
+    if kind == "SELECT":
+        return None
+    if kind == "EXPLAIN" and not _EXPLAIN_ANALYZE.match(sql):
+        inner = duckdb.extract_statements(_EXPLAIN.sub("", sql, count=1))
+        return None if [s.type.name for s in inner] == ["SELECT"] else "an EXPLAIN of a statement that writes"
+    return "EXPLAIN ANALYZE" if kind == "EXPLAIN" else f"a {kind} statement"
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -262,19 +290,19 @@ def cmd_query(args: argparse.Namespace) -> int:
     from pipelines.config import load_settings
     from pipelines.storage.warehouse import DATABASE, connect_reader
 
-    warehouse = warehouse_path(Path(args.warehouse)) if args.warehouse else load_settings(args.config).warehouse
+    warehouse = (
+        warehouse_path(Path(args.warehouse), writable=False) if args.warehouse else load_settings(args.config).warehouse
+    )
     database = warehouse / DATABASE
     if not database.exists():
         print(f"error: no warehouse at {database}; run `sagemaker-warehouse run` (or `demo`) first.", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        statements = duckdb.extract_statements(args.sql)
+        found = _read_only_statement(args.sql)
     except duckdb.Error as error:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         return EXIT_CONFIG
-    kinds = [statement.type.name for statement in statements]
-    if len(kinds) != 1 or kinds[0] not in _QUERY_STATEMENTS:
-        found = f"{len(kinds)} statements" if len(kinds) != 1 else f"a {kinds[0]} statement"
+    if found is not None:
         print(
             f"error: query runs one read-only statement (SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN), not {found}; "
             "the warehouse is read-only here.",

@@ -21,10 +21,11 @@ CONFIG_ENV = "SMW_CONFIG"
 WAREHOUSE_ENV = "SMW_WAREHOUSE"
 REGIONS_ENV = "SMW_REGIONS"
 
-ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
-REGION_NAME = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
-ACCOUNT_ID = re.compile(r"^\d{12}$")
-ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# ASCII only, and \Z (not $, which also matches before a final newline): these become paths and ARNs.
+ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]{1,512}\Z")
+REGION_NAME = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]\Z")
+ACCOUNT_ID = re.compile(r"^[0-9]{12}\Z")
+ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 
 
 class ConfigError(ValueError):
@@ -105,21 +106,22 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         settings = replace(settings, warehouse=Path(environ[WAREHOUSE_ENV]))
     if environ.get(REGIONS_ENV):
         settings = replace(settings, regions=_regions(environ[REGIONS_ENV].split(","), REGIONS_ENV))
-    return replace(settings, warehouse=warehouse_path(settings.warehouse))
+    return replace(settings, warehouse=warehouse_path(settings.warehouse, writable=False))
 
 
-def warehouse_path(path: Path) -> Path:
-    """``path`` if it is a directory, or could be created as one, by this user; else a ConfigError."""
+def warehouse_path(path: Path, writable: bool = True) -> Path:
+    """``path`` if it is a directory, or could be created as one; a writer (``writable``) must also be
+    able to write it, a reader need not. Else a ConfigError."""
     if path.exists():
         if not path.is_dir():
             raise ConfigError(f"The warehouse {path} is a file, not a directory; point warehouse elsewhere.")
-        if not os.access(path, os.W_OK | os.X_OK):
+        if writable and not os.access(path, os.W_OK | os.X_OK):
             raise ConfigError(f"The warehouse directory {path} is not writable by this user; fix its permissions.")
         return path
     parent = path.absolute().parent
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    if not parent.is_dir() or (writable and not os.access(parent, os.W_OK | os.X_OK)):
         raise ConfigError(f"The warehouse {path} cannot be created: {parent} is not a writable directory.")
     return path
 

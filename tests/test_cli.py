@@ -71,6 +71,10 @@ def test_query_prints_results_and_refuses_every_escape_from_read_only(
         "select 1; select 2",
         f"EXPORT DATABASE '{tmp_path / 'exported'}'",
         "create temp table t as select 1",
+        "explain analyze create temp table t as select 1",
+        "EXPLAIN ANALYZE load parquet",
+        "explain analyze checkpoint",
+        "pragma enable_profiling",
         "select * from nowhere",
     ]
     for sql in escapes:

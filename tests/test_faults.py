@@ -16,10 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, main
+from pipelines.config import Settings
 from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.demo.fleet import FleetSpec, generate_fleet
+from pipelines.extraction.run import extract
+from pipelines.normalization.flatten import normalized_tables
 from pipelines.storage.raw import RAW_ERRORS, RAW_JOBS, parquet_files
-from pipelines.storage.warehouse import DATABASE, connect_reader
+from pipelines.storage.warehouse import DATABASE, PublicationRefused, connect_reader, publish, stage_normalized_tables
 from tests.conftest import FLEET_END
 from tests.test_normalization import renamed
 
@@ -311,3 +314,75 @@ def test_a_job_that_cannot_be_fetched_makes_the_run_exit_1_naming_it(
     aws.set_faults()
     assert main(["run", "--config", config]) == EXIT_OK
     assert len(published_arns(warehouse)) == SMALL.jobs
+
+
+def test_a_job_deleted_in_sagemaker_may_leave_but_no_other_job_may(
+    aws: LocalSageMaker, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DeleteTrainingJob exists: a published job whose raw record is lost, and that SageMaker no longer
+    has, is confirmed gone (not retried, not a failure) and leaves the warehouse; the others stay."""
+    import boto3
+
+    aws.load_fleet(SMALL)
+    monkeypatch.setenv("SMW_REGIONS", "us-east-1,eu-west-1")
+    warehouse = tmp_path / "warehouse"
+    assert main(["run", "--warehouse", str(warehouse)]) == EXIT_OK
+    damaged = Path(next(f for f in parquet_files(warehouse, RAW_JOBS) if "/eu-west-1/" in f))
+    held = pq.read_table(damaged, columns=["training_job_name", "training_job_status"]).to_pylist()
+    deleted = next(r["training_job_name"] for r in held if r["training_job_status"] == "Completed")
+    boto3.client("sagemaker", region_name="eu-west-1").delete_training_job(TrainingJobName=deleted)
+    damaged.unlink()
+
+    assert main(["run", "--warehouse", str(warehouse)]) == EXIT_OK
+    published = published_arns(warehouse)
+    assert len(published) == SMALL.jobs - 1 and not any(arn.endswith(f"/{deleted}") for arn in published)
+    aws.reset_stats()
+    assert main(["run", "--warehouse", str(warehouse)]) == EXIT_OK  # not retried, not a failure, next night
+    assert aws.stats()["calls"]["DescribeTrainingJob"] < 60  # only the jobs that can still change
+
+
+def test_publication_refuses_a_build_that_drops_a_published_job_or_follows_a_stop(
+    aws: LocalSageMaker, settings: Settings
+) -> None:
+    """Checked again at the moment of publication, under the build lock: another run may have published
+    since this build's checks, and a stop signal may have arrived."""
+    from pipelines import interrupts
+
+    aws.load_fleet(SMALL)
+    extract(settings)
+    names = [t.name for t in normalized_tables()]
+    publish(stage_normalized_tables(settings.warehouse, "v1")[0], names)
+    current = os.readlink(settings.warehouse / "current")
+    Path(parquet_files(settings.warehouse, RAW_JOBS)[0]).unlink()
+    with pytest.raises(PublicationRefused, match="published jobs are missing from the raw layer"):
+        publish(stage_normalized_tables(settings.warehouse, "v2")[0], names)
+    assert os.readlink(settings.warehouse / "current") == current
+
+    extract(settings)  # fetches the lost jobs again by name
+    interrupts._stopping.set()
+    try:
+        with pytest.raises(PublicationRefused, match="stopped by a signal"):
+            publish(stage_normalized_tables(settings.warehouse, "v3")[0], names)
+    finally:
+        interrupts._stopping.clear()
+    assert os.readlink(settings.warehouse / "current") == current
+    publish(stage_normalized_tables(settings.warehouse, "v4")[0], names)
+    assert len(published_arns(settings.warehouse)) == SMALL.jobs
+
+
+def test_the_writer_lock_excludes_other_threads_of_the_same_process(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipelines.storage.locks import WarehouseBusy, exclusive_warehouse, holds_warehouse
+
+    with exclusive_warehouse(tmp_path), exclusive_warehouse(tmp_path):  # re-entrant on its own thread
+        assert holds_warehouse(tmp_path)
+        with ThreadPoolExecutor(1) as other:
+            assert not other.submit(holds_warehouse, tmp_path).result()
+
+            def try_to_write() -> None:
+                with exclusive_warehouse(tmp_path, wait=False):
+                    pass
+
+            with pytest.raises(WarehouseBusy):
+                other.submit(try_to_write).result()

@@ -244,6 +244,8 @@ class FaultInjectingApp:
                 "AccessDeniedException",
                 f"User is not authorized to perform: sagemaker:{operation}",
             )
+        if operation == "DeleteTrainingJob":  # moto has none; as AWS documents it, for terminal jobs only
+            return self.delete_training_job(start_response, region, json.loads(body or b"{}"))
         if region in faults.fail_regions:
             return self.error(start_response, 503, "ServiceUnavailable", f"injected outage in {region}")
         if draw < faults.throttle_rate:
@@ -313,6 +315,25 @@ class FaultInjectingApp:
         headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
         start_response(captured["status"], [*headers, ("Content-Length", str(len(body)))])
         return [body]
+
+    def delete_training_job(
+        self, start_response: Callable[..., Any], region: str, request: dict[str, Any]
+    ) -> Iterable[bytes]:
+        name = request.get("TrainingJobName", "")
+        with _store_lock:
+            for account, backends in sagemaker_backends.items():
+                jobs = backends[region].training_jobs
+                job = jobs.get(name)
+                if job is None:
+                    continue
+                if job.record.get("TrainingJobStatus") not in ("Completed", "Failed", "Stopped"):
+                    break
+                del jobs[name]
+                _sorted_cache.pop((account, region), None)
+                body = b"{}"
+                start_response("200 OK", [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", "2")])
+                return [body]
+        return self.error(start_response, 400, "ValidationException", f"Could not delete training job '{name}'.")
 
     def error(self, start_response: Callable[..., Any], status: int, code: str, message: str) -> Iterable[bytes]:
         with self.lock:

@@ -35,6 +35,7 @@ from pipelines.extraction.retries import StopRequested
 from pipelines.interrupts import RunInterrupted
 from pipelines.storage.locks import extraction_lock_name, writer
 from pipelines.storage.raw import (
+    NOT_FOUND,
     RAW_ERRORS,
     RAW_JOBS,
     load_target_state,
@@ -66,6 +67,7 @@ class TargetReport:
     unchanged: int = 0  # fetched, identical to the stored record: not appended
     failed: int = 0  # planned but not fetched after every retry: missing or stale until the next run
     failed_codes: dict[str, int] = field(default_factory=dict)
+    gone: int = 0  # planned, but SageMaker says the job no longer exists (deleted)
     reasons: dict[str, int] = field(default_factory=dict)
     target_error: str | None = None  # the whole account/region could not be read
 
@@ -238,6 +240,11 @@ def _extract_target(
                             report.unchanged += 1  # fetched again, same record: nothing new to store
                         else:
                             rows.append(row)
+                    elif _not_found(outcome[1]):
+                        # Deleted in SageMaker (DeleteTrainingJob): recorded, never retried, not a failure.
+                        failures.pop(job.name, None)
+                        report.gone += 1
+                        errors.append({**_error_row(target, job.name, *outcome, run_id), "error_code": NOT_FOUND})
                     else:
                         failures[job.name] = outcome
                         errors.append(_error_row(target, job.name, *outcome, run_id))
@@ -264,7 +271,7 @@ def _extract_target(
 def _fetch_all(
     pool: ThreadPoolExecutor, client: Any, batch: Sequence[JobToFetch], stop: StopRequested
 ) -> list[dict[str, Any] | tuple[str, BaseException]]:
-    futures = [pool.submit(_fetch, client, job) for job in batch]
+    futures = [pool.submit(_fetch, client, job, stop) for job in batch]
     try:
         return [future.result() for future in futures]
     except BaseException:
@@ -275,6 +282,16 @@ def _fetch_all(
         for future in futures:
             future.cancel()
         raise
+
+
+def _not_found(error: BaseException) -> bool:
+    """SageMaker's answer for a job that does not exist (any more)."""
+    if not isinstance(error, botocore.exceptions.ClientError):
+        return False
+    code, message = error_code(error), str(error).lower()
+    return code in ("ResourceNotFound", "ResourceNotFoundException") or (
+        code == "ValidationException" and ("not found" in message or "could not find" in message)
+    )
 
 
 def _transient(failure: tuple[str, BaseException] | None) -> bool:
@@ -305,7 +322,9 @@ def _list_summaries(client: Any, created_after: datetime | None) -> Iterator[dic
         yield from page.get("TrainingJobSummaries", [])
 
 
-def _fetch(client: Any, job: JobToFetch) -> dict[str, Any] | tuple[str, BaseException]:
+def _fetch(client: Any, job: JobToFetch, stop: StopRequested) -> dict[str, Any] | tuple[str, BaseException]:
+    if stop.is_set():  # queued before the stop: no call, so no burst past the rate cap
+        return "DescribeTrainingJob", RunInterrupted("not fetched: the run was stopped")
     try:
         return fetch_job(client, job.name)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:

@@ -167,26 +167,42 @@ def unknown_members(connection: duckdb.DuckDBPyConnection) -> CheckOutcome:
     )
 
 
+GONE_FROM_SAGEMAKER = "_gone_from_sagemaker"  # staging only: names SageMaker answered 'not found' for
+
+
 def published_jobs_kept(connection: duckdb.DuckDBPyConnection, published_jobs: Path | None) -> CheckOutcome:
-    """Every job of the currently published warehouse is still in the staged ``jobs`` table. SageMaker
-    never deletes a training job, so a job that disappears means its raw record was lost (a damaged file
-    moved to quarantine, a file deleted by hand): publishing would silently drop it. The next
-    extraction fetches such jobs again by name."""
+    """Every job of the currently published warehouse is still in the staged ``jobs`` table, unless
+    SageMaker confirmed it is gone (DeleteTrainingJob: a Describe by name answered 'not found', or the
+    name now belongs to a newer job). A job that disappears otherwise means its raw record was lost (a
+    damaged file moved to quarantine, a file deleted by hand): publishing would silently drop it. The
+    next extraction fetches such jobs again by name."""
     if published_jobs is None or not published_jobs.exists():
         return CheckOutcome("no_published_job_lost", True, "nothing published yet", {"lost_jobs": 0})
     source = "'" + str(published_jobs).replace("'", "''") + "'"
-    lost = run(
+    has_gone = run(connection, f"select count(*) from duckdb_tables() where table_name = '{GONE_FROM_SAGEMAKER}'")
+    gone_names = f"select training_job_name from {GONE_FROM_SAGEMAKER}" if has_gone[0][0] else "select null"
+    count, examples, gone = run(
         connection,
-        f"select count(*), list(training_job_arn order by training_job_arn)[1:5] "
-        f"from read_parquet({source}) anti join {JOBS} using (training_job_arn)",
+        f"""
+        with missing as (
+            select published.training_job_arn, published.training_job_name,
+                   published.training_job_name in ({gone_names})
+                   or published.training_job_name in (select training_job_name from {JOBS}) as gone
+            from read_parquet({source}) published anti join {JOBS} using (training_job_arn)
+        )
+        select count(*) filter (not gone), list(training_job_arn order by training_job_arn) filter (not gone),
+               count(*) filter (gone)
+        from missing
+        """,
     )[0]
-    count, examples = int(lost[0]), list(lost[1] or [])
+    count, gone, examples = int(count), int(gone), list(examples or [])[:5]
+    left = f"; {gone} jobs deleted in SageMaker left the warehouse" if gone else ""
     return CheckOutcome(
         "no_published_job_lost",
         count == 0,
         f"{count} published jobs are missing from the raw layer (e.g. {', '.join(examples)}); the next run "
-        "fetches them again, and the previous version stays published meanwhile"
+        f"fetches them again, and the previous version stays published meanwhile{left}"
         if count
-        else "every published job is still present",
-        {"lost_jobs": count, "examples": examples},
+        else f"every published job is still present{left}",
+        {"lost_jobs": count, "deleted_in_sagemaker": gone, "examples": examples},
     )

@@ -7,9 +7,9 @@ Two levels, so that Dagster can still extract several accounts at once:
 - one lock per writer role, held exclusively by the step that writes: ``extract-<account>-<region>`` for
   an extraction, ``build`` for the normalization, model and publication steps.
 
-A process that holds the warehouse lock exclusively already owns everything, so the steps it runs
-in-process take nothing more. Locks are released by the kernel when the process dies, so a crash never
-leaves a stale lock behind. Readers never take a lock.
+A thread that holds the warehouse lock exclusively already owns everything, so the steps it runs
+in-process (on the same thread) take nothing more. Locks are released by the kernel when the process
+dies, so a crash never leaves a stale lock behind. Readers never take a lock.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ LOCKS = ".locks"
 WAREHOUSE = "warehouse"
 BUILD = "build"
 
-_held: dict[Path, int] = {}  # warehouse lock files this process holds exclusively -> nesting depth
+# (warehouse lock file, thread) -> nesting depth. Per thread: a Dagster in-process run executes its steps
+# on the thread that started it, and another thread of the same process is another writer.
+_held: dict[tuple[Path, int], int] = {}
 _held_lock = threading.Lock()
 
 
@@ -52,9 +54,9 @@ def holder(warehouse: Path, name: str = WAREHOUSE) -> str:
 
 
 def holds_warehouse(warehouse: Path) -> bool:
-    """Whether this process holds the whole warehouse exclusively (no other writer can exist)."""
+    """Whether this thread holds the whole warehouse exclusively (no other writer can exist)."""
     with _held_lock:
-        return _lock_path(warehouse, WAREHOUSE).resolve() in _held
+        return (_lock_path(warehouse, WAREHOUSE).resolve(), threading.get_ident()) in _held
 
 
 @contextmanager
@@ -87,7 +89,7 @@ def exclusive_warehouse(
     """Hold the whole warehouse for one run. Raises WarehouseBusy when ``wait`` is false and another
     process holds it (its holder text is the message)."""
     path = _lock_path(warehouse, WAREHOUSE)
-    key = path.resolve()
+    key = (path.resolve(), threading.get_ident())
     with _held_lock:
         nested = key in _held
         if nested:

@@ -106,6 +106,9 @@ def raw_job_row(
 
 
 QUARANTINE = "quarantine"
+# The error code stored for a job SageMaker says does not exist (DeleteTrainingJob removed it): it is
+# not retried, and it may leave the published warehouse (see checks.published_jobs_kept).
+NOT_FOUND = "NotFound"
 
 
 def quarantine_unreadable(
@@ -133,7 +136,10 @@ def quarantine_unreadable(
             relative = path.relative_to(warehouse)
             target = warehouse / QUARANTINE / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
+            try:
+                os.replace(path, target)
+            except FileNotFoundError:
+                continue  # another writer (an extraction, a build) moved it aside first
             moved.append(target)
             owner_account, owner_region = relative.parts[2], relative.parts[3]
             error_row = {
@@ -181,14 +187,18 @@ def load_target_state(warehouse: Path, account_id: str, region: str, published_j
         if error_files:
             rows = connection.execute(
                 """
-                select training_job_name, max(occurred_at)
+                select training_job_name, max(occurred_at), arg_max(error_code, occurred_at)
                 from read_parquet(?)
                 where training_job_name is not null
                 group by training_job_name
                 """,
                 [error_files],
             ).fetchall()
-            failed = {name for name, occurred in rows if name not in last_fetch or last_fetch[name] < occurred}
+            failed = {
+                name
+                for name, occurred, code in rows
+                if code != NOT_FOUND and (name not in last_fetch or last_fetch[name] < occurred)
+            }
         lost: set[str] = set()
         if published is not None:
             rows = connection.execute(

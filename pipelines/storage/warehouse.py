@@ -25,7 +25,9 @@ from pathlib import Path
 import duckdb
 
 from pipelines.config import CostSettings
+from pipelines.interrupts import stop_requested
 from pipelines.models.build import build_models
+from pipelines.normalization.checks import GONE_FROM_SAGEMAKER, JOBS, published_jobs_kept
 from pipelines.normalization.flatten import (
     LEFT_OUT,
     RAW_JSON,
@@ -36,7 +38,7 @@ from pipelines.normalization.flatten import (
 )
 from pipelines.pricing.refresh import refreshed_prices_file
 from pipelines.schemas import table
-from pipelines.storage.raw import RAW_JOBS, parquet_files, quarantine_unreadable
+from pipelines.storage.raw import NOT_FOUND, RAW_ERRORS, RAW_JOBS, parquet_files, quarantine_unreadable
 
 DATABASE = "sagemaker.duckdb"
 PARQUET = "parquet"
@@ -59,6 +61,7 @@ READER_CONFIG: dict[str, str | bool] = {
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
     "lock_configuration": True,
+    "temp_directory": "",  # no spilling: a reader writes nothing, not even temporary files
 }
 
 
@@ -150,18 +153,42 @@ def stage_normalized_tables(warehouse: Path, run_id: str) -> tuple[Staging, dict
                 "select null::varchar as training_job_arn, null::varchar as response_json where false",
             )
         counts = build_normalized_tables(connection, catalog=STAGED)
+        _stage_jobs_gone_from_sagemaker(connection, parquet_files(warehouse, RAW_ERRORS))
         run(connection, f"detach {STAGED}")
     shutil.rmtree(staging.root / "spill", ignore_errors=True)
     return staging, counts
 
 
+def _stage_jobs_gone_from_sagemaker(connection: duckdb.DuckDBPyConnection, error_files: list[str]) -> None:
+    """The names SageMaker answered 'not found' for (deleted jobs), for ``no_published_job_lost``."""
+    target = f"{STAGED}.main.{GONE_FROM_SAGEMAKER}"
+    run(connection, f"create or replace table {target} (training_job_name varchar)")
+    if error_files:
+        files = ", ".join(f"'{_quote(Path(f))}'" for f in error_files)
+        run(
+            connection,
+            f"insert into {target} select distinct training_job_name from read_parquet([{files}]) "
+            f"where error_code = '{NOT_FOUND}' and training_job_name is not null",
+        )
+
+
+class PublicationRefused(RuntimeError):
+    """The staged build must not become current (it would drop published jobs, or a stop was asked for)."""
+
+
 def publish(staging: Staging, table_names: list[str]) -> dict[str, Path]:
     """Export the staged tables to Parquet beside the staged database, then make both current in one
-    step. Returns the stable path of each table's Parquet file."""
+    step. Returns the stable path of each table's Parquet file. Refuses, leaving the current version in
+    place, when a stop signal has arrived or when the build would drop a job that is published now
+    (checked again here, under the build lock: another run may have published since this one's checks)."""
     warehouse = staging.warehouse
     with staging.connect() as connection:
+        kept = published_jobs_kept(connection, published_parquet(warehouse, JOBS))
+        if not kept.passed:
+            raise PublicationRefused(f"Not published: {kept.description}.")
         run(connection, f"drop view if exists {RAW_JSON}")
         run(connection, f"drop table if exists {LEFT_OUT}")
+        run(connection, f"drop table if exists {GONE_FROM_SAGEMAKER}")
         run(connection, "checkpoint")
     connection = staging.connect(read_only=True)
     try:
@@ -179,6 +206,8 @@ def publish(staging: Staging, table_names: list[str]) -> dict[str, Path]:
     shutil.rmtree(version, ignore_errors=True)
     os.replace(staging.root, version)
     os.utime(version)  # its age orders the versions kept for readers
+    if stop_requested():
+        raise PublicationRefused("Not published: the run was stopped by a signal; the previous version stays.")
     _swap_symlink(warehouse / CURRENT, Path(VERSIONS) / staging.run_id)  # the one step that publishes
     _ensure_stable_links(warehouse)
     _remove_old_versions(warehouse, keep=staging.run_id)
@@ -226,8 +255,8 @@ def _remove_old_versions(warehouse: Path, keep: str) -> None:
 
 
 def remove_abandoned_staging(warehouse: Path, active_run_id: str, min_age_seconds: float) -> list[str]:
-    """Staging areas of runs that died before publishing, older than ``min_age_seconds`` (0 when the
-    caller holds the whole warehouse, so that no other build can be using one). Returns their names."""
+    """Staging areas of runs that died before publishing, older than ``min_age_seconds``. Returns their
+    names."""
     root = warehouse / STAGING
     removed = []
     if root.exists():
