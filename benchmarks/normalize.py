@@ -59,7 +59,8 @@ def run_warehouse(warehouse: str) -> dict:
     from pipelines.config import CostSettings
     from pipelines.models.build import PRICES, build_order
     from pipelines.normalization.flatten import normalized_tables
-    from pipelines.storage.warehouse import publish, stage_models, stage_normalized_tables
+    from pipelines.warehouse.build import stage_models, stage_normalized_tables
+    from pipelines.warehouse.publication import publish
 
     started = time.perf_counter()
     staging, counts = stage_normalized_tables(Path(warehouse), "bench")

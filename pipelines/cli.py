@@ -196,7 +196,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.demo.endpoint import LocalSageMaker, aws_environment
     from pipelines.demo.fleet import FleetSpec
-    from pipelines.storage.summary import print_summary
+    from pipelines.summary import print_summary
 
     warehouse = warehouse_path(Path(args.warehouse))
     print(f"Starting a local SageMaker endpoint with a demo fleet of {args.jobs} training jobs ...")
@@ -288,7 +288,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     import duckdb
 
     from pipelines.config import load_settings
-    from pipelines.storage.warehouse import DATABASE, connect_reader
+    from pipelines.storage.layout import DATABASE
+    from pipelines.warehouse.publication import connect_reader
 
     warehouse = (
         warehouse_path(Path(args.warehouse), writable=False) if args.warehouse else load_settings(args.config).warehouse

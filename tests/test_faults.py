@@ -21,8 +21,10 @@ from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.demo.fleet import FleetSpec, generate_fleet
 from pipelines.extraction.run import extract
 from pipelines.normalization.flatten import normalized_tables
+from pipelines.storage.layout import DATABASE
 from pipelines.storage.raw import RAW_ERRORS, RAW_JOBS, parquet_files
-from pipelines.storage.warehouse import DATABASE, PublicationRefused, connect_reader, publish, stage_normalized_tables
+from pipelines.warehouse.build import stage_normalized_tables
+from pipelines.warehouse.publication import PublicationRefused, connect_reader, publish
 from tests.conftest import FLEET_END
 from tests.test_normalization import renamed
 
@@ -196,7 +198,7 @@ def test_a_deleted_raw_file_never_shrinks_the_published_warehouse(
 def test_a_failure_during_publication_leaves_the_previous_version_whole(
     aws: LocalSageMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipelines.storage import warehouse as storage
+    from pipelines.warehouse import publication as storage
 
     aws.load_fleet(SMALL)
     monkeypatch.setenv("SMW_REGIONS", "us-east-1,eu-west-1")

@@ -28,17 +28,13 @@ from pipelines.extraction.redaction import redact
 from pipelines.extraction.run import extract
 from pipelines.models.build import build_models
 from pipelines.normalization import checks
-from pipelines.normalization.flatten import (
-    SchemaMismatch,
-    build_normalized_tables,
-    build_table,
-    load_latest_records,
-    normalized_tables,
-    table_sql,
-)
+from pipelines.normalization.flatten import build_normalized_tables, load_latest_records, normalized_tables
 from pipelines.schemas import table
+from pipelines.sql import SchemaMismatch, build_table, table_sql
+from pipelines.storage.layout import DATABASE
 from pipelines.storage.raw import RAW_JOBS, raw_job_row
-from pipelines.storage.warehouse import DATABASE, publish, stage_normalized_tables
+from pipelines.warehouse.build import stage_normalized_tables
+from pipelines.warehouse.publication import publish
 
 FETCHED = datetime(2026, 11, 2, tzinfo=UTC)
 

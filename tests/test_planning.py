@@ -6,8 +6,9 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from pipelines.extraction.aws import RateLimiter
-from pipelines.extraction.planning import StoredJob, TargetState, listing_start, plan_fetches
+from pipelines.extraction.planning import listing_start, plan_fetches
 from pipelines.extraction.redaction import REDACTED, redact
+from pipelines.storage.raw import StoredJob, TargetState
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 

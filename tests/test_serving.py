@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from pipelines.cli import materialize_all
 from pipelines.demo.endpoint import LocalSageMaker
-from pipelines.storage.warehouse import DATABASE
+from pipelines.storage.layout import DATABASE
 from tests.test_normalization import renamed
 
 

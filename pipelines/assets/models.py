@@ -2,14 +2,14 @@
 
 from dagster import AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, AssetSpec, MaterializeResult, multi_asset
 
-from pipelines.assets.metadata import column_schema
-from pipelines.assets.normalization import TABLE_NAMES, check_result
+from pipelines.assets.metadata import check_result, column_schema
+from pipelines.assets.normalization import TABLE_NAMES
 from pipelines.assets.resources import WAREHOUSE_WRITER_POOL, WarehouseConfig
 from pipelines.models import checks
 from pipelines.models.build import PARAMETER_TABLES, PRICES, build_order, model_dependencies
 from pipelines.schemas import table
 from pipelines.storage.locks import BUILD, writer
-from pipelines.storage.warehouse import Staging, stage_models
+from pipelines.warehouse.build import Staging, stage_models
 
 MODEL_NAMES = build_order()
 PRICE_AND_MODEL_NAMES = [PRICES, *MODEL_NAMES]
@@ -32,15 +32,8 @@ def _spec(name: str) -> AssetSpec:
 @multi_asset(
     specs=[_spec(name) for name in PRICE_AND_MODEL_NAMES],
     check_specs=[
-        AssetCheckSpec("one_row_per_job", asset="job_costs", blocking=True),
-        AssetCheckSpec("no_negative_cost", asset="job_costs", blocking=True),
-        AssetCheckSpec("total_matches_job_costs", asset="cost_daily", blocking=True),
-        AssetCheckSpec(
-            "unpriced_instance_types",
-            asset="job_costs",
-            blocking=False,
-            description="Instance types with no price: their jobs' costs are null, never zero.",
-        ),
+        AssetCheckSpec(check.name, asset=check.asset, blocking=check.blocking, description=check.description)
+        for check in checks.MODEL_CHECKS
     ],
     pool=WAREHOUSE_WRITER_POOL,
 )
@@ -54,7 +47,6 @@ def models(context: AssetExecutionContext, warehouse_config: WarehouseConfig):  
     for name in PRICE_AND_MODEL_NAMES:
         yield MaterializeResult(asset_key=name, metadata={"dagster/row_count": counts[name]})
     with staging.connect(read_only=True) as connection:
-        yield check_result("job_costs", checks.one_cost_row_per_job(connection))
-        yield check_result("job_costs", checks.no_negative_cost(connection))
-        yield check_result("cost_daily", checks.daily_total_matches_job_costs(connection))
-        yield check_result("job_costs", checks.unpriced_instance_types(connection), AssetCheckSeverity.WARN)
+        for check in checks.MODEL_CHECKS:
+            severity = AssetCheckSeverity.ERROR if check.blocking else AssetCheckSeverity.WARN
+            yield check_result(check.asset, check(connection), severity)

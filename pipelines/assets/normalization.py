@@ -1,7 +1,6 @@
 """Normalized tables: flattened from the raw layer into the staging database, and checked."""
 
 from dagster import (
-    AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
@@ -10,18 +9,14 @@ from dagster import (
     multi_asset,
 )
 
-from pipelines.assets.metadata import column_schema
+from pipelines.assets.metadata import check_result, column_schema
 from pipelines.assets.resources import WAREHOUSE_WRITER_POOL, WarehouseConfig
 from pipelines.normalization import checks
 from pipelines.normalization.flatten import normalized_tables
+from pipelines.storage.layout import published_parquet
 from pipelines.storage.locks import BUILD, writer
 from pipelines.storage.raw import RAW_JOBS
-from pipelines.storage.warehouse import (
-    ABANDONED_AFTER_SECONDS,
-    published_parquet,
-    remove_abandoned_staging,
-    stage_from_raw,
-)
+from pipelines.warehouse.build import ABANDONED_AFTER_SECONDS, remove_abandoned_staging, stage_from_raw
 
 TABLES = normalized_tables()
 TABLE_NAMES = [t.name for t in TABLES]
@@ -101,16 +96,3 @@ def normalized(context: AssetExecutionContext, warehouse_config: WarehouseConfig
         yield check_result(checks.JOBS, checks.unknown_members(connection), AssetCheckSeverity.WARN)
         published = published_parquet(settings.warehouse, checks.JOBS)
         yield check_result(checks.JOBS, checks.published_jobs_kept(connection, published))
-
-
-def check_result(
-    asset: str, outcome: checks.CheckOutcome, severity: AssetCheckSeverity = AssetCheckSeverity.ERROR
-) -> AssetCheckResult:
-    return AssetCheckResult(
-        asset_key=asset,
-        check_name=outcome.name,
-        passed=outcome.passed,
-        severity=severity,
-        description=outcome.description,
-        metadata=outcome.metadata,
-    )

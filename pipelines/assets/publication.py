@@ -7,8 +7,10 @@ from dagster import AssetExecutionContext, AssetKey, FreshnessPolicy, Materializ
 from pipelines.assets.models import PRICE_AND_MODEL_NAMES
 from pipelines.assets.normalization import TABLE_NAMES
 from pipelines.assets.resources import WAREHOUSE_WRITER_POOL, WarehouseConfig
+from pipelines.storage.layout import DATABASE, PARQUET
 from pipelines.storage.locks import BUILD, writer
-from pipelines.storage.warehouse import DATABASE, PARQUET, Staging, publish
+from pipelines.warehouse.build import Staging
+from pipelines.warehouse.publication import publish
 
 PUBLISHED_TABLES = [*TABLE_NAMES, *PRICE_AND_MODEL_NAMES]
 

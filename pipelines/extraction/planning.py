@@ -10,45 +10,11 @@ to quarantine) are fetched again even when the listing no longer reaches them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
-SETTLED_WARM_POOL_STATUSES = frozenset({"Terminated", "Reused"})
-
-
-@dataclass(frozen=True)
-class StoredJob:
-    """What the raw layer knows of a job as of its latest fetch."""
-
-    arn: str
-    name: str
-    creation_time: datetime
-    last_modified_time: datetime | None
-    status: str
-    warm_pool_status: str | None
-    response_sha256: str = ""
-
-    @property
-    def can_change(self) -> bool:
-        """Still running, or still retaining (and billing) a warm pool."""
-        if self.status not in TERMINAL_STATUSES:
-            return True
-        return self.warm_pool_status is not None and self.warm_pool_status not in SETTLED_WARM_POOL_STATUSES
-
-
-@dataclass(frozen=True)
-class TargetState:
-    """The stored state of one account and region."""
-
-    jobs: dict[str, StoredJob] = field(default_factory=dict)  # by ARN
-    failed_names: frozenset[str] = frozenset()  # jobs whose latest fetch attempt failed
-    lost_names: frozenset[str] = frozenset()  # published jobs whose raw records are gone (a damaged file)
-
-    @property
-    def newest_creation_time(self) -> datetime | None:
-        return max((job.creation_time for job in self.jobs.values()), default=None)
+from pipelines.storage.raw import StoredJob, TargetState
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from pipelines.extraction.describe import fetch_job, register_hooks
 from pipelines.extraction.planning import JobToFetch, listing_start, plan_fetches
 from pipelines.extraction.retries import StopRequested
 from pipelines.interrupts import RunInterrupted
+from pipelines.storage.layout import published_parquet
 from pipelines.storage.locks import extraction_lock_name, writer
 from pipelines.storage.raw import (
     NOT_FOUND,
@@ -45,7 +46,6 @@ from pipelines.storage.raw import (
     remove_stale_temporaries,
     write_rows,
 )
-from pipelines.storage.warehouse import published_parquet
 
 logger = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import duckdb
 import pyarrow as pa
 
 from pipelines.config import CostSettings
-from pipelines.normalization.flatten import SQL_DIR, build_table, run, table_sql
 from pipelines.pricing.prices import effective_prices
 from pipelines.schemas import all_tables, table
+from pipelines.sql import SQL_DIR, build_table, literal, run, table_sql
 
 MODELS_FOLDER = "models"
 PRICES = "instance_prices"
@@ -58,17 +58,13 @@ def model_dependencies(name: str) -> frozenset[str]:
     jobs)``, this project's style for inputs) counts as reading that table."""
     with duckdb.connect() as connection:
         tree = json.loads(
-            run(connection, f"select json_serialize_sql({_literal(table_sql(name, MODELS_FOLDER))})")[0][0]
+            run(connection, f"select json_serialize_sql({literal(table_sql(name, MODELS_FOLDER))})")[0][0]
         )
     if tree.get("error"):
         raise ValueError(f"sql/models/{name}.sql does not parse: {tree.get('error_message')}")
     ctes = _ctes(tree)
     inputs = {cte for cte, body in ctes.items() if cte in _base_tables(body)}
     return frozenset((_base_tables(tree) - set(ctes)) | inputs)
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def build_order() -> list[str]:
@@ -93,7 +89,7 @@ def load_parameters(
         f"create or replace temp table cost_parameters as select {float(costs.storage_usd_per_gb_month)}::double "
         "as storage_usd_per_gb_month",
     )
-    rows = ", ".join(f"({_literal(key)}, {position})" for position, key in enumerate(costs.allocation_tags))
+    rows = ", ".join(f"({literal(key)}, {position})" for position, key in enumerate(costs.allocation_tags))
     run(
         connection,
         f"create or replace temp table allocation_tags as select * from (values {rows}) t(tag_key, tag_position)",

@@ -1,11 +1,14 @@
-"""Checks on the cost models, as SQL over a connection holding them."""
+"""Checks on the cost models, as SQL over a connection holding them. :data:`MODEL_CHECKS` declares each
+one once (name, asset, whether it blocks publication); the Dagster asset derives its specs from it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import duckdb
 
-from pipelines.normalization.checks import CheckOutcome
-from pipelines.normalization.flatten import run
+from pipelines.sql import CheckOutcome, run
 
 COST_COLUMNS = ("compute_cost_usd", "warm_pool_cost_usd", "storage_cost_usd", "total_cost_usd", "spot_savings_usd")
 
@@ -75,3 +78,44 @@ def unpriced_instance_types(connection: duckdb.DuckDBPyConnection) -> CheckOutco
         f"no price for {found}; add them to a prices file (costs.prices_file)" if found else "every instance is priced",
         {"unpriced": found},
     )
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    name: str
+    asset: str
+    blocking: bool  # a failure keeps the build from being published; otherwise a warning
+    description: str
+    evaluate: Callable[[duckdb.DuckDBPyConnection], CheckOutcome]
+
+    def __call__(self, connection: duckdb.DuckDBPyConnection) -> CheckOutcome:
+        outcome = self.evaluate(connection)
+        if outcome.name != self.name:  # one name, declared here: the function must report it
+            raise RuntimeError(f"{self.evaluate.__name__} reports {outcome.name!r}, declared {self.name!r}")
+        return outcome
+
+
+MODEL_CHECKS = [
+    ModelCheck(
+        "one_row_per_job",
+        "job_costs",
+        True,
+        "Every job has exactly one cost row, and no row points at no job.",
+        one_cost_row_per_job,
+    ),
+    ModelCheck("no_negative_cost", "job_costs", True, "No cost column is negative.", no_negative_cost),
+    ModelCheck(
+        "total_matches_job_costs",
+        "cost_daily",
+        True,
+        "The daily rollup sums to the same total as job_costs, to the cent.",
+        daily_total_matches_job_costs,
+    ),
+    ModelCheck(
+        "unpriced_instance_types",
+        "job_costs",
+        False,
+        "Instance types with no price: their jobs' costs are null, never zero.",
+        unpriced_instance_types,
+    ),
+]

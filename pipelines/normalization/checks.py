@@ -7,25 +7,16 @@ so that a failure keeps the staged tables from being published.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import duckdb
 
 from pipelines.aws_model import structure_paths
-from pipelines.normalization.flatten import LEFT_OUT, PARENT_TABLE, RAW_JSON, run
+from pipelines.normalization.flatten import LEFT_OUT, PARENT_TABLE, RAW_JSON
 from pipelines.schemas import TableSchema
+from pipelines.sql import CheckOutcome, literal, run
 
 JOBS = PARENT_TABLE
-
-
-@dataclass(frozen=True)
-class CheckOutcome:
-    name: str
-    passed: bool
-    description: str
-    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def unique_key(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> CheckOutcome:
@@ -178,7 +169,7 @@ def published_jobs_kept(connection: duckdb.DuckDBPyConnection, published_jobs: P
     next extraction fetches such jobs again by name."""
     if published_jobs is None or not published_jobs.exists():
         return CheckOutcome("no_published_job_lost", True, "nothing published yet", {"lost_jobs": 0})
-    source = "'" + str(published_jobs).replace("'", "''") + "'"
+    source = literal(published_jobs)
     has_gone = run(connection, f"select count(*) from duckdb_tables() where table_name = '{GONE_FROM_SAGEMAKER}'")
     gone_names = f"select training_job_name from {GONE_FROM_SAGEMAKER}" if has_gone[0][0] else "select null"
     count, examples, gone = run(

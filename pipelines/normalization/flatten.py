@@ -19,20 +19,10 @@ from collections.abc import Sequence
 import duckdb
 
 from pipelines.aws_model import duckdb_json_structure
-from pipelines.resources import resource_dir
 from pipelines.schemas import TableSchema, all_tables
+from pipelines.sql import build_table, literal, run, table_sql
 
-SQL_DIR = resource_dir("sql")
 NORMALIZED_LAYER = "tables"
-
-
-class SchemaMismatch(RuntimeError):
-    """A table's SQL does not produce the columns its schema declares."""
-
-
-def run(connection: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:
-    """Execute ``sql`` and drain its result (DuckDB 2 wants every result consumed before the next)."""
-    return connection.execute(sql).fetchall()
 
 
 def members_read_by_sql() -> frozenset[str]:
@@ -44,10 +34,6 @@ def members_read_by_sql() -> frozenset[str]:
 
 def normalized_tables() -> list[TableSchema]:
     return [t for t in all_tables().values() if t.layer == NORMALIZED_LAYER]
-
-
-def table_sql(name: str, folder: str = "normalized") -> str:
-    return (SQL_DIR / folder / f"{name}.sql").read_text()
 
 
 RECORDS = "latest_records"
@@ -77,8 +63,8 @@ def load_latest_records(connection: duckdb.DuckDBPyConnection, source: str, view
     table built from it comes out in the same order for the same input. Also creates the view
     ``latest_raw_json`` (ARN and stored JSON text) for the checks, in ``view_catalog`` if given.
     Returns the job count."""
-    structure = json.dumps(duckdb_json_structure(wanted=members_read_by_sql())).replace("'", "''")
-    columns = f"account_id, region, fetched_at, json_transform(response_json, '{structure}') as job"
+    structure = literal(json.dumps(duckdb_json_structure(wanted=members_read_by_sql())))
+    columns = f"account_id, region, fetched_at, json_transform(response_json, {structure}) as job"
     run(
         connection,
         f"create or replace table {RECORDS} as {_LATEST.format(source=source, columns=columns)}"
@@ -94,24 +80,7 @@ def load_latest_records(connection: duckdb.DuckDBPyConnection, source: str, view
 
 def raw_source(files: Sequence[str]) -> str:
     """A ``read_parquet`` over raw files, as a relation ``load_latest_records`` accepts."""
-    quoted = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    return f"read_parquet([{quoted}])"
-
-
-def build_table(connection: duckdb.DuckDBPyConnection, declared: TableSchema, sql: str, catalog: str = "") -> int:
-    """Create ``declared`` from ``sql``. Rows keep the order of ``latest_records`` (by ARN, then list
-    position), so equal inputs give equal tables without sorting each one."""
-    produced = [row[0] for row in run(connection, f"describe ({sql})")]
-    if produced != declared.column_names:
-        raise SchemaMismatch(
-            f"{declared.name}: the SQL produces columns {produced} but schemas/ declares {declared.column_names}"
-        )
-    target = f'"{catalog}"."{declared.name}"' if catalog else f'"{declared.name}"'
-    run(connection, f"drop table if exists {target}")
-    run(connection, declared.duckdb_ddl(enforce_not_null=False).replace(f'"{declared.name}"', target, 1))
-    casts = ", ".join(f'cast("{c.name}" as {c.duckdb_type}) as "{c.name}"' for c in declared.columns)
-    run(connection, f"insert into {target} select {casts} from ({sql})")
-    return int(run(connection, f"select count(*) from {target}")[0][0])
+    return f"read_parquet([{', '.join(literal(f) for f in files)}])"
 
 
 LEFT_OUT = "_rows_left_out"  # staging only: rows that broke their table's contract (dropped at publication)

@@ -14,12 +14,11 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pipelines.config import ConfigError
+from pipelines.config import REGION_NAME, ConfigError
 
 BUNDLED = Path(__file__).resolve().parent / "training_prices.csv"
 REQUIRED = ("region", "instance_type", "usd_per_hour")
-REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
-INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")
+INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9-]+\.[a-z0-9]+\Z")
 
 
 class PriceFileError(ConfigError):
@@ -65,7 +64,7 @@ def read_price_file(path: Path, default_source: str | None = None) -> list[Price
 def _parse_row(row: dict[str, str | None], where: str, default_source: str) -> Price:
     region = (row.get("region") or "").strip()
     instance_type = (row.get("instance_type") or "").strip()
-    if not REGION.match(region):
+    if not REGION_NAME.match(region):
         raise PriceFileError(f"{where}: region {region!r} is not an AWS region name such as us-east-1.")
     if not INSTANCE_TYPE.match(instance_type):
         raise PriceFileError(f"{where}: instance_type {instance_type!r} is not a SageMaker type such as ml.g5.xlarge.")

@@ -11,6 +11,7 @@ import hashlib
 import os
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,44 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.aws_model import dumps
-from pipelines.extraction.planning import StoredJob, TargetState
 from pipelines.schemas import table
+
+TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
+SETTLED_WARM_POOL_STATUSES = frozenset({"Terminated", "Reused"})
+
+
+@dataclass(frozen=True)
+class StoredJob:
+    """What the raw layer knows of a job as of its latest fetch."""
+
+    arn: str
+    name: str
+    creation_time: datetime
+    last_modified_time: datetime | None
+    status: str
+    warm_pool_status: str | None
+    response_sha256: str = ""
+
+    @property
+    def can_change(self) -> bool:
+        """Still running, or still retaining (and billing) a warm pool."""
+        if self.status not in TERMINAL_STATUSES:
+            return True
+        return self.warm_pool_status is not None and self.warm_pool_status not in SETTLED_WARM_POOL_STATUSES
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """The stored state of one account and region."""
+
+    jobs: dict[str, StoredJob] = field(default_factory=dict)  # by ARN
+    failed_names: frozenset[str] = frozenset()  # jobs whose latest fetch attempt failed
+    lost_names: frozenset[str] = frozenset()  # published jobs whose raw records are gone (a damaged file)
+
+    @property
+    def newest_creation_time(self) -> datetime | None:
+        return max((job.creation_time for job in self.jobs.values()), default=None)
+
 
 RAW_JOBS = "raw_training_jobs"
 RAW_ERRORS = "raw_extraction_errors"

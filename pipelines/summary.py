@@ -7,8 +7,8 @@ from pathlib import Path
 import duckdb
 
 from pipelines.normalization.flatten import normalized_tables
+from pipelines.storage.layout import DATABASE
 from pipelines.storage.raw import RAW_ERRORS, RAW_JOBS, parquet_files
-from pipelines.storage.warehouse import DATABASE
 
 _JOBS_BY_STATUS = """
 select region, training_job_status, count(*) as jobs

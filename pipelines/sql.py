@@ -1,0 +1,67 @@
+"""Running SQL in DuckDB and building schema-checked tables: the one place for quoting and for
+``CREATE TABLE`` from a declaration, shared by normalization, the models and the warehouse build.
+
+``sql/`` holds one ``select`` per table (``sql/normalized/``) or model (``sql/models/``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from pipelines.resources import resource_dir
+from pipelines.schemas import TableSchema
+
+SQL_DIR = resource_dir("sql")
+
+
+class SchemaMismatch(RuntimeError):
+    """A table's SQL does not produce the columns its schema declares."""
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """The result of a data-quality check query; the Dagster assets turn it into an asset check."""
+
+    name: str
+    passed: bool
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def run(connection: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:
+    """Execute ``sql`` and drain its result (DuckDB 2 wants every result consumed before the next)."""
+    return connection.execute(sql).fetchall()
+
+
+def literal(value: str | Path) -> str:
+    """``value`` as a SQL string literal."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def identifier(name: str) -> str:
+    """``name`` as a quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def table_sql(name: str, folder: str = "normalized") -> str:
+    return (SQL_DIR / folder / f"{name}.sql").read_text()
+
+
+def build_table(connection: duckdb.DuckDBPyConnection, declared: TableSchema, sql: str, catalog: str = "") -> int:
+    """Create ``declared`` from ``sql``. Rows keep the order of ``latest_records`` (by ARN, then list
+    position), so equal inputs give equal tables without sorting each one."""
+    produced = [row[0] for row in run(connection, f"describe ({sql})")]
+    if produced != declared.column_names:
+        raise SchemaMismatch(
+            f"{declared.name}: the SQL produces columns {produced} but schemas/ declares {declared.column_names}"
+        )
+    target = f'"{catalog}"."{declared.name}"' if catalog else f'"{declared.name}"'
+    run(connection, f"drop table if exists {target}")
+    run(connection, declared.duckdb_ddl(enforce_not_null=False).replace(f'"{declared.name}"', target, 1))
+    casts = ", ".join(f'cast("{c.name}" as {c.duckdb_type}) as "{c.name}"' for c in declared.columns)
+    run(connection, f"insert into {target} select {casts} from ({sql})")
+    return int(run(connection, f"select count(*) from {target}")[0][0])

@@ -1,0 +1,26 @@
+"""Where things are in a warehouse directory: the published paths readers use, and the folders behind
+them. Only names and paths: the code that writes them lives in ``storage.raw`` and ``warehouse``.
+
+```
+warehouse/
+  sagemaker.duckdb -> current/sagemaker.duckdb     fixed links: the paths readers and BI tools use
+  parquet          -> current/parquet
+  current          -> .versions/<run>               the one pointer, swapped by a single rename
+  .versions/<run>/ .staging/<run>/ raw/ quarantine/ .locks/
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DATABASE = "sagemaker.duckdb"
+PARQUET = "parquet"
+CURRENT = "current"
+VERSIONS = ".versions"
+STAGING = ".staging"
+
+
+def published_parquet(warehouse: Path, table_name: str) -> Path:
+    """The stable path of a published table's Parquet file (it follows ``current``)."""
+    return warehouse / PARQUET / table_name / "data.parquet"
