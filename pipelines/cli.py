@@ -25,7 +25,6 @@ from dagster import (
     DagsterEvent,
     DagsterInstance,
     ExecuteInProcessResult,
-    materialize,
 )
 
 from pipelines.config import ConfigError, warehouse_path
@@ -96,34 +95,34 @@ def _materialize_all(resources: dict[str, object], full_refresh: bool) -> Wareho
 
 
 def _materialize_in(instance: DagsterInstance, resources: dict[str, object], full_refresh: bool) -> WarehouseRun:
-    from pipelines.assets.extraction import TARGET_PARTITIONS, raw_training_jobs
-    from pipelines.definitions import ALL_ASSETS
-    from pipelines.extraction.run import target_labels
+    from pipelines.definitions import (
+        BUILD_JOB,
+        EXTRACT_JOB,
+        extraction_run_config,
+        make_definitions,
+        register_partitions,
+    )
 
+    settings = resources["warehouse_config"].settings()  # type: ignore[attr-defined]
+    definitions = make_definitions(settings, resources)
     loggers = {"console": {"config": {"log_level": os.environ.get("SMW_LOG_LEVEL", "INFO")}}}
-    labels = target_labels(resources["warehouse_config"].settings())  # type: ignore[attr-defined]
-    instance.add_dynamic_partitions(TARGET_PARTITIONS.name, labels)
-    extraction_config = {"ops": {"raw_training_jobs": {"config": {"full_refresh": full_refresh}}}, "loggers": loggers}
     runs = []
-    for label in labels:
+    for label in register_partitions(instance, settings):
         if stop_requested():
             return WarehouseRun(runs, interrupted=True)
         runs.append(
-            materialize(
-                [raw_training_jobs],
-                partition_key=label,
-                resources=resources,
-                run_config=extraction_config,
+            definitions.resolve_job_def(EXTRACT_JOB).execute_in_process(
+                run_config={**extraction_run_config(full_refresh), "loggers": loggers},
                 instance=instance,
+                partition_key=label,
                 raise_on_error=False,
             )
         )
     if stop_requested():  # nothing new is published after a stop was asked for
         return WarehouseRun(runs, interrupted=True)
-    build = [asset for asset in ALL_ASSETS if asset is not raw_training_jobs]
     runs.append(
-        materialize(
-            build, resources=resources, run_config={"loggers": loggers}, instance=instance, raise_on_error=False
+        definitions.resolve_job_def(BUILD_JOB).execute_in_process(
+            run_config={"loggers": loggers}, instance=instance, raise_on_error=False
         )
     )
     return WarehouseRun(runs, interrupted=stop_requested())

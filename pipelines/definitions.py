@@ -4,8 +4,11 @@
 objects in-process.
 """
 
+from typing import Any
+
 from dagster import (
     AssetSelection,
+    DagsterInstance,
     DefaultScheduleStatus,
     Definitions,
     RunRequest,
@@ -35,21 +38,31 @@ def build_resources(
 SETTINGS = load_settings()  # $SMW_CONFIG; a malformed file stops the code location with its one-line reason
 
 # Extraction runs once per account/region partition; the build (flatten, model, check, publish) runs once
-# over everything stored. The CLI runs the same two jobs' assets in the same order, in-process.
+# over everything stored. The CLI runs these same two jobs, in-process, in that order.
+EXTRACT_JOB, BUILD_JOB = "extract_training_jobs", "build_warehouse"
 extract_job = define_asset_job(
-    "extract_training_jobs", selection=AssetSelection.assets(raw_training_jobs), partitions_def=TARGET_PARTITIONS
+    EXTRACT_JOB, selection=AssetSelection.assets(raw_training_jobs), partitions_def=TARGET_PARTITIONS
 )
-build_job = define_asset_job(
-    "build_warehouse", selection=AssetSelection.all() - AssetSelection.assets(raw_training_jobs)
-)
+build_job = define_asset_job(BUILD_JOB, selection=AssetSelection.all() - AssetSelection.assets(raw_training_jobs))
+
+
+def extraction_run_config(full_refresh: bool) -> dict[str, Any]:
+    """The run config of one extraction run: incremental, or a full refresh."""
+    return {"ops": {"raw_training_jobs": {"config": {"full_refresh": full_refresh}}}}
+
+
+def register_partitions(instance: DagsterInstance, settings: Settings) -> list[str]:
+    """Register the configured account/region partitions with ``instance``; returns their keys."""
+    labels = target_labels(settings)
+    instance.add_dynamic_partitions(TARGET_PARTITIONS.name, labels)
+    return labels
 
 
 def extraction_requests(context: ScheduleEvaluationContext, settings: Settings, full_refresh: bool) -> list[RunRequest]:
     """Register the configured account/region partitions, then ask for one extraction run per partition."""
-    labels = target_labels(settings)
-    context.instance.add_dynamic_partitions(TARGET_PARTITIONS.name, labels)
+    labels = register_partitions(context.instance, settings)
     stamp = context.scheduled_execution_time.strftime("%Y%m%dT%H%M") if context.scheduled_execution_time else "now"
-    run_config = {"ops": {"raw_training_jobs": {"config": {"full_refresh": full_refresh}}}}
+    run_config = extraction_run_config(full_refresh)
     return [RunRequest(run_key=f"{stamp}-{label}", partition_key=label, run_config=run_config) for label in labels]
 
 
@@ -84,9 +97,14 @@ def build_schedules(settings: Settings) -> list[ScheduleDefinition]:
     ]
 
 
-defs = Definitions(
-    assets=ALL_ASSETS,
-    jobs=[extract_job, build_job],
-    schedules=build_schedules(SETTINGS),
-    resources=build_resources(),
-)
+def make_definitions(settings: Settings, resources: dict[str, object]) -> Definitions:
+    """The code location: what ``dagster dev`` loads, and what the CLI runs with its own resources."""
+    return Definitions(
+        assets=ALL_ASSETS,
+        jobs=[extract_job, build_job],
+        schedules=build_schedules(settings),
+        resources=resources,
+    )
+
+
+defs = make_definitions(SETTINGS, build_resources())
