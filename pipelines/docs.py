@@ -1,7 +1,7 @@
-"""The README's data dictionary, generated from ``schemas/`` so that it cannot drift.
+"""The data dictionary (docs/data-dictionary.md), generated from ``schemas/`` so that it cannot drift.
 
-``python -m pipelines.docs`` rewrites the section between the markers in README.md; a test fails when
-the README and the schemas disagree.
+``python -m pipelines.docs`` rewrites the section between the markers; a test fails when the page and the
+schemas disagree. A development tool: it reads and writes the source checkout, not the installed package.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pipelines.schemas import all_tables
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+DATA_DICTIONARY = Path(__file__).resolve().parent.parent / "docs" / "data-dictionary.md"
 START, END = "<!-- data-dictionary:start -->", "<!-- data-dictionary:end -->"
 
 
@@ -20,7 +20,7 @@ def data_dictionary() -> str:
     sections = []
     for declared in all_tables().values():
         lines = [
-            f"#### `{declared.name}` ({declared.layer})",
+            f"## `{declared.name}` ({declared.layer})",
             "",
             declared.description,
             "",
@@ -36,16 +36,16 @@ def data_dictionary() -> str:
     return "\n\n".join(sections)
 
 
-def render(readme_text: str) -> str:
+def render(page: str) -> str:
     pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
-    if not pattern.search(readme_text):
-        raise ValueError(f"README.md has no {START} ... {END} section")
-    return pattern.sub(lambda _: f"{START}\n{data_dictionary()}\n{END}", readme_text)
+    if not pattern.search(page):
+        raise ValueError(f"{DATA_DICTIONARY.name} has no {START} ... {END} section")
+    return pattern.sub(lambda _: f"{START}\n{data_dictionary()}\n{END}", page)
 
 
 def main() -> int:
-    README.write_text(render(README.read_text()))
-    print(f"Rewrote the data dictionary in {README}")
+    DATA_DICTIONARY.write_text(render(DATA_DICTIONARY.read_text()))
+    print(f"Rewrote the data dictionary in {DATA_DICTIONARY}")
     return 0
 
 

@@ -17,7 +17,7 @@ from pipelines.cli import EXIT_FAILED, main, materialize_all
 from pipelines.config import load_settings
 from pipelines.definitions import ALL_ASSETS, build_job, build_resources, build_schedules, defs, extract_job
 from pipelines.demo.endpoint import LocalSageMaker
-from pipelines.docs import README, render
+from pipelines.docs import DATA_DICTIONARY, render
 from pipelines.normalization.flatten import normalized_tables
 from pipelines.schemas import all_tables, table
 from pipelines.storage.raw import RAW_JOBS
@@ -127,8 +127,8 @@ def test_demo_command_runs_the_whole_product(tmp_path: Path) -> None:
 
 
 def test_readme_data_dictionary_matches_the_schemas() -> None:
-    readme = README.read_text()
-    assert render(readme) == readme, "run `python -m pipelines.docs` to regenerate the README's data dictionary"
+    readme = DATA_DICTIONARY.read_text()
+    assert render(readme) == readme, "run `python -m pipelines.docs` to regenerate docs/data-dictionary.md"
     for name in all_tables():
         assert f"`{name}`" in readme
 

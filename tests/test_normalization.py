@@ -249,7 +249,8 @@ def test_a_table_whose_sql_drifts_from_its_schema_is_refused(demo_tables: duckdb
 
 def test_readme_queries_answer_on_the_demo_fleet(demo_tables: duckdb.DuckDBPyConnection) -> None:
     build_models(demo_tables, CostSettings())
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    root = Path(__file__).resolve().parent.parent
+    readme = "\n".join(path.read_text() for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))])
     queries = [block.split("```")[0] for block in readme.split("```sql\n")[1:]]
     table_queries = [q for q in queries if "read_parquet" not in q]
     assert len(table_queries) >= 8
