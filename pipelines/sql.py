@@ -62,6 +62,10 @@ def build_table(connection: duckdb.DuckDBPyConnection, declared: TableSchema, sq
     target = f'"{catalog}"."{declared.name}"' if catalog else f'"{declared.name}"'
     run(connection, f"drop table if exists {target}")
     run(connection, declared.duckdb_ddl(enforce_not_null=False).replace(f'"{declared.name}"', target, 1))
+    # The declared descriptions travel with the table, so BI tools and `describe` show them.
+    run(connection, f"comment on table {target} is {literal(declared.description)}")
+    for column in declared.columns:
+        run(connection, f"comment on column {target}.{identifier(column.name)} is {literal(column.description)}")
     casts = ", ".join(f'cast("{c.name}" as {c.duckdb_type}) as "{c.name}"' for c in declared.columns)
     run(connection, f"insert into {target} select {casts} from ({sql})")
     return int(run(connection, f"select count(*) from {target}")[0][0])

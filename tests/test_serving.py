@@ -10,7 +10,9 @@ import sqlalchemy as sa
 
 from pipelines.cli import materialize_all
 from pipelines.demo.endpoint import LocalSageMaker
+from pipelines.schemas import all_tables
 from pipelines.storage.layout import DATABASE
+from pipelines.warehouse.publication import connect_reader
 from tests.test_normalization import renamed
 
 
@@ -36,3 +38,28 @@ def test_a_sqlalchemy_reader_queries_every_table_and_survives_a_publication(
     # ... and a new one sees the new data.
     with engine.connect() as reconnected:
         assert reconnected.execute(sa.text("select count(*) from jobs")).scalar() == len(fleet) + 1
+
+
+def test_published_tables_and_columns_carry_their_declared_descriptions(
+    fleet: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What BI tools show as a table's or column's description is the sentence from schemas/."""
+    monkeypatch.setenv("SMW_REGIONS", "us-east-1,eu-west-1")
+    warehouse = tmp_path / "warehouse"
+    assert materialize_all(warehouse=str(warehouse)).success
+    with connect_reader(warehouse / DATABASE) as connection:
+        tables = dict(connection.execute("select table_name, comment from duckdb_tables()").fetchall())
+        columns = {
+            (t, c): comment
+            for t, c, comment in connection.execute(
+                "select table_name, column_name, comment from duckdb_columns()"
+            ).fetchall()
+        }
+    published = {name for name, declared in all_tables().items() if declared.layer != "raw"}
+    assert set(tables) == published
+    for name in published:
+        declared = all_tables()[name]
+        assert tables[name] == declared.description
+        assert {c.name: columns[(name, c.name)] for c in declared.columns} == {
+            c.name: c.description for c in declared.columns
+        }
