@@ -42,7 +42,7 @@ spread as (
         select *, unnest(generate_series(date_trunc('day', start_at), end_at, interval 1 day)) as day
         from intervals
         where end_at > start_at
-    )
+    ) as job_days
     where day < end_at
     union all
     -- Zero-length or never-started intervals: all on one day.

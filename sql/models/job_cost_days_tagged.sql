@@ -41,7 +41,7 @@ final as (
     join jobs using (training_job_arn)
     cross join allocation_tags
     left join tags
-        on tags.training_job_arn = job_cost_days.training_job_arn and tags.key = allocation_tags.tag_key
+        on job_cost_days.training_job_arn = tags.training_job_arn and allocation_tags.tag_key = tags.key
 )
 
 select * from final

@@ -38,7 +38,7 @@ priced_fleet as (
     from fleet
     join jobs using (training_job_arn)
     left join instance_prices
-        on instance_prices.region = jobs.region and instance_prices.instance_type = fleet.instance_type
+        on jobs.region = instance_prices.region and fleet.instance_type = instance_prices.instance_type
 ),
 
 clusters as (

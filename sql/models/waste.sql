@@ -35,7 +35,7 @@ ranked_reasons as (
     select
         *,
         row_number() over (
-            partition by month, allocation_tag_key, allocation_tag_value order by jobs desc, failure_reason
+            partition by month, allocation_tag_key, allocation_tag_value order by jobs desc, failure_reason asc
         ) as rank
     from reason_counts
 ),
@@ -45,7 +45,7 @@ reasons as (
         month,
         allocation_tag_key,
         allocation_tag_value,
-        string_agg(failure_reason || ' (' || jobs || ')', '; ' order by jobs desc, failure_reason)
+        string_agg(failure_reason || ' (' || jobs || ')', '; ' order by jobs desc, failure_reason asc)
             as top_failure_reasons
     from ranked_reasons
     where rank <= 3
