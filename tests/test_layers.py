@@ -94,3 +94,13 @@ def test_the_layer_rule_catches_upward_and_sideways_imports() -> None:
         "pipelines.models.build imports pipelines.normalization.flatten",
         "pipelines.storage.raw imports pipelines.extraction.planning",
     ]
+
+
+def test_the_wheel_lists_every_package() -> None:
+    """pyproject.toml names the packages explicitly (sql/ and schemas/ are mapped into the wheel), so a new
+    package left off the list would be missing from an installed wheel while an editable install hides it."""
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(path.parent.relative_to(PACKAGE.parent).parts) for path in PACKAGE.rglob("__init__.py")}
+    assert on_disk <= listed, f"add to [tool.setuptools] packages: {sorted(on_disk - listed)}"
