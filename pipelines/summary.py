@@ -33,8 +33,9 @@ def print_summary(warehouse: Path, api_calls: dict[str, int] | None = None) -> N
         print(connection.sql(_JOBS_BY_STATUS))
     error_files = parquet_files(warehouse, RAW_ERRORS)
     if error_files:
-        errors = duckdb.sql("select count(*) from read_parquet($files)", params={"files": error_files}).fetchone()
-        print(f"  extraction errors recorded so far: {errors[0] if errors else 0}")
+        with duckdb.connect() as connection:
+            errors = connection.execute("select count(*) from read_parquet(?)", [error_files]).fetchall()[0][0]
+        print(f"  extraction errors recorded so far: {errors}")
     if api_calls:
         print("  API calls: " + ", ".join(f"{op} {n}" for op, n in sorted(api_calls.items())))
     print(f"\nQuery it with any DuckDB client, read-only: {database}")

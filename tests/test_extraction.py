@@ -18,10 +18,9 @@ from pipelines.aws_model import dumps
 from pipelines.config import Account, Settings
 from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.demo.fleet import SECRET_ENVIRONMENT_KEYS, FleetSpec, generate_fleet
-from pipelines.extraction.planning import TERMINAL_STATUSES
 from pipelines.extraction.redaction import REDACTED, redact
 from pipelines.extraction.run import extract
-from pipelines.storage.raw import RAW_ERRORS, RAW_JOBS, parquet_files
+from pipelines.storage.raw import RAW_ERRORS, RAW_JOBS, TERMINAL_STATUSES, parquet_files
 from tests.conftest import FLEET_END
 
 

@@ -23,6 +23,7 @@ from pipelines.extraction.run import extract
 from pipelines.normalization.flatten import normalized_tables
 from pipelines.storage.layout import DATABASE
 from pipelines.storage.raw import RAW_ERRORS, RAW_JOBS, parquet_files
+from pipelines.summary import print_summary
 from pipelines.warehouse.build import stage_normalized_tables
 from pipelines.warehouse.publication import PublicationRefused, connect_reader, publish
 from tests.conftest import FLEET_END
@@ -316,6 +317,9 @@ def test_a_job_that_cannot_be_fetched_makes_the_run_exit_1_naming_it(
     aws.set_faults()
     assert main(["run", "--config", config]) == EXIT_OK
     assert len(published_arns(warehouse)) == SMALL.jobs
+    capsys.readouterr()
+    print_summary(warehouse)  # what `demo` prints: it counts the errors recorded on the way
+    assert "extraction errors recorded so far: 2" in capsys.readouterr().out  # two rounds of the first run
 
 
 def test_a_job_deleted_in_sagemaker_may_leave_but_no_other_job_may(

@@ -373,3 +373,31 @@ def test_a_reader_with_an_open_connection_keeps_working_during_publication(
     report = json.loads(out)
     assert len(report["counts_while_open"]) == 1  # one consistent version, the whole time
     assert report["jobs_after_reconnect"] == len(fleet) + 5
+
+
+def test_a_lost_job_is_never_excused_by_a_namesake_elsewhere(tmp_path: Path) -> None:
+    """Names are unique only within one account and region: us-east-1's lost `foo` is not excused by
+    eu-west-1's `foo`, nor by a 'not found' answered for `foo` in another region."""
+    arn = "arn:aws:sagemaker:{}:123456789012:training-job/foo"
+    published = tmp_path / "jobs.parquet"
+    rows = [("123456789012", region, arn.format(region), "foo") for region in ("us-east-1", "eu-west-1")]
+    connection = duckdb.connect()
+    connection.execute(
+        "create table published "
+        "(account_id varchar, region varchar, training_job_arn varchar, training_job_name varchar)"
+    )
+    connection.executemany("insert into published values (?, ?, ?, ?)", rows)
+    connection.execute(f"copy published to '{published}' (format parquet)")
+    connection.execute("create table jobs as select training_job_arn from published where region = 'eu-west-1'")
+    kept = checks.published_jobs_kept(connection, published)  # no record of deleted jobs at all
+    assert (
+        not kept.passed and kept.metadata["lost_jobs"] == 1 and kept.metadata["examples"] == [arn.format("us-east-1")]
+    )
+    connection.execute(
+        f"create table {checks.GONE_FROM_SAGEMAKER} as "
+        "select '123456789012' as account_id, 'ap-south-1' as region, 'foo' as training_job_name"
+    )
+    assert not checks.published_jobs_kept(connection, published).passed
+    connection.execute(f"insert into {checks.GONE_FROM_SAGEMAKER} values ('123456789012', 'us-east-1', 'foo')")
+    confirmed = checks.published_jobs_kept(connection, published)
+    assert confirmed.passed and confirmed.metadata["deleted_in_sagemaker"] == 1

@@ -163,22 +163,25 @@ GONE_FROM_SAGEMAKER = "_gone_from_sagemaker"  # staging only: names SageMaker an
 
 def published_jobs_kept(connection: duckdb.DuckDBPyConnection, published_jobs: Path | None) -> CheckOutcome:
     """Every job of the currently published warehouse is still in the staged ``jobs`` table, unless
-    SageMaker confirmed it is gone (DeleteTrainingJob: a Describe by name answered 'not found', or the
-    name now belongs to a newer job). A job that disappears otherwise means its raw record was lost (a
+    SageMaker confirmed it is gone (DeleteTrainingJob: a Describe by name in its account and region
+    answered 'not found'). A job that disappears otherwise means its raw record was lost (a
     damaged file moved to quarantine, a file deleted by hand): publishing would silently drop it. The
     next extraction fetches such jobs again by name."""
     if published_jobs is None or not published_jobs.exists():
         return CheckOutcome("no_published_job_lost", True, "nothing published yet", {"lost_jobs": 0})
     source = literal(published_jobs)
     has_gone = run(connection, f"select count(*) from duckdb_tables() where table_name = '{GONE_FROM_SAGEMAKER}'")
-    gone_names = f"select training_job_name from {GONE_FROM_SAGEMAKER}" if has_gone[0][0] else "select null"
+    gone_jobs = (
+        f"select account_id, region, training_job_name from {GONE_FROM_SAGEMAKER}"
+        if has_gone[0][0]
+        else "select null::varchar, null::varchar, null::varchar where false"
+    )
     count, examples, gone = run(
         connection,
         f"""
         with missing as (
-            select published.training_job_arn, published.training_job_name,
-                   published.training_job_name in ({gone_names})
-                   or published.training_job_name in (select training_job_name from {JOBS}) as gone
+            select published.training_job_arn,
+                   (published.account_id, published.region, published.training_job_name) in ({gone_jobs}) as gone
             from read_parquet({source}) published anti join {JOBS} using (training_job_arn)
         )
         select count(*) filter (not gone), list(training_job_arn order by training_job_arn) filter (not gone),

@@ -110,15 +110,19 @@ def stage_normalized_tables(warehouse: Path, run_id: str) -> tuple[Staging, dict
 
 
 def _stage_jobs_gone_from_sagemaker(connection: duckdb.DuckDBPyConnection, error_files: list[str]) -> None:
-    """The names SageMaker answered 'not found' for (deleted jobs), for ``no_published_job_lost``."""
+    """The jobs SageMaker answered 'not found' for (deleted), by account, region and name (a name is only
+    unique within one account and region), for ``no_published_job_lost``."""
     target = f"{STAGED}.main.{GONE_FROM_SAGEMAKER}"
-    run(connection, f"create or replace table {target} (training_job_name varchar)")
+    run(
+        connection,
+        f"create or replace table {target} (account_id varchar, region varchar, training_job_name varchar)",
+    )
     if error_files:
         files = ", ".join(literal(f) for f in error_files)
         run(
             connection,
-            f"insert into {target} select distinct training_job_name from read_parquet([{files}]) "
-            f"where error_code = '{NOT_FOUND}' and training_job_name is not null",
+            f"insert into {target} select distinct account_id, region, training_job_name "
+            f"from read_parquet([{files}]) where error_code = '{NOT_FOUND}' and training_job_name is not null",
         )
 
 
