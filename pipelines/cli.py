@@ -142,8 +142,7 @@ def _run_and_report(
     # Preflight, before Dagster starts: a malformed config or price file, missing credentials or an
     # unknown region is one sentence on stderr, not a step failure buried in a run log.
     settings = load_settings(config_file)
-    if warehouse:
-        warehouse_path(Path(warehouse))
+    warehouse_path(Path(warehouse) if warehouse else settings.warehouse)  # a directory this user can write
     effective_prices(Path(prices_file) if prices_file else settings.costs.prices_file)
     resolve_targets(settings)
     started = time.monotonic()
@@ -229,7 +228,8 @@ def cmd_prices_refresh(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     if args.warehouse:
-        settings = replace(settings, warehouse=warehouse_path(Path(args.warehouse)))
+        settings = replace(settings, warehouse=Path(args.warehouse))
+    warehouse_path(settings.warehouse)  # written to: a directory this user can write
     session = base_session()
     regions = resolve_regions(session, settings.regions)
     prices = fetch_training_prices(regions, session)
@@ -279,8 +279,8 @@ def _read_only_statement(sql: str) -> str | None:
         return None
     if kind == "EXPLAIN" and not _EXPLAIN_ANALYZE.match(sql):
         inner = duckdb.extract_statements(_EXPLAIN.sub("", sql, count=1))
-        return None if [s.type.name for s in inner] == ["SELECT"] else "an EXPLAIN of a statement that writes"
-    return "EXPLAIN ANALYZE" if kind == "EXPLAIN" else f"a {kind} statement"
+        return None if [s.type.name for s in inner] == ["SELECT"] else "an EXPLAIN of something other than a SELECT"
+    return "EXPLAIN ANALYZE (it runs the statement)" if kind == "EXPLAIN" else f"a {kind} statement"
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -290,9 +290,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     from pipelines.storage.layout import DATABASE
     from pipelines.warehouse.publication import connect_reader
 
-    warehouse = (
-        warehouse_path(Path(args.warehouse), writable=False) if args.warehouse else load_settings(args.config).warehouse
-    )
+    chosen = Path(args.warehouse) if args.warehouse else load_settings(args.config).warehouse
+    warehouse = warehouse_path(chosen, writable=False)  # reading needs no write access
     database = warehouse / DATABASE
     if not database.exists():
         print(f"error: no warehouse at {database}; run `sagemaker-warehouse run` (or `demo`) first.", file=sys.stderr)
@@ -326,6 +325,16 @@ def cmd_query(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sagemaker-warehouse", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -348,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("sql", help='for example "select * from cost_monthly limit 10"')
     query.add_argument("--warehouse", help="warehouse directory (default: the config's, else ./warehouse)")
     query.add_argument("--config", help="YAML config file (default: $SMW_CONFIG)")
-    query.add_argument("--max-rows", type=int, default=40, help="rows to print (default 40)")
+    query.add_argument("--max-rows", type=_positive, default=40, help="rows to print (default 40)")
     query.set_defaults(func=cmd_query)
 
     prices = commands.add_parser("prices", help="manage the hourly prices the cost models use")
@@ -359,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.set_defaults(func=cmd_prices_refresh)
 
     demo = commands.add_parser("demo", help="run the whole pipeline against a local endpoint with a demo fleet")
-    demo.add_argument("--jobs", type=int, default=2000, help="how many demo training jobs (default 2000)")
+    demo.add_argument("--jobs", type=_positive, default=2000, help="how many demo training jobs (default 2000)")
     demo.add_argument("--seed", type=int, default=7, help="the demo fleet's random seed")
     demo.add_argument("--warehouse", default="warehouse", help="warehouse directory (default ./warehouse)")
     demo.set_defaults(func=cmd_demo)

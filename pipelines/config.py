@@ -106,7 +106,7 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         settings = replace(settings, warehouse=Path(environ[WAREHOUSE_ENV]))
     if environ.get(REGIONS_ENV):
         settings = replace(settings, regions=_regions(environ[REGIONS_ENV].split(","), REGIONS_ENV))
-    return replace(settings, warehouse=warehouse_path(settings.warehouse, writable=False))
+    return settings
 
 
 def warehouse_path(path: Path, writable: bool = True) -> Path:

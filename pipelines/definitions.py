@@ -15,6 +15,7 @@ from dagster import (
     ScheduleDefinition,
     ScheduleEvaluationContext,
     define_asset_job,
+    definitions,
     schedule,
 )
 
@@ -34,8 +35,6 @@ def build_resources(
 ) -> dict[str, object]:
     return {"warehouse_config": WarehouseConfig(config_file=config_file, warehouse=warehouse, prices_file=prices_file)}
 
-
-SETTINGS = load_settings()  # $SMW_CONFIG; a malformed file stops the code location with its one-line reason
 
 # Extraction runs once per account/region partition; the build (flatten, model, check, publish) runs once
 # over everything stored. The CLI runs these same two jobs, in-process, in that order.
@@ -107,4 +106,9 @@ def make_definitions(settings: Settings, resources: dict[str, object]) -> Defini
     )
 
 
-defs = make_definitions(SETTINGS, build_resources())
+@definitions
+def defs() -> Definitions:
+    """The code location ``dagster dev`` loads, from ``$SMW_CONFIG``: loaded when Dagster asks for it, not
+    when the module is imported (the CLI imports it with its own ``--config``). A malformed file stops the
+    code location with its one-line reason."""
+    return make_definitions(load_settings(), build_resources())

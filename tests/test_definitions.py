@@ -15,7 +15,8 @@ from pipelines.assets.extraction import TARGET_PARTITIONS
 from pipelines.assets.resources import WAREHOUSE_WRITER_POOL
 from pipelines.cli import EXIT_FAILED, main, materialize_all
 from pipelines.config import load_settings
-from pipelines.definitions import ALL_ASSETS, build_job, build_resources, build_schedules, defs, extract_job
+from pipelines.definitions import ALL_ASSETS, build_job, build_resources, build_schedules, extract_job
+from pipelines.definitions import defs as load_defs
 from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.docs import DATA_DICTIONARY, render
 from pipelines.normalization.flatten import normalized_tables
@@ -24,11 +25,11 @@ from pipelines.storage.raw import RAW_JOBS
 
 
 def test_definitions_load_with_every_asset_check_and_resource() -> None:
-    job = defs.resolve_implicit_global_asset_job_def()
+    job = load_defs().resolve_implicit_global_asset_job_def()
     graph = job.asset_layer.asset_graph
     tables = [t.name for t in normalized_tables()]
     assert {AssetKey(RAW_JOBS), AssetKey("published_warehouse"), *map(AssetKey, tables)} <= graph.get_all_asset_keys()
-    assert "warehouse_config" in defs.resources
+    assert "warehouse_config" in load_defs().resources
     check_keys = graph.asset_check_keys
     for name in tables:
         assert AssetCheckKey(AssetKey(name), "unique_key") in check_keys
@@ -49,7 +50,7 @@ def test_definitions_load_with_every_asset_check_and_resource() -> None:
 
 
 def test_asset_column_metadata_comes_from_the_schema_declaration() -> None:
-    spec = defs.resolve_assets_def(AssetKey(RAW_JOBS)).specs_by_key[AssetKey(RAW_JOBS)]
+    spec = load_defs().resolve_assets_def(AssetKey(RAW_JOBS)).specs_by_key[AssetKey(RAW_JOBS)]
     columns = spec.metadata["dagster/column_schema"].columns
     assert [c.name for c in columns] == table(RAW_JOBS).column_names
     assert all(c.description for c in columns)
@@ -148,25 +149,26 @@ def test_workspace_file_loads_in_dagster() -> None:
 
 
 def test_schedules_partitions_pools_retries_and_freshness_target_what_they_should() -> None:
-    extraction = defs.resolve_assets_def(AssetKey(RAW_JOBS))
+    extraction = load_defs().resolve_assets_def(AssetKey(RAW_JOBS))
     assert extraction.partitions_def == TARGET_PARTITIONS
-    extract = defs.resolve_job_def("extract_training_jobs")
+    extract = load_defs().resolve_job_def("extract_training_jobs")
     assert extract.asset_layer.executable_asset_keys == {AssetKey(RAW_JOBS)}
-    build = defs.resolve_job_def("build_warehouse")
+    build = load_defs().resolve_job_def("build_warehouse")
     built = build.asset_layer.executable_asset_keys
     assert {AssetKey("jobs"), AssetKey("cost_daily"), AssetKey("published_warehouse")} <= built
     assert AssetKey(RAW_JOBS) not in built
 
-    nightly = defs.resolve_schedule_def("nightly_extraction_schedule")
+    nightly = load_defs().resolve_schedule_def("nightly_extraction_schedule")
     assert (nightly.cron_schedule, nightly.execution_timezone, nightly.job_name) == (
         "0 2 * * *",
         "UTC",
         "extract_training_jobs",
     )
-    build_schedule = defs.resolve_schedule_def("nightly_build_schedule")
+    build_schedule = load_defs().resolve_schedule_def("nightly_build_schedule")
     assert (build_schedule.cron_schedule, build_schedule.job_name) == ("0 3 * * *", "build_warehouse")
 
     assert extraction.op.retry_policy is not None and extraction.op.retry_policy.max_retries >= 1
+    defs = load_defs()
     writers = [defs.resolve_assets_def(AssetKey(name)).op for name in ("jobs", "job_costs", "published_warehouse")]
     assert {op.pool for op in writers} == {WAREHOUSE_WRITER_POOL}
     assert extraction.op.pool is None  # extraction only appends raw files: it may overlap a writer
@@ -237,3 +239,20 @@ def test_every_description_is_a_whole_sentence_and_reaches_dagster_whole() -> No
         assert shown == {c.name: c.description for c in declared.columns}
     failure = next(c for c in all_tables()["jobs"].columns if c.name == "failure_reason")
     assert failure.description == "Why the job failed, when it failed."
+
+
+def test_importing_the_code_location_reads_no_settings(tmp_path: Path) -> None:
+    """The CLI imports definitions.py with its own --config: a broken $SMW_CONFIG must not be read then,
+    only when Dagster loads the code location."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("extraction: {max_workers: .nan}\n")
+    environment = {**os.environ, "SMW_CONFIG": str(broken)}
+    imported = subprocess.run([sys.executable, "-c", "import pipelines.definitions"], env=environment)
+    assert imported.returncode == 0
+    loaded = subprocess.run(
+        [sys.executable, "-c", "from pipelines.definitions import defs; defs()"],
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
+    assert loaded.returncode != 0 and "max_workers must be a whole number" in loaded.stderr

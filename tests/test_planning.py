@@ -103,3 +103,15 @@ def test_rate_limiter_holds_the_average_rate() -> None:
         limiter.acquire()
     # 50 tokens are available at once, the next 50 come at 50 per second: at least ~1 second.
     assert time.monotonic() - started >= 0.9
+
+
+def test_lost_jobs_are_fetched_by_name_and_deleted_ones_are_not_asked_again() -> None:
+    deleted_while_running = stored("deleted", "InProgress", minutes=-10_000)  # outside the listing window
+    still_running = stored("running", "InProgress", minutes=-10_000)
+    state = TargetState(
+        jobs={j.arn: j for j in (deleted_while_running, still_running)},
+        lost_names=frozenset({"raw-file-damaged"}),
+        gone_names=frozenset({"deleted"}),
+    )
+    reasons = {job.name: job.reason for job in plan_fetches([], state, full_refresh=False)}
+    assert reasons == {"running": "can-change", "raw-file-damaged": "lost"}

@@ -21,7 +21,8 @@ class WarehouseConfig(ConfigurableResource):
     def settings(self) -> Settings:
         settings = load_settings(self.config_file)
         if self.warehouse:
-            settings = replace(settings, warehouse=warehouse_path(Path(self.warehouse)))
+            settings = replace(settings, warehouse=Path(self.warehouse))
         if self.prices_file:
             settings = replace(settings, costs=replace(settings.costs, prices_file=Path(self.prices_file)))
-        return settings
+        # The pipeline writes the warehouse: it must be a directory this user can write, or create.
+        return replace(settings, warehouse=warehouse_path(settings.warehouse))

@@ -52,7 +52,8 @@ def plan_fetches(summaries: Iterable[dict[str, Any]], state: TargetState, full_r
             continue
         plan[name] = JobToFetch(name, summary.get("CreationTime"), reason)
     for stored in state.jobs.values():
-        if stored.name not in plan and stored.can_change:
+        # A job deleted while it could still change: SageMaker said 'not found'; asking again is pointless.
+        if stored.name not in plan and stored.can_change and stored.name not in state.gone_names:
             plan[stored.name] = JobToFetch(stored.name, stored.creation_time, "can-change")
     for name in sorted(state.failed_names - plan.keys()):
         plan[name] = JobToFetch(name, None, "retry")

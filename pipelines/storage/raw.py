@@ -54,6 +54,7 @@ class TargetState:
     jobs: dict[str, StoredJob] = field(default_factory=dict)  # by ARN
     failed_names: frozenset[str] = frozenset()  # jobs whose latest fetch attempt failed
     lost_names: frozenset[str] = frozenset()  # published jobs whose raw records are gone (a damaged file)
+    gone_names: frozenset[str] = frozenset()  # SageMaker answered 'not found' since their last fetch (deleted)
 
     @property
     def newest_creation_time(self) -> datetime | None:
@@ -221,6 +222,7 @@ def load_target_state(warehouse: Path, account_id: str, region: str, published_j
                 jobs[arn] = StoredJob(arn, name, created, modified, status, warm_pool, sha256)
                 last_fetch[name] = fetched
         failed: set[str] = set()
+        gone: set[str] = set()
         if error_files:
             rows = connection.execute(
                 """
@@ -231,11 +233,11 @@ def load_target_state(warehouse: Path, account_id: str, region: str, published_j
                 """,
                 [error_files],
             ).fetchall()
-            failed = {
-                name
-                for name, occurred, code in rows
-                if code != NOT_FOUND and (name not in last_fetch or last_fetch[name] < occurred)
-            }
+            since_last_fetch = [
+                (name, code) for name, occurred, code in rows if name not in last_fetch or last_fetch[name] < occurred
+            ]
+            failed = {name for name, code in since_last_fetch if code != NOT_FOUND}
+            gone = {name for name, code in since_last_fetch if code == NOT_FOUND}
         lost: set[str] = set()
         if published is not None:
             rows = connection.execute(
@@ -243,6 +245,8 @@ def load_target_state(warehouse: Path, account_id: str, region: str, published_j
                 [str(published), account_id, region],
             ).fetchall()
             lost = {name for arn, name in rows if arn not in jobs}
-        return TargetState(jobs=jobs, failed_names=frozenset(failed), lost_names=frozenset(lost))
+        return TargetState(
+            jobs=jobs, failed_names=frozenset(failed), lost_names=frozenset(lost), gone_names=frozenset(gone)
+        )
     finally:
         connection.close()

@@ -75,13 +75,13 @@ def publish(staging: Staging, table_names: list[str]) -> dict[str, Path]:
     finally:
         connection.close()
     _sync_tree(staging.root)
+    if stop_requested():  # before the staging folder becomes a version, so it evicts no version readers use
+        raise PublicationRefused("Not published: the run was stopped by a signal; the previous version stays.")
     version = warehouse / VERSIONS / staging.run_id
     version.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(version, ignore_errors=True)
     os.replace(staging.root, version)
     os.utime(version)  # its age orders the versions kept for readers
-    if stop_requested():
-        raise PublicationRefused("Not published: the run was stopped by a signal; the previous version stays.")
     _swap_symlink(warehouse / CURRENT, Path(VERSIONS) / staging.run_id)  # the one step that publishes
     _ensure_stable_links(warehouse)
     _remove_old_versions(warehouse, keep=staging.run_id)
