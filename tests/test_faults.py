@@ -82,6 +82,16 @@ def test_a_throttling_storm_never_ends_in_false_success_and_the_next_run_complet
 SMALL = FleetSpec(jobs=400, seed=23, end=FLEET_END)
 
 
+@pytest.fixture
+def published_small(aws: LocalSageMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A warehouse that has published the small fleet once, with the CLI's regions set."""
+    aws.load_fleet(SMALL)
+    monkeypatch.setenv("SMW_REGIONS", "us-east-1,eu-west-1")
+    warehouse = tmp_path / "warehouse"
+    assert main(["run", "--warehouse", str(warehouse)]) == EXIT_OK
+    return warehouse
+
+
 def cli(warehouse: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "pipelines.cli", "run", "--warehouse", str(warehouse), *extra]
 
@@ -148,12 +158,13 @@ def test_no_wait_exits_at_once_naming_the_holder(aws: LocalSageMaker, tmp_path: 
 
 
 def test_a_truncated_raw_file_is_quarantined_and_its_jobs_fetched_again(
-    aws: LocalSageMaker, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    aws: LocalSageMaker,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    published_small: Path,
 ) -> None:
-    aws.load_fleet(SMALL)
-    monkeypatch.setenv("SMW_REGIONS", "us-east-1,eu-west-1")
-    warehouse = tmp_path / "warehouse"
-    assert main(["run", "--warehouse", str(warehouse)]) == EXIT_OK
+    warehouse = published_small
     damaged = Path(next(f for f in parquet_files(warehouse, RAW_JOBS) if "/us-east-1/" in f))
     held = pq.read_metadata(damaged).num_rows
     damaged.write_bytes(damaged.read_bytes()[:1000])  # truncated: no footer
@@ -171,12 +182,13 @@ def test_a_truncated_raw_file_is_quarantined_and_its_jobs_fetched_again(
 
 
 def test_a_deleted_raw_file_never_shrinks_the_published_warehouse(
-    aws: LocalSageMaker, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    aws: LocalSageMaker,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    published_small: Path,
 ) -> None:
-    aws.load_fleet(SMALL)
-    monkeypatch.setenv("SMW_REGIONS", "us-east-1,eu-west-1")
-    warehouse = tmp_path / "warehouse"
-    assert main(["run", "--warehouse", str(warehouse)]) == EXIT_OK
+    warehouse = published_small
     everything = sorted(published_arns(warehouse))
     deleted = Path(next(f for f in parquet_files(warehouse, RAW_JOBS) if "/eu-west-1/" in f))
     deleted.unlink()  # what anyone would do with a file that breaks every run
@@ -197,14 +209,11 @@ def test_a_deleted_raw_file_never_shrinks_the_published_warehouse(
 
 
 def test_a_failure_during_publication_leaves_the_previous_version_whole(
-    aws: LocalSageMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    aws: LocalSageMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, published_small: Path
 ) -> None:
     from pipelines.warehouse import publication as storage
 
-    aws.load_fleet(SMALL)
-    monkeypatch.setenv("SMW_REGIONS", "us-east-1,eu-west-1")
-    warehouse = tmp_path / "warehouse"
-    assert main(["run", "--warehouse", str(warehouse)]) == EXIT_OK
+    warehouse = published_small
     aws.upsert_jobs([renamed(record, f"late-{i}") for i, record in enumerate(list(generate_fleet(SMALL))[-3:])])
 
     def failing_swap(link: Path, target: Path) -> None:
@@ -322,17 +331,12 @@ def test_a_job_that_cannot_be_fetched_makes_the_run_exit_1_naming_it(
     assert "extraction errors recorded so far: 2" in capsys.readouterr().out  # two rounds of the first run
 
 
-def test_a_job_deleted_in_sagemaker_may_leave_but_no_other_job_may(
-    aws: LocalSageMaker, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_job_deleted_in_sagemaker_may_leave_but_no_other_job_may(aws: LocalSageMaker, published_small: Path) -> None:
     """DeleteTrainingJob exists: a published job whose raw record is lost, and that SageMaker no longer
     has, is confirmed gone (not retried, not a failure) and leaves the warehouse; the others stay."""
     import boto3
 
-    aws.load_fleet(SMALL)
-    monkeypatch.setenv("SMW_REGIONS", "us-east-1,eu-west-1")
-    warehouse = tmp_path / "warehouse"
-    assert main(["run", "--warehouse", str(warehouse)]) == EXIT_OK
+    warehouse = published_small
     damaged = Path(next(f for f in parquet_files(warehouse, RAW_JOBS) if "/eu-west-1/" in f))
     held = pq.read_table(damaged, columns=["training_job_name", "training_job_status"]).to_pylist()
     deleted = next(r["training_job_name"] for r in held if r["training_job_status"] == "Completed")

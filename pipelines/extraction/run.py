@@ -140,41 +140,43 @@ def extract(
                 f"{only!r} is not a configured account/region (the config has {', '.join(labels)}); "
                 "fix the config or drop that partition."
             )
-    stats = ApiCallStats()
-    stop = StopRequested()
-    interrupts.watch(stop)  # SIGINT/SIGTERM in the CLI end retry waits and stop after the current batch
+    run = _Run(settings, run_id, full_refresh, log, ApiCallStats(), StopRequested())
+    interrupts.watch(run.stop)  # SIGINT/SIGTERM in the CLI end retry waits and stop after the current batch
     reports = []
     try:
         for target in targets:
             report = TargetReport(target.label, target.account_id, target.region)
             reports.append(report)
             with writer(settings.warehouse, extraction_lock_name(target.account_id, target.region), log.info):
-                _extract_target_or_record(session, target, settings, run_id, full_refresh, report, log, stats, stop)
+                _extract_target_or_record(session, target, report, run)
     finally:
-        interrupts.unwatch(stop)
-    return ExtractionReport(run_id, reports, stats, (datetime.now(UTC) - started).total_seconds())
+        interrupts.unwatch(run.stop)
+    return ExtractionReport(run_id, reports, run.stats, (datetime.now(UTC) - started).total_seconds())
 
 
-def _extract_target_or_record(
-    session: boto3.Session,
-    target: Target,
-    settings: Settings,
-    run_id: str,
-    full_refresh: bool,
-    report: TargetReport,
-    log: Log,
-    stats: ApiCallStats,
-    stop: StopRequested,
-) -> None:
+@dataclass(frozen=True)
+class _Run:
+    """What every target of one extraction run shares."""
+
+    settings: Settings
+    run_id: str
+    full_refresh: bool
+    log: Log
+    stats: ApiCallStats
+    stop: StopRequested
+
+
+def _extract_target_or_record(session: boto3.Session, target: Target, report: TargetReport, run: _Run) -> None:
     """Extract one target while holding its writer lock; a target that cannot be read is recorded."""
+    settings, run_id, log, stop = run.settings, run.run_id, run.log, run.stop
     remove_stale_temporaries(settings.warehouse, target.account_id, target.region)
     phase = "AssumeRole"
     try:
         target_session = account_session(session, target.account, target.region)
         phase = "ListTrainingJobs"
-        client = sagemaker_client(target_session, target.region, settings.extraction, stats, stop)
+        client = sagemaker_client(target_session, target.region, settings.extraction, run.stats, stop)
         register_hooks(client)
-        _extract_target(client, target, settings, run_id, full_refresh, report, log, stop)
+        _extract_target(client, target, report, run)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
         if stop.is_set():  # the call gave up because a stop was asked for: not a failure of the target
             raise RunInterrupted(f"{target.label}: stopped by a signal; the next run reads it.") from None
@@ -192,16 +194,8 @@ def _extract_target_or_record(
         )
 
 
-def _extract_target(
-    client: Any,
-    target: Target,
-    settings: Settings,
-    run_id: str,
-    full_refresh: bool,
-    report: TargetReport,
-    log: Log,
-    stop: StopRequested,
-) -> None:
+def _extract_target(client: Any, target: Target, report: TargetReport, run: _Run) -> None:
+    settings, run_id, full_refresh, log, stop = run.settings, run.run_id, run.full_refresh, run.log, run.stop
     for moved in quarantine_unreadable(settings.warehouse, target.account_id, target.region):
         log.warning(f"{target.label}: unreadable raw file moved to {moved}; its jobs are fetched again")
     published = published_parquet(settings.warehouse, "jobs")
