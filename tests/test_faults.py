@@ -157,13 +157,7 @@ def test_no_wait_exits_at_once_naming_the_holder(aws: LocalSageMaker, tmp_path: 
         pass
 
 
-def test_a_truncated_raw_file_is_quarantined_and_its_jobs_fetched_again(
-    aws: LocalSageMaker,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    published_small: Path,
-) -> None:
+def test_a_truncated_raw_file_is_quarantined_and_its_jobs_fetched_again(published_small: Path) -> None:
     warehouse = published_small
     damaged = Path(next(f for f in parquet_files(warehouse, RAW_JOBS) if "/us-east-1/" in f))
     held = pq.read_metadata(damaged).num_rows
@@ -182,11 +176,7 @@ def test_a_truncated_raw_file_is_quarantined_and_its_jobs_fetched_again(
 
 
 def test_a_deleted_raw_file_never_shrinks_the_published_warehouse(
-    aws: LocalSageMaker,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    published_small: Path,
+    aws: LocalSageMaker, tmp_path: Path, capsys: pytest.CaptureFixture[str], published_small: Path
 ) -> None:
     warehouse = published_small
     everything = sorted(published_arns(warehouse))
