@@ -88,7 +88,6 @@ def materialize_all(
 
 
 def _materialize_all(resources: dict[str, object], full_refresh: bool) -> WarehouseRun:
-
     # Opened and closed on this thread: its SQLite connections must not be closed from another one.
     with DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral() as instance:
         return _materialize_in(instance, resources, full_refresh)
