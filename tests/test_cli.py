@@ -86,3 +86,15 @@ def test_query_prints_results_and_refuses_every_escape_from_read_only(
     assert main(["query", "select count(*) from jobs", "--warehouse", str(warehouse)]) == EXIT_OK
     assert re.search(rf"│\s+{len(fleet)} │", capsys.readouterr().out)
     assert pq.read_metadata(published).num_rows == len(fleet)
+
+
+def test_the_example_config_is_the_documented_one_and_passes_check(
+    fleet: list[dict], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = Path(__file__).resolve().parent.parent
+    example = root / "warehouse.example.yaml"
+    documented = (root / "docs" / "configuration.md").read_text().split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert example.read_text().endswith(documented)
+    assert main(["check", "--config", str(example)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "4 of 4 account/region targets readable." in out  # main and research, in both regions
