@@ -75,6 +75,7 @@ def raw_training_jobs(
         "jobs_listed": sum(t.listed for t in report.targets),
         "jobs_fetched": report.stored,
         "jobs_failed": report.failed,
+        "jobs_deleted_in_sagemaker": sum(t.gone for t in report.targets),
         "targets": MetadataValue.md(
             "| account/region | listed | fetched | failed | error |\n|---|---|---|---|---|\n"
             + "\n".join(

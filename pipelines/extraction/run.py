@@ -17,7 +17,6 @@ from typing import Any, Protocol
 import boto3
 import botocore.exceptions
 
-from pipelines import interrupts
 from pipelines.config import ConfigError, Settings
 from pipelines.extraction.aws import (
     ApiCallStats,
@@ -32,7 +31,7 @@ from pipelines.extraction.aws import (
 from pipelines.extraction.describe import fetch_job, register_hooks
 from pipelines.extraction.planning import JobToFetch, listing_start, plan_fetches
 from pipelines.extraction.retries import StopRequested
-from pipelines.interrupts import RunInterrupted
+from pipelines.interrupts import RunInterrupted, unwatch, watch
 from pipelines.storage.layout import published_parquet
 from pipelines.storage.locks import extraction_lock_name, writer
 from pipelines.storage.raw import (
@@ -141,7 +140,7 @@ def extract(
                 "fix the config or drop that partition."
             )
     run = _Run(settings, run_id, full_refresh, log, ApiCallStats(), StopRequested())
-    interrupts.watch(run.stop)  # SIGINT/SIGTERM in the CLI end retry waits and stop after the current batch
+    watch(run.stop)  # SIGINT/SIGTERM in the CLI end retry waits and stop after the current batch
     reports = []
     try:
         for target in targets:
@@ -150,7 +149,7 @@ def extract(
             with writer(settings.warehouse, extraction_lock_name(target.account_id, target.region), log.info):
                 _extract_target_or_record(session, target, report, run)
     finally:
-        interrupts.unwatch(run.stop)
+        unwatch(run.stop)
     return ExtractionReport(run_id, reports, run.stats, (datetime.now(UTC) - started).total_seconds())
 
 

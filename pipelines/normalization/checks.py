@@ -84,10 +84,14 @@ def row_count_matches_raw(connection: duckdb.DuckDBPyConnection, table: TableSch
     )
 
 
+def _has_table(connection: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether the build recorded ``name`` (a staging-only table) on this connection."""
+    return bool(run(connection, f"select count(*) from duckdb_tables() where table_name = {literal(name)}")[0][0])
+
+
 def _left_out(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> list[tuple[str, str, int]]:
     """(job ARN, reason, rows) left out of ``table`` by the build, if it recorded any."""
-    exists = run(connection, f"select count(*) from duckdb_tables() where table_name = '{LEFT_OUT}'")[0][0]
-    if not exists:
+    if not _has_table(connection, LEFT_OUT):
         return []
     return [
         (arn, reason, int(rows))
@@ -170,10 +174,9 @@ def published_jobs_kept(connection: duckdb.DuckDBPyConnection, published_jobs: P
     if published_jobs is None or not published_jobs.exists():
         return CheckOutcome("no_published_job_lost", True, "nothing published yet", {"lost_jobs": 0})
     source = literal(published_jobs)
-    has_gone = run(connection, f"select count(*) from duckdb_tables() where table_name = '{GONE_FROM_SAGEMAKER}'")
     gone_jobs = (
         f"select account_id, region, training_job_name from {GONE_FROM_SAGEMAKER}"
-        if has_gone[0][0]
+        if _has_table(connection, GONE_FROM_SAGEMAKER)
         else "select null::varchar, null::varchar, null::varchar where false"
     )
     count, examples, gone = run(

@@ -44,15 +44,6 @@ def _lock_path(warehouse: Path, name: str) -> Path:
     return warehouse / LOCKS / f"{name}.lock"
 
 
-def holder(warehouse: Path, name: str = WAREHOUSE) -> str:
-    """Who holds (or last held) a lock, as the holder wrote it: 'pid N since TIME'."""
-    try:
-        text = _lock_path(warehouse, name).read_text().strip()
-    except OSError:
-        return ""
-    return text or "another process"
-
-
 def holds_warehouse(warehouse: Path) -> bool:
     """Whether this thread holds the whole warehouse exclusively (no other writer can exist)."""
     with _held_lock:

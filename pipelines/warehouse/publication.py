@@ -116,11 +116,6 @@ def _swap_symlink(link: Path, target: Path) -> None:
     os.replace(temporary, link)
 
 
-def current_version(warehouse: Path) -> Path | None:
-    link = warehouse / CURRENT
-    return (warehouse / os.readlink(link)) if link.is_symlink() else None
-
-
 def _remove_old_versions(warehouse: Path, keep: str) -> None:
     versions = sorted((p for p in (warehouse / VERSIONS).iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
     for old in versions[:-KEEP_VERSIONS]:
