@@ -22,7 +22,7 @@ demo: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/ruff check pipelines tests benchmarks
 	$(BIN)/sqlfluff lint sql --nocolor
-	$(BIN)/python -m pytest --durations=15
+	$(BIN)/python -m pytest -n 3 --dist worksteal --durations=15
 
 # The package as it is deployed: a wheel installed in a fresh virtual environment, run from an empty folder.
 WHEEL_CHECK := build/wheel-check

@@ -7,6 +7,7 @@ objects in-process.
 from typing import Any
 
 from dagster import (
+    AssetsDefinition,
     AssetSelection,
     DagsterInstance,
     DefaultScheduleStatus,
@@ -20,14 +21,16 @@ from dagster import (
 )
 
 from pipelines.assets.extraction import TARGET_PARTITIONS, raw_training_jobs
-from pipelines.assets.models import models
+from pipelines.assets.models import models_asset
 from pipelines.assets.normalization import normalized
 from pipelines.assets.publication import published_warehouse
 from pipelines.assets.resources import WarehouseConfig
 from pipelines.config import Settings, load_settings
 from pipelines.extraction.run import target_labels
 
-ALL_ASSETS = [raw_training_jobs, normalized, models, published_warehouse]
+
+def all_assets() -> list[AssetsDefinition]:
+    return [raw_training_jobs, normalized, models_asset(), published_warehouse]
 
 
 def build_resources(
@@ -99,7 +102,7 @@ def build_schedules(settings: Settings) -> list[ScheduleDefinition]:
 def make_definitions(settings: Settings, resources: dict[str, object]) -> Definitions:
     """The code location: what ``dagster dev`` loads, and what the CLI runs with its own resources."""
     return Definitions(
-        assets=ALL_ASSETS,
+        assets=all_assets(),
         jobs=[extract_job, build_job],
         schedules=build_schedules(settings),
         resources=resources,

@@ -3,20 +3,32 @@ reached only through the standard AWS settings, and a fresh demo fleet and clean
 
 from __future__ import annotations
 
+import copy
+import fcntl
+import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import duckdb
+import pyarrow as pa
 import pytest
 
 from pipelines.config import ExtractionSettings, Settings
 from pipelines.demo.endpoint import LocalSageMaker
-from pipelines.demo.fleet import FleetSpec, generate_fleet
+from pipelines.demo.fleet import FleetSpec, arn_account_and_region, generate_fleet
+from pipelines.extraction.redaction import redact
+from pipelines.normalization.flatten import build_normalized_tables, load_latest_records
+from pipelines.schemas import table
+from pipelines.storage.layout import DATABASE
+from pipelines.storage.raw import RAW_JOBS, raw_job_row
 
 # A fixed "now", so the fleet (and every number derived from it) is the same on every run.
 FLEET_END = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-SMALL_FLEET = FleetSpec(jobs=300, seed=11, end=FLEET_END)
+SMALL_FLEET = FleetSpec(jobs=150, seed=11, end=FLEET_END)
 REGIONS = ("us-east-1", "eu-west-1")
 
 _AWS_VARIABLES = (
@@ -39,20 +51,52 @@ def endpoint() -> Iterator[LocalSageMaker]:
     server.stop()
 
 
-@pytest.fixture
-def aws(endpoint: LocalSageMaker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> LocalSageMaker:
-    """The endpoint, with this process's AWS settings pointing at it, faults off and counters zeroed."""
+def _point_at(endpoint: LocalSageMaker, monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """This process's AWS settings point at ``endpoint``, faults off, counters zeroed."""
     for name in _AWS_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     for name, value in endpoint.environment().items():
         monkeypatch.setenv(name, value)
     # No real AWS configuration on this machine can leak into a test.
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(folder / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(folder / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     endpoint.set_faults()
     endpoint.reset_stats()
+
+
+@pytest.fixture
+def aws(endpoint: LocalSageMaker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> LocalSageMaker:
+    """The endpoint, with this process's AWS settings pointing at it, faults off and counters zeroed."""
+    _point_at(endpoint, monkeypatch, tmp_path)
     return endpoint
+
+
+@pytest.fixture(scope="session")
+def demo_warehouse(endpoint: LocalSageMaker, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SMALL_FLEET published by the whole CLI chain (extract, build, check, publish) for REGIONS, once for
+    the session and every xdist worker of it, for tests that only read it. Copy it (``copy_of``) to change it."""
+    from pipelines.cli import EXIT_OK, main
+
+    # Under xdist each worker has its own base folder inside the session's, which they share.
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    warehouse = shared / "demo" / "warehouse"
+    with (shared / "demo-warehouse.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker builds it; the others wait, then read it
+        if not (warehouse / DATABASE).exists():
+            with pytest.MonkeyPatch.context() as monkeypatch:
+                _point_at(endpoint, monkeypatch, shared)
+                monkeypatch.setenv("SMW_REGIONS", ",".join(REGIONS))
+                endpoint.load_fleet(SMALL_FLEET)
+                assert main(["run", "--warehouse", str(warehouse)]) == EXIT_OK
+    return warehouse
+
+
+def copy_of(warehouse: Path, destination: Path) -> Path:
+    """A private copy of a published warehouse (its links are relative, so the copy stands alone)."""
+    shutil.copytree(warehouse, destination, symlinks=True)
+    return destination
 
 
 @pytest.fixture
@@ -67,5 +111,29 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(
         warehouse=tmp_path / "warehouse",
         regions=REGIONS,
-        extraction=replace(ExtractionSettings(), batch_size=100),
+        extraction=replace(ExtractionSettings(), batch_size=40),
     )
+
+
+# -- records and tables for tests that build without the endpoint -------------------------------------
+
+FETCHED = datetime(2026, 11, 2, tzinfo=UTC)
+
+
+def raw_table(records: list[dict[str, Any]]) -> pa.Table:
+    rows = [raw_job_row(*arn_account_and_region(r["TrainingJobArn"]), redact(r), FETCHED, "test") for r in records]
+    return pa.Table.from_pylist(rows, schema=table(RAW_JOBS).arrow_schema())
+
+
+def normalize(records: list[dict[str, Any]]) -> duckdb.DuckDBPyConnection:
+    connection = duckdb.connect()
+    connection.register("raw", raw_table(records))
+    load_latest_records(connection, "raw")
+    build_normalized_tables(connection)
+    return connection
+
+
+def renamed(record: dict[str, Any], name: str) -> dict[str, Any]:
+    """A new job like ``record``, created recently enough for an incremental listing to see it."""
+    arn = record["TrainingJobArn"].rsplit("/", 1)[0] + "/" + name
+    return {**copy.deepcopy(record), "TrainingJobName": name, "TrainingJobArn": arn, "CreationTime": FETCHED}

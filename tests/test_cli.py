@@ -10,6 +10,7 @@ import pytest
 
 from pipelines.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, main
 from pipelines.demo.endpoint import LocalSageMaker
+from tests.conftest import SMALL_FLEET, copy_of
 
 
 def test_check_reports_success_against_the_local_endpoint(
@@ -42,16 +43,13 @@ def test_check_names_a_broken_configuration(
 
 
 def test_query_prints_results_and_refuses_every_escape_from_read_only(
-    fleet: list[dict], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    demo_warehouse: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("SMW_REGIONS", "us-east-1,eu-west-1")
-    warehouse = tmp_path / "warehouse"
-    assert main(["query", "select 1", "--warehouse", str(warehouse)]) == EXIT_CONFIG
+    assert main(["query", "select 1", "--warehouse", str(tmp_path / "nothing-here")]) == EXIT_CONFIG
     assert "no warehouse at" in capsys.readouterr().err
-    assert main(["run", "--warehouse", str(warehouse)]) == EXIT_OK
-    capsys.readouterr()
+    warehouse = copy_of(demo_warehouse, tmp_path / "warehouse")  # the escapes below try to write to it
     assert main(["query", "select count(*) as jobs from jobs", "--warehouse", str(warehouse)]) == EXIT_OK
-    assert re.search(rf"│\s+{len(fleet)} │", capsys.readouterr().out)
+    assert re.search(rf"│\s+{SMALL_FLEET.jobs} │", capsys.readouterr().out)
     for reading in ("describe jobs", "show tables", "summarize tags", "explain select * from jobs"):
         assert main(["query", reading, "--warehouse", str(warehouse)]) == EXIT_OK, reading
 
@@ -84,8 +82,8 @@ def test_query_prints_results_and_refuses_every_escape_from_read_only(
     assert not other.exists() and not (tmp_path / "exported").exists()
     assert not list((warehouse / "raw").rglob("planted*"))
     assert main(["query", "select count(*) from jobs", "--warehouse", str(warehouse)]) == EXIT_OK
-    assert re.search(rf"│\s+{len(fleet)} │", capsys.readouterr().out)
-    assert pq.read_metadata(published).num_rows == len(fleet)
+    assert re.search(rf"│\s+{SMALL_FLEET.jobs} │", capsys.readouterr().out)
+    assert pq.read_metadata(published).num_rows == SMALL_FLEET.jobs
 
 
 def test_the_example_config_is_the_documented_one_and_passes_check(

@@ -16,7 +16,7 @@ from pipelines.models import checks
 from pipelines.models.build import build_models
 from pipelines.pricing.prices import PriceFileError, effective_prices, read_price_file
 from pipelines.pricing.refresh import SOURCE, refreshed_prices_file
-from tests.test_normalization import FETCHED, normalize
+from tests.conftest import FETCHED, normalize
 
 # Round numbers, so that every expected figure below can be checked by hand.
 PRICES_CSV = """region,instance_type,usd_per_hour

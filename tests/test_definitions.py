@@ -15,7 +15,7 @@ from pipelines.assets.extraction import TARGET_PARTITIONS
 from pipelines.assets.resources import WAREHOUSE_WRITER_POOL
 from pipelines.cli import EXIT_FAILED, main, materialize_all
 from pipelines.config import load_settings
-from pipelines.definitions import ALL_ASSETS, build_job, build_resources, build_schedules, extract_job
+from pipelines.definitions import all_assets, build_job, build_resources, build_schedules, extract_job
 from pipelines.definitions import defs as load_defs
 from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.docs import DATA_DICTIONARY, render
@@ -116,15 +116,15 @@ def test_a_failing_region_is_reported_while_the_healthy_one_is_published_and_cau
 def test_demo_command_runs_the_whole_product(tmp_path: Path) -> None:
     # A broken AWS profile on the machine must not reach the demo's own endpoint or credentials.
     completed = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "demo", "--jobs", "150", "--warehouse", str(tmp_path / "wh")],
+        [sys.executable, "-m", "pipelines.cli", "demo", "--jobs", "60", "--warehouse", str(tmp_path / "wh")],
         capture_output=True,
         text=True,
         timeout=300,
         env={**os.environ, "AWS_PROFILE": "nope"},
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
-    assert "jobs 150," in completed.stdout
-    assert "DescribeTrainingJob 150" in completed.stdout
+    assert "jobs 60," in completed.stdout
+    assert "DescribeTrainingJob 60" in completed.stdout
 
 
 def test_readme_data_dictionary_matches_the_schemas() -> None:
@@ -184,7 +184,7 @@ def test_nightly_extraction_registers_and_requests_one_run_per_account_and_regio
     )
     schedules = {s.name: s for s in build_schedules(load_settings(config, environ={}))}
     repository = Definitions(
-        assets=ALL_ASSETS,
+        assets=all_assets(),
         jobs=[extract_job, build_job],
         schedules=list(schedules.values()),
         resources=build_resources(),

@@ -24,38 +24,16 @@ from pipelines.cli import materialize_all
 from pipelines.config import CostSettings, Settings
 from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.demo.fleet import arn_account_and_region
-from pipelines.extraction.redaction import redact
 from pipelines.extraction.run import extract
 from pipelines.models.build import build_models
 from pipelines.normalization import checks
-from pipelines.normalization.flatten import build_normalized_tables, load_latest_records, normalized_tables
+from pipelines.normalization.flatten import normalized_tables
 from pipelines.schemas import table
 from pipelines.sql import SchemaMismatch, build_table, table_sql
 from pipelines.storage.layout import DATABASE
-from pipelines.storage.raw import RAW_JOBS, raw_job_row
 from pipelines.warehouse.build import stage_normalized_tables
 from pipelines.warehouse.publication import publish
-
-FETCHED = datetime(2026, 11, 2, tzinfo=UTC)
-
-
-def raw_table(records: list[dict[str, Any]]) -> pa.Table:
-    rows = [raw_job_row(*arn_account_and_region(r["TrainingJobArn"]), redact(r), FETCHED, "test") for r in records]
-    return pa.Table.from_pylist(rows, schema=table(RAW_JOBS).arrow_schema())
-
-
-def normalize(records: list[dict[str, Any]]) -> duckdb.DuckDBPyConnection:
-    connection = duckdb.connect()
-    connection.register("raw", raw_table(records))
-    load_latest_records(connection, "raw")
-    build_normalized_tables(connection)
-    return connection
-
-
-def renamed(record: dict[str, Any], name: str) -> dict[str, Any]:
-    """A new job like ``record``, created recently enough for an incremental listing to see it."""
-    arn = record["TrainingJobArn"].rsplit("/", 1)[0] + "/" + name
-    return {**copy.deepcopy(record), "TrainingJobName": name, "TrainingJobArn": arn, "CreationTime": FETCHED}
+from tests.conftest import FETCHED, REGIONS, copy_of, normalize, renamed
 
 
 def count_by_job(connection: duckdb.DuckDBPyConnection, name: str) -> dict[str, int]:
@@ -113,7 +91,7 @@ RESPONSES = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(RESPONSES)
 def test_flattening_never_fails_and_loses_no_list_element(responses: list) -> None:
     records = []
@@ -318,11 +296,10 @@ def test_unpublished_staging_leaves_the_previous_version_in_place(
 
 
 def test_one_record_that_breaks_a_contract_does_not_block_publication(
-    fleet: list[dict], settings: Settings, aws: LocalSageMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    demo_warehouse: Path, fleet: list[dict], aws: LocalSageMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SMW_REGIONS", "us-east-1,eu-west-1")
-    warehouse = str(tmp_path / "published")
-    assert materialize_all(warehouse=warehouse).success
+    monkeypatch.setenv("SMW_REGIONS", ",".join(REGIONS))
+    warehouse = str(copy_of(demo_warehouse, tmp_path / "published"))  # the demo fleet, published
     newest = next(r for r in reversed(fleet) if r["TrainingJobStatus"] != "InProgress")
     broken = copy.deepcopy(newest)  # recent, so the incremental listing sees its change
     broken["Tags"] = [{"Key": "team", "Value": "a"}, {"Key": "team", "Value": "b"}]  # a duplicate key

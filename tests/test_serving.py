@@ -13,15 +13,14 @@ from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.schemas import all_tables
 from pipelines.storage.layout import DATABASE
 from pipelines.warehouse.publication import connect_reader
-from tests.test_normalization import renamed
+from tests.conftest import REGIONS, copy_of, renamed
 
 
 def test_a_sqlalchemy_reader_queries_every_table_and_survives_a_publication(
-    fleet: list[dict], aws: LocalSageMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    demo_warehouse: Path, fleet: list[dict], aws: LocalSageMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SMW_REGIONS", "us-east-1,eu-west-1")
-    warehouse = tmp_path / "warehouse"
-    assert materialize_all(warehouse=str(warehouse)).success
+    monkeypatch.setenv("SMW_REGIONS", ",".join(REGIONS))
+    warehouse = copy_of(demo_warehouse, tmp_path / "warehouse")
     url = f"duckdb:///{warehouse / DATABASE}"
     engine = sa.create_engine(url, connect_args={"read_only": True}, poolclass=sa.pool.NullPool)
     tables = sa.inspect(engine).get_table_names()
@@ -40,14 +39,9 @@ def test_a_sqlalchemy_reader_queries_every_table_and_survives_a_publication(
         assert reconnected.execute(sa.text("select count(*) from jobs")).scalar() == len(fleet) + 1
 
 
-def test_published_tables_and_columns_carry_their_declared_descriptions(
-    fleet: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_published_tables_and_columns_carry_their_declared_descriptions(demo_warehouse: Path) -> None:
     """What BI tools show as a table's or column's description is the sentence from schemas/."""
-    monkeypatch.setenv("SMW_REGIONS", "us-east-1,eu-west-1")
-    warehouse = tmp_path / "warehouse"
-    assert materialize_all(warehouse=str(warehouse)).success
-    with connect_reader(warehouse / DATABASE) as connection:
+    with connect_reader(demo_warehouse / DATABASE) as connection:
         tables = dict(connection.execute("select table_name, comment from duckdb_tables()").fetchall())
         columns = {
             (t, c): comment

@@ -1,18 +1,27 @@
 """The SQL models (costs, durations, rollups) and the price table, built into the staged warehouse."""
 
-from dagster import AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, AssetSpec, MaterializeResult, multi_asset
+from functools import cache
+
+from dagster import (
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetsDefinition,
+    AssetSpec,
+    MaterializeResult,
+    multi_asset,
+)
 
 from pipelines.assets.metadata import check_result, column_schema
 from pipelines.assets.normalization import TABLE_NAMES
 from pipelines.assets.resources import WAREHOUSE_WRITER_POOL, WarehouseConfig
 from pipelines.models import checks
-from pipelines.models.build import PARAMETER_TABLES, PRICES, build_order, model_dependencies
+from pipelines.models.build import PARAMETER_TABLES, PRICES, build_order, model_dependencies, model_names
 from pipelines.schemas import table
 from pipelines.storage.locks import BUILD, writer
 from pipelines.warehouse.build import Staging, stage_models
 
-MODEL_NAMES = build_order()
-PRICE_AND_MODEL_NAMES = [PRICES, *MODEL_NAMES]
+PRICE_AND_MODEL_NAMES = [PRICES, *model_names()]
 _KNOWN_ASSETS = {*TABLE_NAMES, *PRICE_AND_MODEL_NAMES}
 
 
@@ -29,24 +38,33 @@ def _spec(name: str) -> AssetSpec:
     )
 
 
-@multi_asset(
-    specs=[_spec(name) for name in PRICE_AND_MODEL_NAMES],
-    check_specs=[
-        AssetCheckSpec(check.name, asset=check.asset, blocking=check.blocking, description=check.description)
-        for check in checks.MODEL_CHECKS
-    ],
-    pool=WAREHOUSE_WRITER_POOL,
-)
-def models(context: AssetExecutionContext, warehouse_config: WarehouseConfig):  # type: ignore[no-untyped-def]
-    """Build the price table and every model in sql/models/ into the staging database."""
-    settings = warehouse_config.settings()
-    staging = Staging(settings.warehouse, context.run_id)
-    with writer(settings.warehouse, BUILD, context.log.info):
-        counts = stage_models(staging, settings.costs)
-    context.log.info(f"built {len(counts)} model tables: {counts}")
-    for name in PRICE_AND_MODEL_NAMES:
-        yield MaterializeResult(asset_key=name, metadata={"dagster/row_count": counts[name]})
-    with staging.connect(read_only=True) as connection:
-        for check in checks.MODEL_CHECKS:
-            severity = AssetCheckSeverity.ERROR if check.blocking else AssetCheckSeverity.WARN
-            yield check_result(check.asset, check(connection), severity)
+@cache
+def models_asset() -> AssetsDefinition:
+    """The models' asset. Built on first use, not at import: each model's dependencies come from parsing
+    its SQL."""
+    # Dagster wants a multi-asset's outputs in dependency order.
+    in_build_order = [PRICES, *build_order()]
+
+    @multi_asset(
+        specs=[_spec(name) for name in in_build_order],
+        check_specs=[
+            AssetCheckSpec(check.name, asset=check.asset, blocking=check.blocking, description=check.description)
+            for check in checks.MODEL_CHECKS
+        ],
+        pool=WAREHOUSE_WRITER_POOL,
+    )
+    def models(context: AssetExecutionContext, warehouse_config: WarehouseConfig):  # type: ignore[no-untyped-def]
+        """Build the price table and every model in sql/models/ into the staging database."""
+        settings = warehouse_config.settings()
+        staging = Staging(settings.warehouse, context.run_id)
+        with writer(settings.warehouse, BUILD, context.log.info):
+            counts = stage_models(staging, settings.costs)
+        context.log.info(f"built {len(counts)} model tables: {counts}")
+        for name in in_build_order:
+            yield MaterializeResult(asset_key=name, metadata={"dagster/row_count": counts[name]})
+        with staging.connect(read_only=True) as connection:
+            for check in checks.MODEL_CHECKS:
+                severity = AssetCheckSeverity.ERROR if check.blocking else AssetCheckSeverity.WARN
+                yield check_result(check.asset, check(connection), severity)
+
+    return models
