@@ -17,6 +17,12 @@ from botocore.validate import ParamValidator
 
 
 @cache
+def training_instance_types() -> tuple[str, ...]:
+    """Every instance type a training job may ask for (botocore's ``TrainingInstanceType`` enum)."""
+    return tuple(botocore.session.get_session().get_service_model("sagemaker").shape_for("TrainingInstanceType").enum)
+
+
+@cache
 def describe_training_job_shape() -> StructureShape:
     model = botocore.session.get_session().get_service_model("sagemaker")
     shape = model.operation_model("DescribeTrainingJob").output_shape

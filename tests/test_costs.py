@@ -135,6 +135,7 @@ CASES = [
         },
     ),
     record("unpriced", resources={"InstanceType": "ml.c6i.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30}),
+    record("unpriced-gpu", resources={"InstanceType": "ml.g6.12xlarge", "InstanceCount": 2, "VolumeSizeInGB": 30}),
     record(
         "failed-midway",
         seconds=1800,
@@ -236,7 +237,35 @@ def test_an_instance_type_without_a_price_is_null_never_zero(warehouse: duckdb.D
     assert row["compute_cost_usd"] is None and row["total_cost_usd"] is None
     assert row["unpriced_instance_types"] == "ml.c6i.xlarge"
     outcome = checks.unpriced_instance_types(warehouse)
-    assert not outcome.passed and outcome.metadata["unpriced"] == {"us-east-1 ml.c6i.xlarge": 1}
+    assert not outcome.passed and outcome.metadata["unpriced"] == {"us-east-1 ml.c6i.xlarge": 1, "us-east-1 ml.g6.12xlarge": 1}
+
+
+def test_usage_is_counted_whether_or_not_a_price_exists(warehouse: duckdb.DuckDBPyConnection) -> None:
+    """ml.g6.12xlarge has 4 NVIDIA L4 GPUs (EC2's specification) and no price here: 2 instances x 1 h."""
+    row = costs(warehouse, "unpriced-gpu")
+    assert not row["is_priced"] and row["total_cost_usd"] is None
+    assert row["instance_hours"] == pytest.approx(2.0)
+    assert row["accelerator_hours"] == pytest.approx(4 * 2 * 1.0)
+
+
+def test_every_training_instance_type_botocore_knows_has_a_spec() -> None:
+    from pipelines.aws_model import training_instance_types
+    from pipelines.pricing.instances import instance_specs
+
+    specs = {spec.instance_type: spec for spec in instance_specs()}
+    assert len(specs) == len(instance_specs())  # one row per type
+    assert set(training_instance_types()) <= set(specs)
+    for spec in specs.values():
+        assert spec.source, spec
+        if spec.accelerator_kind == "none":
+            assert spec.accelerator_count == 0, spec
+        else:
+            assert spec.accelerator_kind in ("gpu", "trainium") and spec.accelerator_count != 0, spec
+    # A few facts worked from EC2's published specifications.
+    assert (specs["ml.p4d.24xlarge"].accelerator_count, specs["ml.p4d.24xlarge"].has_local_nvme) == (8, True)
+    assert (specs["ml.g5.12xlarge"].accelerator_count, specs["ml.g5.12xlarge"].vcpus) == (4, 48)
+    assert (specs["ml.trn1.32xlarge"].accelerator_kind, specs["ml.trn1.32xlarge"].accelerator_count) == ("trainium", 16)
+    assert (specs["ml.m5.xlarge"].has_local_nvme, specs["ml.m5.xlarge"].memory_gib) == (False, 16)
 
 
 def test_running_jobs_are_estimates_and_say_so(warehouse: duckdb.DuckDBPyConnection) -> None:
@@ -279,7 +308,7 @@ def test_cost_monthly_carries_the_full_cost_under_every_allocation_tag(warehouse
     months = warehouse.execute(
         "select month, sum(jobs) from cost_monthly where allocation_tag_key = 'team' group by month order by month"
     ).fetchall()
-    assert [(str(m), n) for m, n in months] == [("2026-10-01", 11), ("2026-11-01", 1)]  # the running job is in November
+    assert [(str(m), n) for m, n in months] == [("2026-10-01", 12), ("2026-11-01", 1)]  # the running job is in November
 
 
 def test_waste_counts_failed_stopped_and_idle_warm_pool_cost(warehouse: duckdb.DuckDBPyConnection) -> None:
@@ -364,12 +393,12 @@ def test_a_bad_price_row_names_file_line_and_problem(tmp_path: Path, text: str, 
     assert str(raised.value).startswith(f"{path} ") and message in str(raised.value)
 
 
-def test_user_rates_override_the_snapshot_and_keep_instance_attributes(tmp_path: Path) -> None:
+def test_user_rates_override_the_snapshot(tmp_path: Path) -> None:
     path = tmp_path / "rates.csv"
     path.write_text("region,instance_type,usd_per_hour\nus-east-1,ml.p4d.24xlarge,20.5\n")
     prices = {(p.region, p.instance_type): p for p in effective_prices(path)}
     p4d = prices[("us-east-1", "ml.p4d.24xlarge")]
-    assert (p4d.usd_per_hour, p4d.accelerator_count, p4d.has_local_nvme) == (20.5, 8, True)
+    assert p4d.usd_per_hour == 20.5
     assert p4d.source == "user rates (rates.csv)"
     assert all(p.source for p in prices.values())
 
@@ -408,7 +437,7 @@ def test_prices_refresh_reads_the_price_list_api_and_overrides_the_snapshot(
     refreshed = refreshed_prices_file(warehouse)
     prices = {(p.region, p.instance_type): p for p in effective_prices(refreshed_file=refreshed)}
     m5 = prices[("us-east-1", "ml.m5.xlarge")]
-    assert (m5.usd_per_hour, m5.source, m5.accelerator_count) == (0.25, SOURCE, 0)
+    assert (m5.usd_per_hour, m5.source) == (0.25, SOURCE)
     assert prices[("eu-west-1", "ml.c5.2xlarge")].usd_per_hour == 0.457  # a type the snapshot lacked there
     assert prices[("us-east-1", "ml.g5.xlarge")].usd_per_hour == 1.408  # spot prices are not training prices
 

@@ -16,23 +16,25 @@ from pipelines.assets.metadata import check_result, column_schema
 from pipelines.assets.normalization import TABLE_NAMES
 from pipelines.assets.resources import WAREHOUSE_WRITER_POOL, WarehouseConfig
 from pipelines.models import checks
-from pipelines.models.build import PARAMETER_TABLES, PRICES, build_order, model_dependencies, model_names
+from pipelines.models.build import PARAMETER_TABLES, REFERENCE_TABLES, build_order, model_dependencies, model_names
 from pipelines.schemas import table
 from pipelines.storage.locks import BUILD, writer
 from pipelines.warehouse.build import Staging, stage_models
 
-PRICE_AND_MODEL_NAMES = [PRICES, *model_names()]
+PRICE_AND_MODEL_NAMES = [*REFERENCE_TABLES, *model_names()]
 _KNOWN_ASSETS = {*TABLE_NAMES, *PRICE_AND_MODEL_NAMES}
 
 
 def _spec(name: str) -> AssetSpec:
     # A model depends on exactly the tables its SQL reads (run parameters are not assets).
-    deps = [] if name == PRICES else sorted((model_dependencies(name) - set(PARAMETER_TABLES)) & _KNOWN_ASSETS)
+    deps = (
+        [] if name in REFERENCE_TABLES else sorted((model_dependencies(name) - set(PARAMETER_TABLES)) & _KNOWN_ASSETS)
+    )
     return AssetSpec(
         key=name,
         description=table(name).description,
         deps=deps,
-        group_name="models" if name != PRICES else "reference",
+        group_name="reference" if name in REFERENCE_TABLES else "models",
         kinds={"duckdb", "sql"},
         metadata={"dagster/column_schema": column_schema(name)},
     )
@@ -43,7 +45,7 @@ def models_asset() -> AssetsDefinition:
     """The models' asset. Built on first use, not at import: each model's dependencies come from parsing
     its SQL."""
     # Dagster wants a multi-asset's outputs in dependency order.
-    in_build_order = [PRICES, *build_order()]
+    in_build_order = [*REFERENCE_TABLES, *build_order()]
 
     @multi_asset(
         specs=[_spec(name) for name in in_build_order],

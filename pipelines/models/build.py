@@ -19,12 +19,16 @@ import duckdb
 import pyarrow as pa
 
 from pipelines.config import CostSettings
+from pipelines.pricing.instances import instance_specs
 from pipelines.pricing.prices import effective_prices
 from pipelines.schemas import all_tables, table
 from pipelines.sql import SQL_DIR, build_table, literal, run, table_sql
 
 MODELS_FOLDER = "models"
 PRICES = "instance_prices"
+INSTANCE_TYPES = "instance_types"
+# Reference tables loaded from the bundled data (and your rates) before the models: published, not SQL.
+REFERENCE_TABLES = (INSTANCE_TYPES, PRICES)
 # Run parameters: temporary tables, visible to the models, never published.
 PARAMETER_TABLES = ("cost_parameters", "allocation_tags")
 
@@ -75,15 +79,19 @@ def build_order() -> list[str]:
 
 def load_parameters(
     connection: duckdb.DuckDBPyConnection, costs: CostSettings, refreshed_prices: Path | None = None
-) -> int:
-    """Create ``instance_prices`` (published) and the run's parameter tables (temporary)."""
-    prices = effective_prices(costs.prices_file, refreshed_prices)
-    declared = table(PRICES)
-    connection.register(
-        "effective_prices",
-        pa.Table.from_pylist([p.__dict__ for p in prices], schema=declared.arrow_schema()),
-    )
-    build_table(connection, declared, "select * from effective_prices")
+) -> dict[str, int]:
+    """Create ``instance_types`` and ``instance_prices`` (published) and the run's parameter tables
+    (temporary); returns the row counts of the published ones."""
+    counts = {}
+    for name, rows in (
+        (INSTANCE_TYPES, instance_specs()),
+        (PRICES, effective_prices(costs.prices_file, refreshed_prices)),
+    ):
+        declared = table(name)
+        connection.register(
+            f"loaded_{name}", pa.Table.from_pylist([r.__dict__ for r in rows], schema=declared.arrow_schema())
+        )
+        counts[name] = build_table(connection, declared, f"select * from loaded_{name}")
     run(
         connection,
         f"create or replace temp table cost_parameters as select {float(costs.storage_usd_per_gb_month)}::double "
@@ -94,14 +102,14 @@ def load_parameters(
         connection,
         f"create or replace temp table allocation_tags as select * from (values {rows}) t(tag_key, tag_position)",
     )
-    return len(prices)
+    return counts
 
 
 def build_models(
     connection: duckdb.DuckDBPyConnection, costs: CostSettings, refreshed_prices: Path | None = None
 ) -> dict[str, int]:
     """Every model, in dependency order, into the connection's default catalog; returns row counts."""
-    counts = {PRICES: load_parameters(connection, costs, refreshed_prices)}
+    counts = load_parameters(connection, costs, refreshed_prices)
     declared = all_tables()
     for name in build_order():
         if name not in declared:

@@ -30,8 +30,6 @@ class Price:
     region: str
     instance_type: str
     usd_per_hour: float
-    accelerator_count: int | None
-    has_local_nvme: bool
     source: str
     as_of: str | None
     verified: bool
@@ -77,15 +75,10 @@ def _parse_row(row: dict[str, str | None], where: str, default_source: str) -> P
         ) from None
     if not usd_per_hour >= 0 or usd_per_hour == float("inf"):
         raise PriceFileError(f"{where}: usd_per_hour {raw_price!r} must be a finite number, 0 or more.")
-    accelerators = (row.get("accelerator_count") or "").strip()
-    if accelerators and not accelerators.isdigit():
-        raise PriceFileError(f"{where}: accelerator_count {accelerators!r} must be a whole number.")
     return Price(
         region=region,
         instance_type=instance_type,
         usd_per_hour=usd_per_hour,
-        accelerator_count=int(accelerators) if accelerators else None,
-        has_local_nvme=(row.get("has_local_nvme") or "").strip().lower() == "true",
         source=(row.get("source") or "").strip() or default_source,
         as_of=(row.get("as_of") or "").strip() or None,
         verified=(row.get("verified") or "").strip().lower() == "true",
@@ -94,11 +87,8 @@ def _parse_row(row: dict[str, str | None], where: str, default_source: str) -> P
 
 def effective_prices(user_file: Path | None = None, refreshed_file: Path | None = None) -> list[Price]:
     """The bundled snapshot, overridden by prices refreshed from the Price List API, overridden by
-    ``user_file``. A row without instance attributes (accelerators, local NVMe) takes them from the
-    snapshot's row for the same instance type."""
-    bundled = read_price_file(BUNDLED)
-    prices = {(p.region, p.instance_type): p for p in bundled}
-    attributes = {p.instance_type: p for p in bundled}
+    ``user_file``. What an instance type is (accelerators, local NVMe) lives in ``instances.py``."""
+    prices = {(p.region, p.instance_type): p for p in read_price_file(BUNDLED)}
     overrides = []
     if refreshed_file is not None:
         overrides.append(read_price_file(refreshed_file))
@@ -106,8 +96,5 @@ def effective_prices(user_file: Path | None = None, refreshed_file: Path | None 
         overrides.append(read_price_file(user_file, default_source=f"user rates ({user_file.name})"))
     for layer in overrides:
         for price in layer:
-            known = attributes.get(price.instance_type)
-            if known is not None and price.accelerator_count is None:
-                price = replace(price, accelerator_count=known.accelerator_count, has_local_nvme=known.has_local_nvme)
             prices[(price.region, price.instance_type)] = replace(price, verified=True)
     return sorted(prices.values(), key=lambda p: (p.region, p.instance_type))

@@ -41,9 +41,7 @@ def parse_products(documents: Iterable[str], as_of: str) -> list[Price]:
             for dimension in term.get("priceDimensions", {}).values():
                 usd = dimension.get("pricePerUnit", {}).get("USD")
                 if dimension.get("unit") == "Hrs" and usd is not None and instance_type.startswith("ml."):
-                    prices.append(
-                        Price(attributes["regionCode"], instance_type, float(usd), None, False, SOURCE, as_of, True)
-                    )
+                    prices.append(Price(attributes["regionCode"], instance_type, float(usd), SOURCE, as_of, True))
     return prices
 
 

@@ -12,6 +12,10 @@ instance_prices as (
     select * from instance_prices
 ),
 
+instance_types as (
+    select * from instance_types
+),
+
 cost_parameters as (
     select * from cost_parameters
 ),
@@ -32,13 +36,17 @@ priced_fleet as (
         fleet.instance_type,
         fleet.instance_count,
         instance_prices.usd_per_hour as usd_per_instance_hour,
-        instance_prices.accelerator_count,
-        coalesce(instance_prices.has_local_nvme, false) as has_local_nvme,
+        -- What the instance is does not depend on its price: usage is counted for unpriced jobs too.
+        instance_types.accelerator_count,
+        -- Unknown storage (a type not in instance_types, or not confirmed) bills the volume: an estimate
+        -- errs towards cost, not towards a silent zero.
+        coalesce(instance_types.has_local_nvme, false) as has_local_nvme,
         instance_prices.source
     from fleet
     join jobs using (training_job_arn)
     left join instance_prices
         on jobs.region = instance_prices.region and fleet.instance_type = instance_prices.instance_type
+    left join instance_types on fleet.instance_type = instance_types.instance_type
 ),
 
 clusters as (
