@@ -69,3 +69,42 @@ def build_table(connection: duckdb.DuckDBPyConnection, declared: TableSchema, sq
     casts = ", ".join(f'cast("{c.name}" as {c.duckdb_type}) as "{c.name}"' for c in declared.columns)
     run(connection, f"insert into {target} select {casts} from ({sql})")
     return int(run(connection, f"select count(*) from {target}")[0][0])
+
+
+# -- contracts: what a table's declaration in schemas/ promises, checked on every normalized table and model
+
+
+def unique_key(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> CheckOutcome:
+    """no two rows share the declared key."""
+    key = ", ".join(map(identifier, table.key))
+    duplicates = run(
+        connection,
+        f"select count(*) from (select {key} from {identifier(table.name)} group by {key} having count(*) > 1)",
+    )[0][0]
+    return CheckOutcome(
+        "unique_key",
+        duplicates == 0,
+        f"{duplicates} duplicate values of ({', '.join(table.key)})" if duplicates else "key is unique",
+        {"duplicate_keys": int(duplicates)},
+    )
+
+
+def required_columns_not_null(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> CheckOutcome:
+    """no column declared not nullable holds a null."""
+    required = [c.name for c in table.columns if not c.nullable]
+    counts = run(
+        connection,
+        "select "
+        + ", ".join(f"count(*) filter ({identifier(c)} is null)" for c in required)
+        + f" from {identifier(table.name)}",
+    )[0]
+    nulls = {column: int(n) for column, n in zip(required, counts, strict=True) if n}
+    return CheckOutcome(
+        "required_columns_not_null",
+        not nulls,
+        f"nulls in required columns: {nulls}" if nulls else f"no nulls in {len(required)} required columns",
+        {"null_counts": nulls},
+    )
+
+
+CONTRACT_CHECKS = (unique_key, required_columns_not_null)

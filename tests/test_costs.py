@@ -13,7 +13,7 @@ from pipelines.cli import main
 from pipelines.config import CostSettings
 from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.models import checks
-from pipelines.models.build import build_models
+from pipelines.models.build import REFERENCE_TABLES, build_models, model_names
 from pipelines.pricing.prices import PriceFileError, effective_prices, read_price_file
 from pipelines.pricing.refresh import SOURCE, refreshed_prices_file
 from tests.conftest import FETCHED, normalize
@@ -237,7 +237,10 @@ def test_an_instance_type_without_a_price_is_null_never_zero(warehouse: duckdb.D
     assert row["compute_cost_usd"] is None and row["total_cost_usd"] is None
     assert row["unpriced_instance_types"] == "ml.c6i.xlarge"
     outcome = checks.unpriced_instance_types(warehouse)
-    assert not outcome.passed and outcome.metadata["unpriced"] == {"us-east-1 ml.c6i.xlarge": 1, "us-east-1 ml.g6.12xlarge": 1}
+    assert not outcome.passed and outcome.metadata["unpriced"] == {
+        "us-east-1 ml.c6i.xlarge": 1,
+        "us-east-1 ml.g6.12xlarge": 1,
+    }
 
 
 def test_usage_is_counted_whether_or_not_a_price_exists(warehouse: duckdb.DuckDBPyConnection) -> None:
@@ -341,6 +344,27 @@ def test_model_checks_pass_and_catch_problems(warehouse: duckdb.DuckDBPyConnecti
     copy.execute("delete from job_costs where training_job_arn like '%/spot'")
     assert not checks.no_negative_cost(copy).passed
     assert checks.one_cost_row_per_job(copy).metadata["jobs_without_cost"] == 1
+
+
+def test_every_model_and_reference_table_has_blocking_contract_checks(warehouse: duckdb.DuckDBPyConnection) -> None:
+    contracts = {
+        (c.asset, c.name): c for c in checks.MODEL_CHECKS if c.name in ("unique_key", "required_columns_not_null")
+    }
+    for name in [*REFERENCE_TABLES, *model_names()]:
+        for contract in ("unique_key", "required_columns_not_null"):
+            assert contracts[(name, contract)].blocking, (name, contract)
+            assert contracts[(name, contract)](warehouse).passed, (name, contract)
+    # Broken on purpose: a repeated key, and a null where the declaration says never.
+    copy = duckdb.connect()
+    copy.register("source", warehouse.sql("select * from job_durations").to_arrow_table())
+    copy.execute(
+        "create table job_durations as select * from source "
+        "union all select * from source where training_job_arn like '%/spot'"
+    )
+    assert contracts[("job_durations", "unique_key")](copy).metadata["duplicate_keys"] == 1
+    copy.execute("update job_durations set training_job_status = null where training_job_arn like '%/plain'")
+    outcome = contracts[("job_durations", "required_columns_not_null")](copy)
+    assert not outcome.passed and outcome.metadata["null_counts"] == {"training_job_status": 1}
 
 
 def test_job_durations_sum_the_transitions(warehouse: duckdb.DuckDBPyConnection) -> None:

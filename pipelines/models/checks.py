@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 import duckdb
 
-from pipelines.sql import CheckOutcome, run
+from pipelines.models.build import REFERENCE_TABLES, model_names
+from pipelines.schemas import table
+from pipelines.sql import CONTRACT_CHECKS, CheckOutcome, run
 
 COST_COLUMNS = ("compute_cost_usd", "warm_pool_cost_usd", "storage_cost_usd", "total_cost_usd", "spot_savings_usd")
 
@@ -95,7 +97,27 @@ class ModelCheck:
         return outcome
 
 
+def _contract_checks() -> list[ModelCheck]:
+    """What each model's and reference table's declaration promises (its key is unique, its required
+    columns hold no null), blocking like the normalized tables' own."""
+    found = []
+    for name in [*REFERENCE_TABLES, *model_names()]:
+        declared = table(name)
+        for contract in CONTRACT_CHECKS:
+            found.append(
+                ModelCheck(
+                    contract.__name__,
+                    name,
+                    True,
+                    f"{name} keeps its declared contract: {contract.__doc__}",
+                    lambda connection, contract=contract, declared=declared: contract(connection, declared),
+                )
+            )
+    return found
+
+
 MODEL_CHECKS = [
+    *_contract_checks(),
     ModelCheck(
         "one_row_per_job",
         "job_costs",

@@ -14,37 +14,9 @@ import duckdb
 from pipelines.aws_model import structure_paths
 from pipelines.normalization.flatten import LEFT_OUT, PARENT_TABLE, RAW_JSON
 from pipelines.schemas import TableSchema
-from pipelines.sql import CheckOutcome, literal, run
+from pipelines.sql import CheckOutcome, literal, required_columns_not_null, run, unique_key
 
 JOBS = PARENT_TABLE
-
-
-def unique_key(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> CheckOutcome:
-    key = ", ".join(f'"{k}"' for k in table.key)
-    duplicates = run(
-        connection, f'select count(*) from (select {key} from "{table.name}" group by {key} having count(*) > 1)'
-    )[0][0]
-    return CheckOutcome(
-        "unique_key",
-        duplicates == 0,
-        f"{duplicates} duplicate values of ({', '.join(table.key)})" if duplicates else "key is unique",
-        {"duplicate_keys": int(duplicates)},
-    )
-
-
-def required_columns_not_null(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> CheckOutcome:
-    required = [c.name for c in table.columns if not c.nullable]
-    counts = run(
-        connection,
-        "select " + ", ".join(f'count(*) filter ("{c}" is null)' for c in required) + f' from "{table.name}"',
-    )[0]
-    nulls = {column: int(n) for column, n in zip(required, counts, strict=True) if n}
-    return CheckOutcome(
-        "required_columns_not_null",
-        not nulls,
-        f"nulls in required columns: {nulls}" if nulls else f"no nulls in {len(required)} required columns",
-        {"null_counts": nulls},
-    )
 
 
 def references_jobs(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> CheckOutcome:
