@@ -134,6 +134,40 @@ CASES = [
             "TrainingPlanArn": "arn:aws:sagemaker:us-east-1:123456789012:training-plan/reserved",
         },
     ),
+    record(
+        "flexible-on-a-plan",
+        seconds=900,
+        resources={
+            "VolumeSizeInGB": 50,
+            "SelectedInstanceType": "ml.g5.xlarge",
+            "SelectedInstanceCount": 2,
+            "InstancePreferences": [
+                {"InstanceType": "ml.p4d.24xlarge", "InstanceCount": 1},
+                {
+                    "InstanceType": "ml.g5.xlarge",
+                    "InstanceCount": 2,
+                    "TrainingPlanArns": ["arn:aws:sagemaker:us-east-1:123456789012:training-plan/g5-reserved"],
+                },
+            ],
+        },
+    ),
+    {
+        member: value
+        for member, value in record(
+            "completed-without-billable-time",
+            resources={"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 0},
+        ).items()
+        if member != "BillableTimeInSeconds"
+    },
+    {
+        member: value
+        for member, value in record(
+            "finished-without-end-time",
+            seconds=1800,
+            resources={"InstanceType": "ml.c5.18xlarge", "InstanceCount": 1, "VolumeSizeInGB": 0},
+        ).items()
+        if member != "TrainingEndTime"
+    },
     record("unpriced", resources={"InstanceType": "ml.c6i.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30}),
     record("unpriced-gpu", resources={"InstanceType": "ml.g6.12xlarge", "InstanceCount": 2, "VolumeSizeInGB": 30}),
     record(
@@ -153,9 +187,11 @@ def storage(gb: float, instances: int, seconds: float) -> float:
     return gb * instances * STORAGE_RATE * seconds / (730 * 3600)
 
 
-# plain + spot + warm pool + heterogeneous + flexible + midnight + running + failed midway + stopped, with storage
+# plain + spot + warm pool + heterogeneous + flexible + midnight + running + failed midway + stopped
+# + finished without an end time, with storage
 EXPECTED_TOTAL = (
-    2.00
+    1.50
+    + 2.00
     + 1.00
     + 1.50
     + 36.00
@@ -205,6 +241,8 @@ def costs(connection: duckdb.DuckDBPyConnection, name: str) -> dict[str, Any]:
         ("running", 1.00, 0.0, storage(30, 1, 3600), 0.0, "on-demand"),
         # prepaid capacity: no on-demand compute; p4d has local NVMe
         ("training-plan", 0.0, 0.0, 0.0, 0.0, "training plan (prepaid compute)"),
+        # flexible selection: the selected preference (2 x g5.xlarge) ran on its plan's prepaid capacity
+        ("flexible-on-a-plan", 0.0, 0.0, 0.0, 0.0, "training plan (prepaid compute)"),
     ],
 )
 def test_job_costs_match_hand_computed_figures(
@@ -243,6 +281,14 @@ def test_an_instance_type_without_a_price_is_null_never_zero(warehouse: duckdb.D
     }
 
 
+def test_a_finished_job_without_billable_time_has_no_cost_never_zero(warehouse: duckdb.DuckDBPyConnection) -> None:
+    """It trained for an hour, so AWS billed it; without BillableTimeInSeconds the bill is unknown."""
+    row = costs(warehouse, "completed-without-billable-time")
+    assert row["cost_basis"] == "no billable time reported" and not row["is_priced"]
+    assert row["compute_cost_usd"] is None and row["total_cost_usd"] is None
+    assert row["usd_per_hour"] == 1.00  # the price is known; the billed seconds are not
+
+
 def test_usage_is_counted_whether_or_not_a_price_exists(warehouse: duckdb.DuckDBPyConnection) -> None:
     """ml.g6.12xlarge has 4 NVIDIA L4 GPUs (EC2's specification) and no price here: 2 instances x 1 h."""
     row = costs(warehouse, "unpriced-gpu")
@@ -271,6 +317,19 @@ def test_every_training_instance_type_botocore_knows_has_a_spec() -> None:
     assert (specs["ml.m5.xlarge"].has_local_nvme, specs["ml.m5.xlarge"].memory_gib) == (False, 16)
 
 
+def test_final_means_the_same_status_set_in_extraction_and_in_the_models(tmp_path: Path) -> None:
+    """A status AWS adds later is not final: extraction keeps re-reading the job, and the models treat it
+    as running (estimated up to its last fetch), not as finished."""
+    from pipelines.storage.raw import TERMINAL_STATUSES
+
+    connection = normalize([record("new-status", status="Pausing"), record("done")])
+    build_models(connection, CostSettings(prices_file=None))
+    finality = dict(connection.execute("select training_job_status, is_final from job_costs").fetchall())
+    assert finality == {"Pausing": False, "Completed": True}
+    assert finality == {status: status in TERMINAL_STATUSES for status in finality}
+    assert dict(connection.execute("select training_job_status, is_final from job_durations").fetchall()) == finality
+
+
 def test_running_jobs_are_estimates_and_say_so(warehouse: duckdb.DuckDBPyConnection) -> None:
     assert not costs(warehouse, "running")["is_final"]
     assert costs(warehouse, "plain")["is_final"]
@@ -285,6 +344,12 @@ def test_cost_daily_spreads_a_job_over_the_days_it_ran(warehouse: duckdb.DuckDBP
         ("2026-10-20", 1.00, 1.0),
         ("2026-10-21", 1.00, 1.0),
     ]
+    # Finished, no TrainingEndTime: the run ends 30 minutes after its start (TrainingTimeInSeconds), not
+    # at the fetch two weeks later: 0.5 h x $3, all on its start day.
+    rows = warehouse.execute(
+        "select day, compute_cost_usd from job_cost_days where training_job_arn like '%/finished-without-end-time'"
+    ).fetchall()
+    assert [(str(day), round(cost, 2)) for day, cost in rows] == [("2026-10-20", 1.50)]
     warm = warehouse.execute(
         "select sum(warm_pool_cost_usd) from job_cost_days where training_job_arn like '%/warm-pool'"
     ).fetchall()[0][0]
@@ -311,7 +376,7 @@ def test_cost_monthly_carries_the_full_cost_under_every_allocation_tag(warehouse
     months = warehouse.execute(
         "select month, sum(jobs) from cost_monthly where allocation_tag_key = 'team' group by month order by month"
     ).fetchall()
-    assert [(str(m), n) for m, n in months] == [("2026-10-01", 12), ("2026-11-01", 1)]  # the running job is in November
+    assert [(str(m), n) for m, n in months] == [("2026-10-01", 15), ("2026-11-01", 1)]  # the running job is in November
 
 
 def test_waste_counts_failed_stopped_and_idle_warm_pool_cost(warehouse: duckdb.DuckDBPyConnection) -> None:
@@ -329,8 +394,9 @@ def test_duration_rollup_quantiles(warehouse: duckdb.DuckDBPyConnection) -> None
         "select jobs, p50_startup_seconds, p50_training_seconds, share_not_training from duration_rollup "
         "where instance_type = 'ml.m5.xlarge' and training_job_status = 'Completed'"
     ).fetchall()
-    # plain (1 h), warm-pool (1 h), midnight (2 h): each started 5 minutes after creation
-    assert rows == [(3, 300.0, 3600.0, pytest.approx(1 - (3600 + 3600 + 7200) / (3900 + 3900 + 7500)))]
+    # plain, warm-pool, completed-without-billable-time (1 h each), midnight (2 h): each started 5 minutes
+    # after creation
+    assert rows == [(4, 300.0, 3600.0, pytest.approx(1 - (3 * 3600 + 7200) / (3 * 3900 + 7500)))]
 
 
 def test_model_checks_pass_and_catch_problems(warehouse: duckdb.DuckDBPyConnection) -> None:

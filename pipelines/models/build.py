@@ -22,6 +22,7 @@ from pipelines.config import CostSettings
 from pipelines.pricing.instances import instance_specs
 from pipelines.pricing.prices import effective_prices
 from pipelines.schemas import all_tables, table
+from pipelines.storage.raw import TERMINAL_STATUSES
 from pipelines.sql import SQL_DIR, build_table, literal, run, table_sql
 
 MODELS_FOLDER = "models"
@@ -30,7 +31,7 @@ INSTANCE_TYPES = "instance_types"
 # Reference tables loaded from the bundled data (and your rates) before the models: published, not SQL.
 REFERENCE_TABLES = (INSTANCE_TYPES, PRICES)
 # Run parameters: temporary tables, visible to the models, never published.
-PARAMETER_TABLES = ("cost_parameters", "allocation_tags")
+PARAMETER_TABLES = ("cost_parameters", "allocation_tags", "final_statuses")
 
 
 def model_names() -> list[str]:
@@ -102,6 +103,9 @@ def load_parameters(
         connection,
         f"create or replace temp table allocation_tags as select * from (values {rows}) t(tag_key, tag_position)",
     )
+    # The statuses after which a job no longer changes: the same set tells extraction what to re-read.
+    statuses = ", ".join(f"({literal(status)})" for status in sorted(TERMINAL_STATUSES))
+    run(connection, f"create or replace temp table final_statuses as select * from (values {statuses}) t(status)")
     return counts
 
 

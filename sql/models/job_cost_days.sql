@@ -9,25 +9,40 @@ job_costs as (
     select * from job_costs
 ),
 
-intervals as (
+runs as (
+    -- When the billed run ended. A finished job without TrainingEndTime ends after its training (or
+    -- billable) seconds, else at its last modification; only a running job runs up to its last fetch.
     select
-        training_job_arn,
-        'run' as part,
-        (training_start_time at time zone 'UTC') as start_at,
-        (coalesce(training_end_time, case when training_start_time is not null then fetched_at end)
-            at time zone 'UTC') as end_at,
-        (creation_time at time zone 'UTC') as created_at
+        jobs.training_job_arn,
+        (jobs.creation_time at time zone 'UTC') as created_at,
+        (jobs.training_start_time at time zone 'UTC') as start_at,
+        (case
+            when jobs.training_start_time is null then null
+            when jobs.training_end_time is not null then jobs.training_end_time
+            when not job_costs.is_final then jobs.fetched_at
+            else coalesce(
+                jobs.training_start_time
+                + to_seconds(cast(coalesce(jobs.training_time_in_seconds, jobs.billable_time_in_seconds) as bigint)),
+                jobs.last_modified_time
+            )
+        end at time zone 'UTC') as end_at,
+        jobs.resource_retained_billable_time_in_seconds
     from jobs
+    join job_costs using (training_job_arn)
+),
+
+intervals as (
+    select training_job_arn, 'run' as part, start_at, end_at, created_at
+    from runs
     union all
     select
         training_job_arn,
         'warm_pool' as part,
-        (training_end_time at time zone 'UTC') as start_at,
-        (training_end_time at time zone 'UTC')
-            + to_seconds(cast(resource_retained_billable_time_in_seconds as bigint)) as end_at,
-        (creation_time at time zone 'UTC') as created_at
-    from jobs
-    where training_end_time is not null and coalesce(resource_retained_billable_time_in_seconds, 0) > 0
+        end_at as start_at,
+        end_at + to_seconds(cast(resource_retained_billable_time_in_seconds as bigint)) as end_at,
+        created_at
+    from runs
+    where end_at is not null and coalesce(resource_retained_billable_time_in_seconds, 0) > 0
 ),
 
 spread as (

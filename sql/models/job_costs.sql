@@ -20,6 +20,10 @@ cost_parameters as (
     select * from cost_parameters
 ),
 
+final_statuses as (
+    select * from final_statuses
+),
+
 -- Every kind of instance a job ran: one row for a plain job, one per group for a heterogeneous cluster.
 fleet as (
     select training_job_arn, instance_type, instance_count
@@ -65,21 +69,31 @@ clusters as (
     group by training_job_arn
 ),
 
-durations as (
+finality as (
+    -- Final: a status after which the job no longer changes (an unknown new status is not final).
     select
         jobs.*,
-        jobs.training_job_status not in ('InProgress', 'Stopping') as is_final,
+        jobs.training_job_status in (select final_statuses.status from final_statuses) as is_final
+    from jobs
+),
+
+durations as (
+    select
+        *,
         -- A running job has no billable time yet: estimate it from training start to its last fetch.
         case
-            when jobs.training_job_status in ('InProgress', 'Stopping') and jobs.training_start_time is not null
-                then (epoch_ms(jobs.fetched_at) - epoch_ms(jobs.training_start_time)) / 1000.0
+            when not is_final and training_start_time is not null
+                then (epoch_ms(fetched_at) - epoch_ms(training_start_time)) / 1000.0
         end as running_seconds
-    from jobs
+    from finality
 ),
 
 seconds as (
     select
         *,
+        -- A finished job that trained was billed; AWS not saying for how long makes its cost unknown, not $0.
+        is_final and training_start_time is not null and billable_time_in_seconds is null
+        and billable_token_count is null as billable_time_missing,
         coalesce(billable_time_in_seconds, running_seconds, 0) as billable_seconds,
         coalesce(training_time_in_seconds, running_seconds, 0) as wall_training_seconds,
         coalesce(resource_retained_billable_time_in_seconds, 0) as warm_pool_seconds
@@ -100,7 +114,8 @@ costed as (
         seconds.billable_seconds * coalesce(clusters.instance_count, 0) / 3600.0 as instance_hours,
         case when clusters.accelerators_known
             then seconds.billable_seconds * clusters.accelerators / 3600.0 end as accelerator_hours,
-        clusters.all_priced is true as is_priced,
+        clusters.all_priced is true and not seconds.billable_time_missing as is_priced,
+        seconds.billable_time_missing,
         seconds.is_final,
         seconds.training_plan_arn is not null as on_training_plan,
         seconds.enable_managed_spot_training,
@@ -152,6 +167,7 @@ final as (
             when instance_type is null and billable_token_count is not null
                 then 'serverless (billed per token; no public price)'
             when instance_type is null then 'serverless (no instances)'
+            when billable_time_missing then 'no billable time reported'
             when not is_priced then 'unpriced'
             when on_training_plan then 'training plan (prepaid compute)'
             when enable_managed_spot_training then 'managed spot'

@@ -8,6 +8,18 @@ transitions as (
     select * from transitions
 ),
 
+final_statuses as (
+    select * from final_statuses
+),
+
+finality as (
+    -- Final: a status after which the job no longer changes (an unknown new status is not final).
+    select
+        training_job_arn,
+        training_job_status in (select final_statuses.status from final_statuses) as is_final
+    from jobs
+),
+
 transition_seconds as (
     select
         transitions.training_job_arn,
@@ -54,14 +66,15 @@ final as (
         greatest(
             epoch_ms(
                 case
-                    when jobs.training_job_status in ('InProgress', 'Stopping') then jobs.fetched_at
+                    when not finality.is_final then jobs.fetched_at
                     else coalesce(jobs.training_end_time, jobs.last_modified_time, jobs.fetched_at)
                 end
             ) - epoch_ms(jobs.creation_time),
             0
         ) / 1000.0 as wall_seconds,
-        jobs.training_job_status not in ('InProgress', 'Stopping') as is_final
+        finality.is_final
     from jobs
+    join finality using (training_job_arn)
     left join seconds_by_job using (training_job_arn)
 )
 

@@ -49,7 +49,15 @@ select
     job.WarmPoolStatus.ResourceRetainedBillableTimeInSeconds as resource_retained_billable_time_in_seconds,
     job.WarmPoolStatus.ReusedByJob as warm_pool_reused_by_job,
     resource_config.KeepAlivePeriodInSeconds as keep_alive_period_in_seconds,
-    resource_config.TrainingPlanArn as training_plan_arn,
+    -- Under flexible instance selection the plan belongs to the preference that was selected.
+    coalesce(
+        resource_config.TrainingPlanArn,
+        list_filter(
+            resource_config.InstancePreferences,
+            lambda preference: preference.InstanceType = resource_config.SelectedInstanceType
+            and preference.InstanceCount = resource_config.SelectedInstanceCount
+        )[1].TrainingPlanArns[1]
+    ) as training_plan_arn,
     job.BillableTokenCount as billable_token_count,
     job.ServerlessJobConfig.JobType as serverless_job_type,
     job.EnableNetworkIsolation as enable_network_isolation,
