@@ -168,6 +168,29 @@ CASES = [
         ).items()
         if member != "TrainingEndTime"
     },
+    record(
+        "warm-pool-reused",
+        resources={
+            "InstanceType": "ml.m5.xlarge",
+            "InstanceCount": 1,
+            "VolumeSizeInGB": 0,
+            "KeepAlivePeriodInSeconds": 1800,
+        },
+        WarmPoolStatus={
+            "Status": "Reused",
+            "ResourceRetainedBillableTimeInSeconds": 1800,
+            "ReusedByJob": "the-next-experiment",
+        },
+    ),
+    record(
+        "spot-max-wait",
+        seconds=3600,
+        billable=1200,
+        status="Stopped",
+        SecondaryStatus="MaxWaitTimeExceeded",
+        EnableManagedSpotTraining=True,
+        resources={"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50},
+    ),
     record("unpriced", resources={"InstanceType": "ml.c6i.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30}),
     record("unpriced-gpu", resources={"InstanceType": "ml.g6.12xlarge", "InstanceCount": 2, "VolumeSizeInGB": 30}),
     record(
@@ -188,9 +211,11 @@ def storage(gb: float, instances: int, seconds: float) -> float:
 
 
 # plain + spot + warm pool + heterogeneous + flexible + midnight + running + failed midway + stopped
-# + finished without an end time, with storage
+# + finished without an end time + warm pool reused, with storage
 EXPECTED_TOTAL = (
-    1.50
+    2.00 / 3  # spot stopped at its wait limit: 1,200 billable seconds x $2 an hour (g5: NVMe, no volume)
+    + 1.50  # warm pool reused: 1 h x $1 + 0.5 h retained x $1
+    + 1.50
     + 2.00
     + 1.00
     + 1.50
@@ -376,7 +401,7 @@ def test_cost_monthly_carries_the_full_cost_under_every_allocation_tag(warehouse
     months = warehouse.execute(
         "select month, sum(jobs) from cost_monthly where allocation_tag_key = 'team' group by month order by month"
     ).fetchall()
-    assert [(str(m), n) for m, n in months] == [("2026-10-01", 15), ("2026-11-01", 1)]  # the running job is in November
+    assert [(str(m), n) for m, n in months] == [("2026-10-01", 17), ("2026-11-01", 1)]  # the running job is in November
 
 
 def test_waste_counts_failed_stopped_and_idle_warm_pool_cost(warehouse: duckdb.DuckDBPyConnection) -> None:
@@ -384,8 +409,12 @@ def test_waste_counts_failed_stopped_and_idle_warm_pool_cost(warehouse: duckdb.D
     row = dict(zip(relation.columns, relation.fetchall()[0], strict=True))
     assert row["failed_jobs"] == 2  # one failed before starting (no cost), one midway
     assert (round(row["failed_cost_usd"], 2), round(row["stopped_cost_usd"], 2)) == (0.50, 1.00)
-    assert (row["max_runtime_exceeded_cost_usd"], round(row["idle_warm_pool_cost_usd"], 2)) == (0, 0.50)
-    assert round(row["wasted_cost_usd"], 2) == 2.00
+    assert row["max_runtime_exceeded_cost_usd"] == 0
+    assert round(row["max_wait_time_exceeded_cost_usd"], 2) == round(1200 * 2.00 / 3600, 2)
+    # warm-pool: 0.5 h retained at $1, no one reused it; warm-pool-reused: the same, picked up by a job
+    assert (round(row["idle_warm_pool_cost_usd"], 2), round(row["reused_warm_pool_cost_usd"], 2)) == (0.50, 0.50)
+    # failed + stopped + max wait + idle
+    assert round(row["wasted_cost_usd"], 2) == round(0.50 + 1.00 + 1200 * 2.00 / 3600 + 0.50, 2)
     assert row["top_failure_reasons"] == "AlgorithmError: boom (1); CapacityError: no capacity (1)"
 
 
@@ -394,9 +423,9 @@ def test_duration_rollup_quantiles(warehouse: duckdb.DuckDBPyConnection) -> None
         "select jobs, p50_startup_seconds, p50_training_seconds, share_not_training from duration_rollup "
         "where instance_type = 'ml.m5.xlarge' and training_job_status = 'Completed'"
     ).fetchall()
-    # plain, warm-pool, completed-without-billable-time (1 h each), midnight (2 h): each started 5 minutes
-    # after creation
-    assert rows == [(4, 300.0, 3600.0, pytest.approx(1 - (3 * 3600 + 7200) / (3 * 3900 + 7500)))]
+    # plain, warm-pool, warm-pool-reused, completed-without-billable-time (1 h each), midnight (2 h): each
+    # started 5 minutes after creation
+    assert rows == [(5, 300.0, 3600.0, pytest.approx(1 - (4 * 3600 + 7200) / (4 * 3900 + 7500)))]
 
 
 def test_model_checks_pass_and_catch_problems(warehouse: duckdb.DuckDBPyConnection) -> None:

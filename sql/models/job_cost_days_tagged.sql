@@ -32,6 +32,9 @@ final as (
         jobs.secondary_status,
         -- The first line of the reason: the kind of failure, without the job-specific trace after it.
         nullif(split_part(jobs.failure_reason, chr(10), 1), '') as failure_reason,
+        -- Warm-pool instances another job picked up were not idle.
+        coalesce(jobs.warm_pool_status = 'Reused' or jobs.warm_pool_reused_by_job is not null, false)
+            as warm_pool_reused,
         job_costs.is_priced,
         allocation_tags.tag_key as allocation_tag_key,
         allocation_tags.tag_position as allocation_tag_position,

@@ -1,6 +1,7 @@
 -- One row per UTC month and value of each cost-allocation tag: money spent on jobs that failed, were
--- stopped or hit their runtime limit, and on warm pools kept idle, with the most frequent failure reasons.
--- All retained warm-pool time is idle time (instances kept, no job running), reused or not.
+-- stopped, hit their runtime limit or (spot) their wait limit, and on warm pools kept idle, with the most
+-- frequent failure reasons. Retained warm-pool time is idle unless another job reused the instances.
+-- Who stopped a job is not in the API's record: stopped_cost_usd is every user or caller stop.
 with job_cost_days_tagged as (
     select * from job_cost_days_tagged
 ),
@@ -15,7 +16,8 @@ labelled as (
         secondary_status,
         failure_reason,
         compute_cost_usd + storage_cost_usd as run_cost_usd,
-        warm_pool_cost_usd
+        warm_pool_cost_usd,
+        warm_pool_reused
     from job_cost_days_tagged
 ),
 
@@ -62,7 +64,10 @@ totals as (
         coalesce(sum(run_cost_usd) filter (where secondary_status = 'Stopped'), 0) as stopped_cost_usd,
         coalesce(sum(run_cost_usd) filter (where secondary_status = 'MaxRuntimeExceeded'), 0)
             as max_runtime_exceeded_cost_usd,
-        coalesce(sum(warm_pool_cost_usd), 0) as idle_warm_pool_cost_usd
+        coalesce(sum(run_cost_usd) filter (where secondary_status = 'MaxWaitTimeExceeded'), 0)
+            as max_wait_time_exceeded_cost_usd,
+        coalesce(sum(warm_pool_cost_usd) filter (where not warm_pool_reused), 0) as idle_warm_pool_cost_usd,
+        coalesce(sum(warm_pool_cost_usd) filter (where warm_pool_reused), 0) as reused_warm_pool_cost_usd
     from labelled
     group by month, allocation_tag_key, allocation_tag_value
 ),
@@ -70,8 +75,8 @@ totals as (
 final as (
     select
         totals.*,
-        failed_cost_usd + stopped_cost_usd + max_runtime_exceeded_cost_usd + idle_warm_pool_cost_usd
-            as wasted_cost_usd,
+        failed_cost_usd + stopped_cost_usd + max_runtime_exceeded_cost_usd + max_wait_time_exceeded_cost_usd
+        + idle_warm_pool_cost_usd as wasted_cost_usd,
         reasons.top_failure_reasons
     from totals
     left join reasons using (month, allocation_tag_key, allocation_tag_value)
