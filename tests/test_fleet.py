@@ -84,6 +84,11 @@ def test_fleet_has_the_mix_a_platform_team_sees() -> None:
     spot = [r for r in records if r["EnableManagedSpotTraining"] and "BillableTimeInSeconds" in r]
     interrupted = [r for r in spot if any(t["Status"] == "Interrupted" for t in r["SecondaryStatusTransitions"])]
     assert interrupted and all(r["BillableTimeInSeconds"] < r["TrainingTimeInSeconds"] for r in interrupted)
+    # AWS's own rule: spot savings = 1 - billable / training time, 60-90% in the demo, interrupted or not.
+    savings = [1 - r["BillableTimeInSeconds"] / r["TrainingTimeInSeconds"] for r in spot if r["TrainingTimeInSeconds"]]
+    uninterrupted = [r for r in spot if r not in interrupted and r["TrainingTimeInSeconds"] > 100]
+    assert uninterrupted and all(r["BillableTimeInSeconds"] < 0.41 * r["TrainingTimeInSeconds"] for r in uninterrupted)
+    assert min(savings) >= 0.6 and max(savings) < 1
 
     pools = Counter(r["WarmPoolStatus"]["Status"] for r in records if "WarmPoolStatus" in r)
     assert {"Available", "Reused", "Terminated"} <= set(pools), pools
