@@ -355,6 +355,30 @@ def test_final_means_the_same_status_set_in_extraction_and_in_the_models(tmp_pat
     assert dict(connection.execute("select training_job_status, is_final from job_durations").fetchall()) == finality
 
 
+def test_cost_coverage_says_how_much_rests_on_unchecked_prices(tmp_path: Path) -> None:
+    """One hour on one ml.m5.2xlarge in us-east-1: the bundled row ($0.461) was transcribed by hand, so all
+    of the $0.461 rests on an unchecked price; with your own rate the same job is verified."""
+    jobs = [
+        record("on-the-snapshot", resources={"InstanceType": "ml.m5.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 0})
+    ]
+    connection = normalize(jobs)
+    build_models(connection, CostSettings())
+    assert connection.execute("select total_cost_usd, price_verified from job_costs").fetchall() == [(0.461, False)]
+    coverage = connection.execute(
+        "select region, instance_type, jobs, priced_jobs, priced_instance_hours, unverified_cost_usd from cost_coverage"
+    ).fetchall()
+    assert coverage == [("us-east-1", "ml.m5.2xlarge", 1, 1, 1.0, 0.461)]
+    outcome = checks.unverified_price_share(connection)
+    assert not outcome.passed and outcome.metadata == {"unverified_cost_usd": 0.46, "share": 1.0}
+
+    rates = tmp_path / "rates.csv"
+    rates.write_text("region,instance_type,usd_per_hour\nus-east-1,ml.m5.2xlarge,0.40\n")
+    connection = normalize(jobs)
+    build_models(connection, CostSettings(prices_file=rates))
+    assert connection.execute("select total_cost_usd, price_verified from job_costs").fetchall() == [(0.40, True)]
+    assert checks.unverified_price_share(connection).passed
+
+
 def test_running_jobs_are_estimates_and_say_so(warehouse: duckdb.DuckDBPyConnection) -> None:
     assert not costs(warehouse, "running")["is_final"]
     assert costs(warehouse, "plain")["is_final"]

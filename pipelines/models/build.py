@@ -22,8 +22,8 @@ from pipelines.config import CostSettings
 from pipelines.pricing.instances import instance_specs
 from pipelines.pricing.prices import effective_prices
 from pipelines.schemas import all_tables, table
-from pipelines.storage.raw import TERMINAL_STATUSES
 from pipelines.sql import SQL_DIR, build_table, literal, run, table_sql
+from pipelines.storage.raw import TERMINAL_STATUSES
 
 MODELS_FOLDER = "models"
 PRICES = "instance_prices"

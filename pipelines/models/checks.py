@@ -82,6 +82,24 @@ def unpriced_instance_types(connection: duckdb.DuckDBPyConnection) -> CheckOutco
     )
 
 
+# Above this share of the cost computed from unchecked prices, the numbers need a warning.
+UNVERIFIED_COST_SHARE_LIMIT = 0.10
+
+
+def unverified_price_share(connection: duckdb.DuckDBPyConnection) -> CheckOutcome:
+    unverified, total = run(
+        connection, "select coalesce(sum(unverified_cost_usd), 0), coalesce(sum(total_cost_usd), 0) from cost_coverage"
+    )[0]
+    share = unverified / total if total else 0.0
+    return CheckOutcome(
+        "unverified_price_share",
+        share <= UNVERIFIED_COST_SHARE_LIMIT,
+        f"{share:.1%} of the cost (${unverified:,.2f} of ${total:,.2f}) rests on prices not checked against a bill; "
+        "give your own rates (costs.prices_file) or run `sagemaker-warehouse prices refresh`",
+        {"unverified_cost_usd": round(float(unverified), 2), "share": round(share, 4)},
+    )
+
+
 @dataclass(frozen=True)
 class ModelCheck:
     name: str
@@ -139,5 +157,12 @@ MODEL_CHECKS = [
         False,
         "Instance types with no price: their jobs' costs are null, never zero.",
         unpriced_instance_types,
+    ),
+    ModelCheck(
+        "unverified_price_share",
+        "cost_coverage",
+        False,
+        f"At most {UNVERIFIED_COST_SHARE_LIMIT:.0%} of the cost rests on prices not checked against a bill.",
+        unverified_price_share,
     ),
 ]

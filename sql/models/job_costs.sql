@@ -45,7 +45,8 @@ priced_fleet as (
         -- Unknown storage (a type not in instance_types, or not confirmed) bills the volume: an estimate
         -- errs towards cost, not towards a silent zero.
         coalesce(instance_types.has_local_nvme, false) as has_local_nvme,
-        instance_prices.source
+        instance_prices.source,
+        instance_prices.verified
     from fleet
     join jobs using (training_job_arn)
     left join instance_prices
@@ -63,6 +64,7 @@ clusters as (
         count(*) filter (where accelerator_count is null) = 0 as accelerators_known,
         coalesce(sum(instance_count) filter (where not has_local_nvme), 0) as volume_instances,
         string_agg(distinct source, '; ' order by source) as price_source,
+        bool_and(verified) as prices_verified,
         string_agg(distinct instance_type, ', ' order by instance_type)
             filter (where usd_per_instance_hour is null) as unpriced_instance_types
     from priced_fleet
@@ -125,6 +127,7 @@ costed as (
         seconds.volume_size_in_gb,
         clusters.volume_instances,
         clusters.price_source,
+        clusters.prices_verified,
         clusters.unpriced_instance_types,
         cost_parameters.storage_usd_per_gb_month
     from seconds
@@ -174,6 +177,7 @@ final as (
             else 'on-demand'
         end as cost_basis,
         price_source,
+        case when is_priced then prices_verified end as price_verified,
         unpriced_instance_types
     from costed
 )
