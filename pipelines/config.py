@@ -57,9 +57,9 @@ class ExtractionSettings:
 @dataclass(frozen=True)
 class CostSettings:
     allocation_tags: tuple[str, ...] = ("team",)  # tag keys costs are rolled up by; the first drives cost_daily
-    # ML storage volumes (gp2), per GB-month. 0.14 is the us-east-1 list rate; a December 2023 bill shows
-    # 0.154 in eu-west-1. One rate for all regions: a documented simplification.
-    storage_usd_per_gb_month: float = 0.14
+    # ML storage volumes (gp2), per GB-month. None: the bundled rate of each region
+    # (pipelines/pricing/storage_prices.csv); a number: that rate in every region (e.g. a negotiated one).
+    storage_usd_per_gb_month: float | None = None
     prices_file: Path | None = None  # your own rates: region,instance_type,usd_per_hour
 
 

@@ -379,6 +379,21 @@ def test_cost_coverage_says_how_much_rests_on_unchecked_prices(tmp_path: Path) -
     assert checks.unverified_price_share(connection).passed
 
 
+def test_storage_is_billed_at_the_rate_of_the_jobs_region() -> None:
+    """30 GB on one ml.m5.xlarge for 1 h: $0.154/GB-month in eu-west-1 (a published bill), $0.14 in
+    us-east-1, and a 730-hour month."""
+    here = record("in-us-east-1")
+    there = record("in-eu-west-1")
+    there["TrainingJobArn"] = there["TrainingJobArn"].replace("us-east-1", "eu-west-1")
+    connection = normalize([here, there])
+    build_models(connection, CostSettings())
+    storage = dict(connection.execute("select region, storage_cost_usd from job_costs").fetchall())
+    assert storage == {"us-east-1": pytest.approx(30 * 0.14 / 730), "eu-west-1": pytest.approx(30 * 0.154 / 730)}
+    build_models(connection, CostSettings(storage_usd_per_gb_month=0.10))  # your one rate, every region
+    storage = dict(connection.execute("select region, storage_cost_usd from job_costs").fetchall())
+    assert storage == {"us-east-1": pytest.approx(30 * 0.10 / 730), "eu-west-1": pytest.approx(30 * 0.10 / 730)}
+
+
 def test_running_jobs_are_estimates_and_say_so(warehouse: duckdb.DuckDBPyConnection) -> None:
     assert not costs(warehouse, "running")["is_final"]
     assert costs(warehouse, "plain")["is_final"]

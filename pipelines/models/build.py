@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from pipelines.config import CostSettings
 from pipelines.pricing.instances import instance_specs
-from pipelines.pricing.prices import effective_prices
+from pipelines.pricing.prices import effective_prices, storage_rates
 from pipelines.schemas import all_tables, table
 from pipelines.sql import SQL_DIR, build_table, literal, run, table_sql
 from pipelines.storage.raw import TERMINAL_STATUSES
@@ -31,7 +31,7 @@ INSTANCE_TYPES = "instance_types"
 # Reference tables loaded from the bundled data (and your rates) before the models: published, not SQL.
 REFERENCE_TABLES = (INSTANCE_TYPES, PRICES)
 # Run parameters: temporary tables, visible to the models, never published.
-PARAMETER_TABLES = ("cost_parameters", "allocation_tags", "final_statuses")
+PARAMETER_TABLES = ("storage_rates", "allocation_tags", "final_statuses")
 
 
 def model_names() -> list[str]:
@@ -93,10 +93,14 @@ def load_parameters(
             f"loaded_{name}", pa.Table.from_pylist([r.__dict__ for r in rows], schema=declared.arrow_schema())
         )
         counts[name] = build_table(connection, declared, f"select * from loaded_{name}")
+    rates = ", ".join(
+        f"({literal(rate.region)}, {rate.usd_per_gb_month}::double, {literal(rate.source)})"
+        for rate in storage_rates(costs.storage_usd_per_gb_month)
+    )
     run(
         connection,
-        f"create or replace temp table cost_parameters as select {float(costs.storage_usd_per_gb_month)}::double "
-        "as storage_usd_per_gb_month",
+        "create or replace temp table storage_rates as select * from "
+        f"(values {rates}) t(region, usd_per_gb_month, source)",
     )
     rows = ", ".join(f"({literal(key)}, {position})" for position, key in enumerate(costs.allocation_tags))
     run(

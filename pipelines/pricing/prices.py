@@ -98,3 +98,24 @@ def effective_prices(user_file: Path | None = None, refreshed_file: Path | None 
         for price in layer:
             prices[(price.region, price.instance_type)] = replace(price, verified=True)
     return sorted(prices.values(), key=lambda p: (p.region, p.instance_type))
+
+
+BUNDLED_STORAGE = Path(__file__).resolve().parent / "storage_prices.csv"
+ANY_REGION = "*"
+
+
+@dataclass(frozen=True)
+class StorageRate:
+    region: str  # or ANY_REGION: the rate of every region without a row of its own
+    usd_per_gb_month: float
+    source: str
+
+
+def storage_rates(override: float | None = None) -> list[StorageRate]:
+    """ML storage rates per region: the bundled ones, or ``override`` in every region."""
+    if override is not None:
+        return [StorageRate(ANY_REGION, float(override), "costs.storage_usd_per_gb_month (your rate, every region)")]
+    with BUNDLED_STORAGE.open(newline="") as handle:
+        return [
+            StorageRate(row["region"], float(row["usd_per_gb_month"]), row["source"]) for row in csv.DictReader(handle)
+        ]

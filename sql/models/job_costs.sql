@@ -1,5 +1,6 @@
 -- One row per training job: its on-demand cost, by the billing rules in the README ("How costs are computed").
--- Reads the run's cost_parameters (storage rate) besides the warehouse tables.
+-- Reads the run's storage_rates (ML storage per region; '*' for the others) and final_statuses besides the
+-- warehouse tables.
 with jobs as (
     select * from jobs
 ),
@@ -16,8 +17,8 @@ instance_types as (
     select * from instance_types
 ),
 
-cost_parameters as (
-    select * from cost_parameters
+storage_rates as (
+    select * from storage_rates
 ),
 
 final_statuses as (
@@ -129,10 +130,12 @@ costed as (
         clusters.price_source,
         clusters.prices_verified,
         clusters.unpriced_instance_types,
-        cost_parameters.storage_usd_per_gb_month
+        coalesce(regional_storage.usd_per_gb_month, any_region_storage.usd_per_gb_month)
+            as storage_usd_per_gb_month
     from seconds
     left join clusters using (training_job_arn)
-    cross join cost_parameters
+    left join storage_rates as regional_storage on seconds.region = regional_storage.region
+    left join storage_rates as any_region_storage on any_region_storage.region = '*'
 ),
 
 final as (
@@ -178,7 +181,8 @@ final as (
         end as cost_basis,
         price_source,
         case when is_priced then prices_verified end as price_verified,
-        unpriced_instance_types
+        unpriced_instance_types,
+        storage_usd_per_gb_month
     from costed
 )
 
