@@ -394,6 +394,31 @@ def test_storage_is_billed_at_the_rate_of_the_jobs_region() -> None:
     assert storage == {"us-east-1": pytest.approx(30 * 0.10 / 730), "eu-west-1": pytest.approx(30 * 0.10 / 730)}
 
 
+def test_a_running_spot_job_is_not_billed_for_its_interruption(tmp_path: Path) -> None:
+    """Running on one ml.g5.xlarge ($2/h) for 2 h at the fetch, interrupted for 30 minutes of them: billed
+    so far 1.5 h = $3.00 at most (its spot discount shows when it ends); the 30 minutes saved $1.00."""
+    start = FETCHED - timedelta(hours=2)
+    running = record(
+        "running-spot",
+        start=start,
+        status="InProgress",
+        EnableManagedSpotTraining=True,
+        resources={"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 0},
+    )
+    running["SecondaryStatusTransitions"] = [
+        {"Status": "Training", "StartTime": start, "EndTime": start + timedelta(minutes=30)},
+        {"Status": "Interrupted", "StartTime": start + timedelta(minutes=30), "EndTime": start + timedelta(hours=1)},
+        {"Status": "Training", "StartTime": start + timedelta(hours=1)},
+    ]
+    prices = tmp_path / "rates.csv"
+    prices.write_text(PRICES_CSV)
+    connection = normalize([running])
+    build_models(connection, CostSettings(prices_file=prices))
+    row = costs(connection, "running-spot")
+    assert not row["is_final"] and row["billable_seconds"] == 5400
+    assert (round(row["compute_cost_usd"], 2), round(row["spot_savings_usd"], 2)) == (3.00, 1.00)
+
+
 def test_running_jobs_are_estimates_and_say_so(warehouse: duckdb.DuckDBPyConnection) -> None:
     assert not costs(warehouse, "running")["is_final"]
     assert costs(warehouse, "plain")["is_final"]

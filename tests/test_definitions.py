@@ -38,7 +38,7 @@ def test_definitions_load_with_every_asset_check_and_resource() -> None:
     assert AssetCheckKey(AssetKey("jobs"), "unknown_members") in check_keys
     # Model dependencies come from the tables each model's SQL reads.
     assert graph.get(AssetKey("job_costs")).parent_keys == set(
-        map(AssetKey, ["jobs", "instance_groups", "instance_prices", "instance_types"])
+        map(AssetKey, ["jobs", "instance_groups", "instance_prices", "instance_types", "job_durations"])
     )
     assert graph.get(AssetKey("cost_daily")).parent_keys == {AssetKey("job_cost_days_tagged")}
     tagged = graph.get(AssetKey("job_cost_days_tagged")).parent_keys

@@ -25,6 +25,10 @@ final_statuses as (
     select * from final_statuses
 ),
 
+job_durations as (
+    select * from job_durations
+),
+
 -- Every kind of instance a job ran: one row for a plain job, one per group for a heterogeneous cluster.
 fleet as (
     select training_job_arn, instance_type, instance_count
@@ -82,13 +86,21 @@ finality as (
 
 durations as (
     select
-        *,
+        finality.*,
         -- A running job has no billable time yet: estimate it from training start to its last fetch.
         case
-            when not is_final and training_start_time is not null
-                then (epoch_ms(fetched_at) - epoch_ms(training_start_time)) / 1000.0
-        end as running_seconds
+            when not finality.is_final and finality.training_start_time is not null
+                then (epoch_ms(finality.fetched_at) - epoch_ms(finality.training_start_time)) / 1000.0
+        end as running_seconds,
+        -- A running managed-spot job is billed nothing while Interrupted; its spot discount shows only when
+        -- it ends, so until then it is estimated at the full rate for the time it was not interrupted.
+        case
+            when not finality.is_final and finality.enable_managed_spot_training
+                then coalesce(job_durations.interrupted_seconds, 0)
+            else 0
+        end as interrupted_so_far
     from finality
+    left join job_durations using (training_job_arn)
 ),
 
 seconds as (
@@ -97,7 +109,7 @@ seconds as (
         -- A finished job that trained was billed; AWS not saying for how long makes its cost unknown, not $0.
         is_final and training_start_time is not null and billable_time_in_seconds is null
         and billable_token_count is null as billable_time_missing,
-        coalesce(billable_time_in_seconds, running_seconds, 0) as billable_seconds,
+        coalesce(billable_time_in_seconds, greatest(running_seconds - interrupted_so_far, 0), 0) as billable_seconds,
         coalesce(training_time_in_seconds, running_seconds, 0) as wall_training_seconds,
         coalesce(resource_retained_billable_time_in_seconds, 0) as warm_pool_seconds
     from durations
