@@ -12,9 +12,9 @@ from pathlib import Path
 import duckdb
 
 from pipelines.aws_model import structure_paths
-from pipelines.normalization.flatten import LEFT_OUT, PARENT_TABLE, RAW_JSON
+from pipelines.normalization.flatten import LEFT_OUT, PARENT_TABLE, RAW_JSON, normalized_tables
 from pipelines.schemas import TableSchema
-from pipelines.sql import CheckOutcome, literal, required_columns_not_null, run, unique_key
+from pipelines.sql import CheckOutcome, identifier, literal, required_columns_not_null, run, unique_key
 
 JOBS = PARENT_TABLE
 
@@ -32,22 +32,39 @@ def references_jobs(connection: duckdb.DuckDBPyConnection, table: TableSchema) -
     )
 
 
+RAW_ROW_COUNTS = "_raw_row_counts"  # per connection: what every table should hold, from one scan
+
+
+def _row_count_term(kind: str, path: str) -> str:
+    if kind == "one_per_job":
+        return "1"
+    if kind == "lists":
+        return f"coalesce(json_array_length(response_json, {literal(path)}), 0)"
+    return f"coalesce(len(json_keys(response_json, {literal(path)})), 0)"
+
+
+def _rows_in_raw(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> int:
+    """The rows ``table``'s source lists and maps hold in the raw JSON. The first call counts them for every
+    normalized table in one scan of the raw records and keeps the counts for the connection."""
+    if not _has_table(connection, RAW_ROW_COUNTS):
+        counted = [t for t in normalized_tables() if t.rows_from]
+        terms = [
+            " + ".join(_row_count_term(kind, path) for kind, paths in t.rows_from for path in paths) for t in counted
+        ]
+        sums = ", ".join(f"coalesce(sum({term}), 0)" for term in terms)
+        totals = run(connection, f"select {sums} from {RAW_JSON}")[0]
+        values = ", ".join(f"({literal(t.name)}, {int(n)})" for t, n in zip(counted, totals, strict=True))
+        run(connection, f"create temp table {RAW_ROW_COUNTS} as select * from (values {values}) t(table_name, rows)")
+    return int(run(connection, f"select rows from {RAW_ROW_COUNTS} where table_name = {literal(table.name)}")[0][0])
+
+
 def row_count_matches_raw(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> CheckOutcome:
     """The table has exactly as many rows as its source lists or maps hold in the raw JSON, counted with
     DuckDB's JSON functions on the stored text: a second path, independent of the flattening SQL."""
-    terms = []
-    for kind, paths in table.rows_from:
-        for path in paths:
-            if kind == "one_per_job":
-                terms.append("1")
-            elif kind == "lists":
-                terms.append(f"coalesce(json_array_length(response_json, '{path}'), 0)")
-            else:
-                terms.append(f"coalesce(len(json_keys(response_json, '{path}')), 0)")
-    in_raw = run(connection, f"select coalesce(sum({' + '.join(terms)}), 0) from {RAW_JSON}")[0][0]
+    in_raw = _rows_in_raw(connection, table)
     left_out = sum(count for _, _, count in _left_out(connection, table))
     expected = in_raw - left_out
-    actual = run(connection, f'select count(*) from "{table.name}"')[0][0]
+    actual = run(connection, f"select count(*) from {identifier(table.name)}")[0][0]
     return CheckOutcome(
         "row_count_matches_raw",
         expected == actual,
@@ -115,17 +132,29 @@ def table_checks(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> l
 
 def unknown_members(connection: duckdb.DuckDBPyConnection) -> CheckOutcome:
     """Members of the stored records that botocore's model (and so the tables) does not know: kept in the
-    raw layer, reported here so that someone can decide to type them."""
-    found: dict[str, int] = {}
-    for path, known in structure_paths().items():
-        rows = run(
-            connection,
-            f"select member, count(*) from (select unnest(json_keys(response_json, '{path}')) as member "
-            f"from {RAW_JSON}) group by member",
-        )
-        for member, count in rows:
-            if member not in known:
-                found[f"{path}.{member}".replace("$.", "", 1).lstrip("$.")] = int(count)
+    raw layer, reported here so that someone can decide to type them. One scan of the raw records lists
+    the members of every structure at once."""
+    known_by_path = structure_paths()
+    paths = list(known_by_path)
+    # json_keys with a list of paths parses each record once for all of them.
+    rows = run(
+        connection,
+        f"""
+        with keyed as (
+            select json_keys(response_json, [{", ".join(map(literal, paths))}]) as members from {RAW_JSON}
+        ),
+        by_path as (select unnest(range({len(paths)})) as position, unnest(members) as members from keyed)
+        select position, member, count(*)
+        from (select position, unnest(members) as member from by_path)
+        group by position, member
+        """,
+    )
+    rows = [(paths[position], member, count) for position, member, count in rows]
+    found = {
+        f"{path}.{member}".replace("$.", "", 1).lstrip("$."): int(count)
+        for path, member, count in sorted(rows)
+        if member not in known_by_path[path]
+    }
     return CheckOutcome(
         "unknown_members",
         not found,
