@@ -176,6 +176,10 @@ def _run_and_report(
             f"error: check {check.asset_key.to_user_string()}.{check.check_name} failed: {check.description}",
             file=sys.stderr,
         )
+    if not failed_checks:
+        from pipelines.summary import print_run_summary
+
+        print_run_summary(Path(warehouse) if warehouse else settings.warehouse)
     return EXIT_FAILED if failed_checks else EXIT_OK
 
 

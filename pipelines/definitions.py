@@ -43,9 +43,18 @@ def build_resources(
 # over everything stored. The CLI runs these same two jobs, in-process, in that order.
 EXTRACT_JOB, BUILD_JOB = "extract_training_jobs", "build_warehouse"
 extract_job = define_asset_job(
-    EXTRACT_JOB, selection=AssetSelection.assets(raw_training_jobs), partitions_def=TARGET_PARTITIONS
+    EXTRACT_JOB,
+    selection=AssetSelection.assets(raw_training_jobs),
+    partitions_def=TARGET_PARTITIONS,
+    description="Lists and describes the training jobs of one account and region (a partition) into the raw "
+    "layer: new and changed jobs, or every job with full_refresh.",
 )
-build_job = define_asset_job(BUILD_JOB, selection=AssetSelection.all() - AssetSelection.assets(raw_training_jobs))
+build_job = define_asset_job(
+    BUILD_JOB,
+    selection=AssetSelection.all() - AssetSelection.assets(raw_training_jobs),
+    description="Builds the warehouse from the raw layer: flattens the normalized tables, builds the reference "
+    "tables and models, runs their checks and publishes them in one step if every blocking check passed.",
+)
 
 
 def extraction_run_config(full_refresh: bool) -> dict[str, Any]:
@@ -69,8 +78,12 @@ def extraction_requests(context: ScheduleEvaluationContext, settings: Settings, 
 
 
 def _extraction_schedule(name: str, cron: str, settings: Settings, full_refresh: bool) -> ScheduleDefinition:
+    what = "every job again (full refresh)" if full_refresh else "new and changed jobs"
+
     @schedule(
         name=name,
+        description=f"One extraction run per configured account and region, reading {what} ({cron}, "
+        f"{settings.schedule.timezone}).",
         job=extract_job,
         cron_schedule=cron,
         execution_timezone=settings.schedule.timezone,
@@ -91,6 +104,8 @@ def build_schedules(settings: Settings) -> list[ScheduleDefinition]:
         ),
         ScheduleDefinition(
             name="nightly_build_schedule",
+            description=f"The build after the night's extraction ({settings.schedule.build_cron}, "
+            f"{settings.schedule.timezone}): flatten, model, check, publish.",
             job=build_job,
             cron_schedule=settings.schedule.build_cron,
             execution_timezone=settings.schedule.timezone,

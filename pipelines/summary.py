@@ -7,7 +7,8 @@ from pathlib import Path
 import duckdb
 
 from pipelines.normalization.flatten import normalized_tables
-from pipelines.storage.layout import DATABASE
+from pipelines.sql import literal
+from pipelines.storage.layout import CURRENT, DATABASE, PARQUET, VERSIONS
 from pipelines.storage.raw import RAW_ERRORS, RAW_JOBS, parquet_files
 
 _JOBS_BY_STATUS = """
@@ -39,3 +40,65 @@ def print_summary(warehouse: Path, api_calls: dict[str, int] | None = None) -> N
     if api_calls:
         print("  API calls: " + ", ".join(f"{op} {n}" for op, n in sorted(api_calls.items())))
     print(f"\nQuery it with any DuckDB client, read-only: {database}")
+
+
+def previous_version(warehouse: Path) -> Path | None:
+    """The version published before the current one, if it is still kept."""
+    versions = warehouse / VERSIONS
+    if not versions.is_dir():
+        return None
+    current = (warehouse / CURRENT).resolve()
+    older = [p for p in versions.iterdir() if p.is_dir() and p.resolve() != current]
+    return max(older, key=lambda p: p.stat().st_mtime) if older else None
+
+
+_CHANGES = """
+select
+    count(*) as jobs,
+    count(*) filter (where before.training_job_arn is null) as new_jobs,
+    count(*) filter (
+        where before.training_job_arn is not null
+        and (before.training_job_status is distinct from jobs.training_job_status
+             or before.last_modified_time is distinct from jobs.last_modified_time)
+    ) as changed_jobs
+from jobs
+left join {before} as before using (training_job_arn)
+"""
+
+_SPEND = """
+select
+    coalesce(sum(total_cost_usd) filter (where day = current_date - 1), 0),
+    coalesce(sum(total_cost_usd) filter (where day >= date_trunc('month', current_date)), 0),
+    coalesce(sum(total_cost_usd), 0)
+from {cost_daily}
+"""
+
+
+def print_run_summary(warehouse: Path) -> None:
+    """What this run published: jobs new and changed since the previous version, and the estimated spend
+    (yesterday, month to date, all time) with what the run changed in it. UTC days."""
+    database = warehouse / DATABASE
+    if not database.exists():
+        return
+    previous = previous_version(warehouse)
+    before_jobs = previous / PARQUET / "jobs" / "data.parquet" if previous else None
+    before_costs = previous / PARQUET / "cost_daily" / "data.parquet" if previous else None
+    with duckdb.connect(str(database), read_only=True) as connection:
+        empty = "(select null::varchar as training_job_arn, null as training_job_status, null as last_modified_time)"
+        source = f"read_parquet({literal(before_jobs)})" if before_jobs and before_jobs.exists() else empty
+        jobs, new, changed = connection.execute(_CHANGES.format(before=source)).fetchone()
+        yesterday, month, total = connection.execute(_SPEND.format(cost_daily="cost_daily")).fetchone()
+        change = ""
+        if before_costs and before_costs.exists():
+            total_before = connection.execute(
+                _SPEND.format(cost_daily=f"read_parquet({literal(before_costs)})")
+            ).fetchone()[2]
+            difference = total - total_before
+            change = (
+                f" ({'+' if difference > 0 else '-'}${abs(difference):,.2f} since the previous version)"
+                if abs(difference) >= 0.005
+                else " (unchanged since the previous version)"
+            )
+    since = "since the previous version" if previous else "(the first version)"
+    print(f"Published {jobs:,} jobs to {warehouse.resolve()}: {new:,} new and {changed:,} changed {since}.")
+    print(f"Estimated spend: yesterday ${yesterday:,.2f}, month to date ${month:,.2f}, all time ${total:,.2f}{change}.")

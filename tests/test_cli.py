@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import duckdb
 import pyarrow.parquet as pq
 import pytest
 
 from pipelines.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, main
 from pipelines.demo.endpoint import LocalSageMaker
-from tests.conftest import SMALL_FLEET, copy_of
+from pipelines.demo.fleet import generate_fleet
+from tests.conftest import REGIONS, SMALL_FLEET, copy_of, renamed
 
 
 def test_check_reports_success_against_the_local_endpoint(
@@ -96,3 +98,25 @@ def test_the_example_config_is_the_documented_one_and_passes_check(
     assert main(["check", "--config", str(example)]) == EXIT_OK
     out = capsys.readouterr().out
     assert "4 of 4 account/region targets readable." in out  # main and research, in both regions
+
+
+def test_a_run_ends_saying_what_changed_and_what_it_cost(
+    demo_warehouse: Path, aws: LocalSageMaker, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    warehouse = copy_of(demo_warehouse, tmp_path / "warehouse")
+    aws.load_fleet(SMALL_FLEET)
+    monkeypatch.setenv("SMW_REGIONS", ",".join(REGIONS))
+    newest = max(generate_fleet(SMALL_FLEET), key=lambda r: r["CreationTime"])
+    aws.upsert_jobs([renamed(newest, "arrived-overnight")])
+    assert main(["run", "--warehouse", str(warehouse)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert f"Published {SMALL_FLEET.jobs + 1} jobs to {warehouse.resolve()}: 1 new and 0 changed since" in out
+    with duckdb.connect(str(warehouse / "sagemaker.duckdb"), read_only=True) as connection:
+        total, added = connection.execute(
+            "select sum(total_cost_usd), sum(total_cost_usd) filter (where training_job_arn like '%/arrived-overnight')"
+            " from job_costs"
+        ).fetchone()
+    spend = re.search(r"all time \$([\d,.]+) \(([+-])\$([\d,.]+) since the previous version\)", out)
+    assert spend, out
+    assert float(spend[1].replace(",", "")) == round(total, 2)
+    assert spend[2] == "+" and float(spend[3].replace(",", "")) == pytest.approx(added, abs=0.01)

@@ -241,6 +241,22 @@ def test_every_description_is_a_whole_sentence_and_reaches_dagster_whole() -> No
     assert failure.description == "Why the job failed, when it failed."
 
 
+def test_every_job_check_schedule_and_asset_says_what_it_is_in_dagster() -> None:
+    definitions = load_defs()
+    graph = definitions.resolve_asset_graph()
+    for key in graph.asset_check_keys:
+        description = graph.get_check_spec(key).description or ""
+        assert description.endswith("."), key
+    for key in graph.get_all_asset_keys():
+        assert (graph.get(key).description or "").endswith("."), key
+    jobs = [job for job in definitions.resolve_all_job_defs() if not job.name.startswith("__")]
+    assert {job.name for job in jobs} == {"extract_training_jobs", "build_warehouse"}
+    for job in jobs:
+        assert (job.description or "").endswith("."), job.name
+    for schedule in definitions.schedules:
+        assert (schedule.description or "").endswith("."), schedule.name
+
+
 def test_importing_the_code_location_reads_no_settings(tmp_path: Path) -> None:
     """The CLI imports definitions.py with its own --config: a broken $SMW_CONFIG must not be read then,
     only when Dagster loads the code location."""

@@ -24,7 +24,7 @@ TABLE_NAMES = [t.name for t in TABLES]
 
 def _check_specs() -> list[AssetCheckSpec]:
     specs = [
-        AssetCheckSpec(name, asset=declared.name, blocking=True)
+        AssetCheckSpec(name, asset=declared.name, blocking=True, description=checks.check_description(name))
         for declared in TABLES
         for name in checks.check_names(declared)
     ]

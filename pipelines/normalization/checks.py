@@ -20,6 +20,7 @@ JOBS = PARENT_TABLE
 
 
 def references_jobs(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> CheckOutcome:
+    """every row points at a job in the jobs table."""
     orphans = run(
         connection,
         f'select count(*) from "{table.name}" child anti join {JOBS} using (training_job_arn)',
@@ -114,6 +115,12 @@ TABLE_CHECKS: dict[str, Callable[[duckdb.DuckDBPyConnection, TableSchema], Check
     "references_jobs": references_jobs,
     "row_count_matches_raw": row_count_matches_raw,
 }
+
+
+def check_description(name: str) -> str:
+    """What a table check promises, as one sentence: the first sentence of its function's docstring."""
+    first = " ".join((TABLE_CHECKS[name].__doc__ or "").split()).split(": ")[0].split(". ")[0].rstrip(".")
+    return first[:1].upper() + first[1:] + "."
 
 
 def check_names(table: TableSchema) -> list[str]:
