@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test wheel-check lint bench dev clean
+.PHONY: install demo test wheel-check lint bench dev clean chromium
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is required; found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -19,7 +19,14 @@ install: $(INSTALLED)
 demo: $(INSTALLED)
 	$(BIN)/sagemaker-warehouse demo
 
-test: $(INSTALLED)
+# The report's browser test draws it in Debian's chromium (headless); installed here when missing.
+CHROMIUM_NOTE := note: chromium could not be installed; the report's browser test will be skipped
+chromium:
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y -q chromium >/dev/null 2>&1 \
+		|| (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1) \
+		|| echo "$(CHROMIUM_NOTE)"
+
+test: $(INSTALLED) chromium
 	$(BIN)/ruff check pipelines tests benchmarks
 	$(BIN)/sqlfluff lint sql --nocolor
 	$(BIN)/python -m pytest -n 3 --dist worksteal --durations=15

@@ -222,6 +222,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipelines.config import load_settings
+    from pipelines.report import write_report
+    from pipelines.storage.layout import DATABASE
+
+    chosen = Path(args.warehouse) if args.warehouse else load_settings(args.config).warehouse
+    warehouse = warehouse_path(chosen)
+    if not (warehouse / DATABASE).exists():
+        print(
+            f"error: no warehouse at {warehouse / DATABASE}; run `sagemaker-warehouse run` (or `demo`) first.",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    report = write_report(warehouse)
+    print(f"Cost report: {report.resolve()}")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(report.resolve().as_uri())
+    return EXIT_OK
+
+
 def cmd_prices_refresh(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -369,6 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.add_argument("--config", help="YAML config file (default: $SMW_CONFIG)")
     refresh.add_argument("--warehouse", help="warehouse directory (default: the config's, else ./warehouse)")
     refresh.set_defaults(func=cmd_prices_refresh)
+
+    report = commands.add_parser("report", help="write the cost report of the published warehouse (HTML, offline)")
+    report.add_argument("--warehouse", help="warehouse directory (default: the config's, else ./warehouse)")
+    report.add_argument("--config", help="YAML config file (default: $SMW_CONFIG)")
+    report.add_argument("--open", action="store_true", help="open it in the default browser")
+    report.set_defaults(func=cmd_report)
 
     demo = commands.add_parser("demo", help="run the whole pipeline against a local endpoint with a demo fleet")
     demo.add_argument("--jobs", type=_positive, default=2000, help="how many demo training jobs (default 2000)")

@@ -23,14 +23,14 @@ from dagster import (
 from pipelines.assets.extraction import TARGET_PARTITIONS, raw_training_jobs
 from pipelines.assets.models import models_asset
 from pipelines.assets.normalization import normalized
-from pipelines.assets.publication import published_warehouse
+from pipelines.assets.publication import cost_report, published_warehouse
 from pipelines.assets.resources import WarehouseConfig
 from pipelines.config import Settings, load_settings
 from pipelines.extraction.run import target_labels
 
 
 def all_assets() -> list[AssetsDefinition]:
-    return [raw_training_jobs, normalized, models_asset(), published_warehouse]
+    return [raw_training_jobs, normalized, models_asset(), published_warehouse, cost_report]
 
 
 def build_resources(

@@ -7,6 +7,7 @@ from pathlib import Path
 import duckdb
 
 from pipelines.normalization.flatten import normalized_tables
+from pipelines.report import REPORT
 from pipelines.sql import literal
 from pipelines.storage.layout import CURRENT, DATABASE, PARQUET, VERSIONS
 from pipelines.storage.raw import RAW_ERRORS, RAW_JOBS, parquet_files
@@ -102,3 +103,6 @@ def print_run_summary(warehouse: Path) -> None:
     since = "since the previous version" if previous else "(the first version)"
     print(f"Published {jobs:,} jobs to {warehouse.resolve()}: {new:,} new and {changed:,} changed {since}.")
     print(f"Estimated spend: yesterday ${yesterday:,.2f}, month to date ${month:,.2f}, all time ${total:,.2f}{change}.")
+    report = warehouse / REPORT
+    if report.exists():
+        print(f"Cost report: {report.resolve()}")

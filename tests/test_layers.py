@@ -17,7 +17,7 @@ LAYERS: list[set[str]] = [
     {"storage"},  # the warehouse directory: layout, raw store, locks
     {"pricing"},  # hourly prices: the snapshot, your rates, the Price List API
     {"extraction", "normalization", "models"},  # API -> raw; raw -> tables; tables -> cost models
-    {"warehouse"},  # the build (stage, check) and publication
+    {"warehouse", "report"},  # the build (stage, check) and publication; the report on what was published
     {"assets", "demo"},
     {"definitions", "summary", "docs"},
     {"cli"},

@@ -2,11 +2,12 @@
 
 from datetime import timedelta
 
-from dagster import AssetExecutionContext, AssetKey, FreshnessPolicy, MaterializeResult, asset
+from dagster import AssetExecutionContext, AssetKey, FreshnessPolicy, MaterializeResult, MetadataValue, asset
 
 from pipelines.assets.models import PRICE_AND_MODEL_NAMES
 from pipelines.assets.normalization import TABLE_NAMES
 from pipelines.assets.resources import WAREHOUSE_WRITER_POOL, WarehouseConfig
+from pipelines.report import write_report
 from pipelines.storage.layout import DATABASE, PARQUET
 from pipelines.storage.locks import BUILD, writer
 from pipelines.warehouse.build import Staging
@@ -32,3 +33,17 @@ def published_warehouse(context: AssetExecutionContext, warehouse_config: Wareho
     database = settings.warehouse / DATABASE
     context.log.info(f"published {len(paths)} tables: {database} and {settings.warehouse / PARQUET}")
     return MaterializeResult(metadata={"database": str(database.resolve()), "tables": len(paths)})
+
+
+@asset(
+    deps=[published_warehouse],
+    group_name="warehouse",
+    kinds={"html"},
+    description="The cost report: one self-contained HTML file (works offline) with spend by day and team, "
+    "month over month, the top jobs, waste, spot savings, accelerator-hours, unpriced usage and durations, "
+    "every figure read from the published models.",
+)
+def cost_report(context: AssetExecutionContext, warehouse_config: WarehouseConfig) -> MaterializeResult:
+    report = write_report(warehouse_config.settings().warehouse)
+    context.log.info(f"wrote the cost report: {report}")
+    return MaterializeResult(metadata={"path": MetadataValue.path(str(report.resolve()))})
