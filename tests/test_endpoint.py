@@ -100,10 +100,11 @@ def test_server_errors_are_injected_and_botocore_retries_them(fleet: list[dict],
 
 def test_a_partial_throttle_rate_throttles_about_that_share(fleet: list[dict], aws: LocalSageMaker) -> None:
     aws.set_faults(throttle_rate=0.3, seed=5)
+    sagemaker = client()
     outcomes = []
     for _ in range(200):
         try:
-            client().list_training_jobs(MaxResults=1)
+            sagemaker.list_training_jobs(MaxResults=1)
             outcomes.append(False)
         except ClientError:
             outcomes.append(True)
