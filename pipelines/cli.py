@@ -8,6 +8,7 @@ fetched, a check failed, or a step broke); 2 bad configuration, credentials or i
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -133,7 +134,10 @@ def _run_and_report(
     full_refresh: bool,
     prices_file: str | None = None,
     wait: bool = True,
+    output: str = "text",
 ) -> int:
+    """Materialize everything, then report: ``output`` is text (a summary), quiet (errors only) or json
+    (one JSON object on stdout: the summary, warnings and failed checks)."""
     from pipelines.config import load_settings
     from pipelines.extraction.run import resolve_targets
     from pipelines.pricing.prices import effective_prices
@@ -163,7 +167,8 @@ def _run_and_report(
                 print(f"error: {event.step_key} failed: {_innermost(event.step_failure_data.error)}", file=sys.stderr)
         return EXIT_FAILED
     count = len(result.get_asset_materialization_events())
-    print(f"Materialized {count} assets in {time.monotonic() - started:.1f}s.")
+    if output == "text":
+        print(f"Materialized {count} assets in {time.monotonic() - started:.1f}s.")
     evaluations = [c for c in result.get_asset_check_evaluations() if not c.passed]
     for check in evaluations:
         if check.severity == AssetCheckSeverity.WARN:
@@ -176,10 +181,19 @@ def _run_and_report(
             f"error: check {check.asset_key.to_user_string()}.{check.check_name} failed: {check.description}",
             file=sys.stderr,
         )
-    if not failed_checks:
-        from pipelines.summary import print_run_summary
+    from pipelines.summary import print_run_summary, run_summary
 
-        print_run_summary(Path(warehouse) if warehouse else settings.warehouse)
+    summary = None if failed_checks else run_summary(Path(warehouse) if warehouse else settings.warehouse)
+    if output == "json":
+        named = [
+            {"check": f"{c.asset_key.to_user_string()}.{c.check_name}", "description": c.description}
+            for c in evaluations
+        ]
+        warnings = [n for n, c in zip(named, evaluations, strict=True) if c.severity == AssetCheckSeverity.WARN]
+        failed = [n for n, c in zip(named, evaluations, strict=True) if c.severity == AssetCheckSeverity.ERROR]
+        print(json.dumps({"published": summary, "warnings": warnings, "failed_checks": failed}, indent=2))
+    elif output == "text" and summary:
+        print_run_summary(summary)
     return EXIT_FAILED if failed_checks else EXIT_OK
 
 
@@ -191,7 +205,10 @@ def _innermost(error: Any) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _run_and_report(args.config, args.warehouse, args.full_refresh, args.prices, wait=not args.no_wait)
+    output = "json" if args.json else "quiet" if args.quiet else "text"
+    return _run_and_report(
+        args.config, args.warehouse, args.full_refresh, args.prices, wait=not args.no_wait, output=output
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -372,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-wait", action="store_true", help="exit at once (1) if another run holds the warehouse, instead of waiting"
     )
+    printed = run.add_mutually_exclusive_group()
+    printed.add_argument("--quiet", action="store_true", help="print nothing on success (errors still go to stderr)")
+    printed.add_argument("--json", action="store_true", help="end with one JSON object: what was published, warnings")
     run.set_defaults(func=cmd_run)
 
     check = commands.add_parser("check", help="verify config, credentials and IAM permissions for every target")

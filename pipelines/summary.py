@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -75,12 +76,12 @@ from {cost_daily}
 """
 
 
-def print_run_summary(warehouse: Path) -> None:
-    """What this run published: jobs new and changed since the previous version, and the estimated spend
-    (yesterday, month to date, all time) with what the run changed in it. UTC days."""
+def run_summary(warehouse: Path) -> dict[str, Any] | None:
+    """What the current version holds against the previous one: jobs new and changed, and the estimated
+    spend (yesterday, month to date, all time; UTC days) with what this version changed in it."""
     database = warehouse / DATABASE
     if not database.exists():
-        return
+        return None
     previous = previous_version(warehouse)
     before_jobs = previous / PARQUET / "jobs" / "data.parquet" if previous else None
     before_costs = previous / PARQUET / "cost_daily" / "data.parquet" if previous else None
@@ -89,20 +90,43 @@ def print_run_summary(warehouse: Path) -> None:
         source = f"read_parquet({literal(before_jobs)})" if before_jobs and before_jobs.exists() else empty
         jobs, new, changed = connection.execute(_CHANGES.format(before=source)).fetchone()
         yesterday, month, total = connection.execute(_SPEND.format(cost_daily="cost_daily")).fetchone()
-        change = ""
+        total_before = None
         if before_costs and before_costs.exists():
             total_before = connection.execute(
                 _SPEND.format(cost_daily=f"read_parquet({literal(before_costs)})")
             ).fetchone()[2]
-            difference = total - total_before
-            change = (
-                f" ({'+' if difference > 0 else '-'}${abs(difference):,.2f} since the previous version)"
-                if abs(difference) >= 0.005
-                else " (unchanged since the previous version)"
-            )
-    since = "since the previous version" if previous else "(the first version)"
-    print(f"Published {jobs:,} jobs to {warehouse.resolve()}: {new:,} new and {changed:,} changed {since}.")
-    print(f"Estimated spend: yesterday ${yesterday:,.2f}, month to date ${month:,.2f}, all time ${total:,.2f}{change}.")
     report = warehouse / REPORT
-    if report.exists():
-        print(f"Cost report: {report.resolve()}")
+    return {
+        "warehouse": str(warehouse.resolve()),
+        "jobs": int(jobs),
+        "new_jobs": int(new),
+        "changed_jobs": int(changed),
+        "first_version": previous is None,
+        "spend_yesterday_usd": round(float(yesterday), 2),
+        "spend_month_to_date_usd": round(float(month), 2),
+        "spend_all_time_usd": round(float(total), 2),
+        "spend_change_usd": None if total_before is None else round(float(total - total_before), 2),
+        "report": str(report.resolve()) if report.exists() else None,
+    }
+
+
+def print_run_summary(summary: dict[str, Any]) -> None:
+    since = "(the first version)" if summary["first_version"] else "since the previous version"
+    print(
+        f"Published {summary['jobs']:,} jobs to {summary['warehouse']}: {summary['new_jobs']:,} new and "
+        f"{summary['changed_jobs']:,} changed {since}."
+    )
+    difference = summary["spend_change_usd"]
+    change = ""
+    if difference is not None:
+        change = (
+            f" ({'+' if difference > 0 else '-'}${abs(difference):,.2f} since the previous version)"
+            if abs(difference) >= 0.005
+            else " (unchanged since the previous version)"
+        )
+    print(
+        f"Estimated spend: yesterday ${summary['spend_yesterday_usd']:,.2f}, month to date "
+        f"${summary['spend_month_to_date_usd']:,.2f}, all time ${summary['spend_all_time_usd']:,.2f}{change}."
+    )
+    if summary["report"]:
+        print(f"Cost report: {summary['report']}")

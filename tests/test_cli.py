@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -120,3 +121,11 @@ def test_a_run_ends_saying_what_changed_and_what_it_cost(
     assert spend, out
     assert float(spend[1].replace(",", "")) == round(total, 2)
     assert spend[2] == "+" and float(spend[3].replace(",", "")) == pytest.approx(added, abs=0.01)
+    # For scripts: one JSON object on stdout, nothing else; and nothing at all with --quiet.
+    assert main(["run", "--warehouse", str(warehouse), "--json"]) == EXIT_OK
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["published"]["jobs"] == SMALL_FLEET.jobs + 1 and printed["published"]["new_jobs"] == 0
+    assert printed["published"]["spend_change_usd"] == 0 and printed["failed_checks"] == []
+    assert printed["published"]["report"] == str((warehouse / "report" / "index.html").resolve())
+    assert main(["run", "--warehouse", str(warehouse), "--quiet"]) == EXIT_OK
+    assert capsys.readouterr().out == ""
