@@ -16,8 +16,12 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
+# One Dagster home for `make demo` and `make dev`, so the UI shows what the demo materialized.
+DAGSTER_HOME_DIR ?= $(CURDIR)/dagster_home
+
 demo: $(INSTALLED)
-	$(BIN)/sagemaker-warehouse demo
+	mkdir -p $(DAGSTER_HOME_DIR)
+	DAGSTER_HOME=$(DAGSTER_HOME_DIR) $(BIN)/sagemaker-warehouse demo
 
 # The report's browser test draws it in Debian's chromium (headless); installed here when missing.
 CHROMIUM_NOTE := note: chromium could not be installed; the report's browser test will be skipped
@@ -46,7 +50,8 @@ bench: $(INSTALLED)
 	$(BIN)/python benchmarks/normalize.py
 
 dev: $(INSTALLED)
-	$(BIN)/dagster dev -w workspace.yaml
+	mkdir -p $(DAGSTER_HOME_DIR)
+	DAGSTER_HOME=$(DAGSTER_HOME_DIR) $(BIN)/dagster dev -w workspace.yaml
 
 clean:
 	rm -rf $(VENV) warehouse build .pytest_cache .ruff_cache
