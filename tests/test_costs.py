@@ -210,21 +210,21 @@ def storage(gb: float, instances: int, seconds: float) -> float:
     return gb * instances * STORAGE_RATE * seconds / (730 * 3600)
 
 
-# plain + spot + warm pool + heterogeneous + flexible + midnight + running + failed midway + stopped
-# + finished without an end time + warm pool reused, with storage
+# Every priced job's cost, worked by hand from the rates above (compute, then storage below).
 EXPECTED_TOTAL = (
-    2.00 / 3  # spot stopped at its wait limit: 1,200 billable seconds x $2 an hour (g5: NVMe, no volume)
-    + 1.50  # warm pool reused: 1 h x $1 + 0.5 h retained x $1
-    + 1.50
-    + 2.00
-    + 1.00
-    + 1.50
-    + 36.00
-    + 1.00
-    + 2.00
-    + 1.00
-    + 0.50
-    + 1.00
+    2.00  # plain: 2 instances x 1 h x $1
+    + 1.00  # spot: 0.5 billable h x $2
+    + 1.50  # warm-pool: 1 h x $1, plus 0.5 h retained x $1
+    + 36.00  # heterogeneous: (2 x $30 + 4 x $3) x 0.5 h
+    + 1.00  # flexible: 2 x g5.xlarge x 0.25 h x $2
+    + 2.00  # midnight: 2 h x $1
+    + 1.00  # running: 1 h so far x $1
+    + 0.50  # failed-midway: 0.5 h x $1
+    + 1.00  # stopped: 1 h x $1
+    + 1.50  # finished-without-end-time: 0.5 h x $3
+    + 1.50  # warm-pool-reused: 1 h x $1, plus 0.5 h retained x $1
+    + 2.00 / 3  # spot-max-wait: 1,200 billable s x $2 an hour (g5: NVMe, no volume)
+    # storage: plain, warm-pool (training and retention), heterogeneous (the 4 c5 instances), running
     + (storage(30, 2, 3600) + storage(30, 1, 5400) + storage(100, 4, 1800) + storage(30, 1, 3600))
 )
 
@@ -312,6 +312,37 @@ def test_a_finished_job_without_billable_time_has_no_cost_never_zero(warehouse: 
     assert row["cost_basis"] == "no billable time reported" and not row["is_priced"]
     assert row["compute_cost_usd"] is None and row["total_cost_usd"] is None
     assert row["usd_per_hour"] == 1.00  # the price is known; the billed seconds are not
+    assert row["billable_seconds"] is None and row["instance_hours"] is None  # nor is the usage
+
+
+def test_a_job_that_never_started_costs_nothing_and_a_serverless_one_is_not_guessed(tmp_path: Path) -> None:
+    """Flexible instance selection found no capacity for any preference: no instance ever ran, so AWS
+    billed nothing ($0, not unknown). A serverless job is billed per token, which has no public price."""
+    no_capacity = record(
+        "no-capacity",
+        start=None,
+        status="Failed",
+        FailureReason="CapacityError: no capacity for any instance preference",
+        resources={
+            "VolumeSizeInGB": 50,
+            "InstancePreferences": [
+                {"InstanceType": "ml.p5.48xlarge", "InstanceCount": 1},
+                {"InstanceType": "ml.p4d.24xlarge", "InstanceCount": 1},
+            ],
+        },
+    )
+    serverless = record("fine-tune", resources={"VolumeSizeInGB": 0}, BillableTokenCount=12_000_000)
+    serverless["ServerlessJobConfig"] = {"JobType": "FineTuning"}
+    connection = normalize([no_capacity, serverless])
+    build_models(connection, CostSettings())
+    rows = {
+        name: (basis, priced, total)
+        for name, basis, priced, total in connection.execute(
+            "select regexp_extract(training_job_arn, '[^/]+$'), cost_basis, is_priced, total_cost_usd from job_costs"
+        ).fetchall()
+    }
+    assert rows["no-capacity"] == ("never started (no charge)", True, 0.0)
+    assert rows["fine-tune"] == ("serverless (billed per token; no public price)", False, None)
 
 
 def test_usage_is_counted_whether_or_not_a_price_exists(warehouse: duckdb.DuckDBPyConnection) -> None:
@@ -333,9 +364,27 @@ def test_every_training_instance_type_botocore_knows_has_a_spec() -> None:
         assert spec.source, spec
         if spec.accelerator_kind == "none":
             assert spec.accelerator_count == 0, spec
+        elif spec.accelerator_count is None:  # unknown only where the row says it is not confirmed
+            assert spec.source.startswith("not confirmed"), spec
         else:
-            assert spec.accelerator_kind in ("gpu", "trainium") and spec.accelerator_count != 0, spec
-    # A few facts worked from EC2's published specifications.
+            assert spec.accelerator_kind in ("gpu", "trainium") and spec.accelerator_count > 0, spec
+    # Facts checked by hand against EC2's published specifications, across the families.
+    hand_checked = {
+        "ml.c5n.18xlarge": (72, 192, 0, False),
+        "ml.c4.8xlarge": (36, 60, 0, False),
+        "ml.g4dn.12xlarge": (48, 192, 4, True),
+        "ml.g5.16xlarge": (64, 256, 1, True),
+        "ml.g6e.48xlarge": (192, 1536, 8, True),
+        "ml.p3.16xlarge": (64, 488, 8, False),
+        "ml.p4de.24xlarge": (96, 1152, 8, True),
+        "ml.p5.48xlarge": (192, 2048, 8, True),
+        "ml.trn1.2xlarge": (8, 32, 1, True),
+        "ml.r5d.4xlarge": (16, 128, 0, True),
+        "ml.t3.medium": (2, 4, 0, False),
+    }
+    for name, expected in hand_checked.items():
+        spec = specs[name]
+        assert (spec.vcpus, spec.memory_gib, spec.accelerator_count, spec.has_local_nvme) == expected, name
     assert (specs["ml.p4d.24xlarge"].accelerator_count, specs["ml.p4d.24xlarge"].has_local_nvme) == (8, True)
     assert (specs["ml.g5.12xlarge"].accelerator_count, specs["ml.g5.12xlarge"].vcpus) == (4, 48)
     assert (specs["ml.trn1.32xlarge"].accelerator_kind, specs["ml.trn1.32xlarge"].accelerator_count) == ("trainium", 16)
@@ -347,12 +396,20 @@ def test_final_means_the_same_status_set_in_extraction_and_in_the_models(tmp_pat
     as running (estimated up to its last fetch), not as finished."""
     from pipelines.storage.raw import TERMINAL_STATUSES
 
-    connection = normalize([record("new-status", status="Pausing"), record("done")])
-    build_models(connection, CostSettings(prices_file=None))
+    started = FETCHED - timedelta(hours=2)
+    unknown = record("new-status", start=started, status="InProgress")
+    unknown["TrainingJobStatus"] = "Pausing"  # still running as far as anyone can tell: no end, no billable time
+    stopping = record("stopping", start=started, status="InProgress")
+    stopping["TrainingJobStatus"] = "Stopping"
+    connection = normalize([unknown, stopping, record("done"), record("being-deleted", status="Deleting")])
+    build_models(connection, CostSettings())
     finality = dict(connection.execute("select training_job_status, is_final from job_costs").fetchall())
-    assert finality == {"Pausing": False, "Completed": True}
-    assert finality == {status: status in TERMINAL_STATUSES for status in finality}
+    assert finality == {"Pausing": False, "Stopping": False, "Completed": True, "Deleting": True}
+    assert {"Completed", "Failed", "Stopped", "Deleting"} == TERMINAL_STATUSES  # what extraction stops re-reading
     assert dict(connection.execute("select training_job_status, is_final from job_durations").fetchall()) == finality
+    # Not final: estimated from its training start to its last fetch, 2 hours.
+    seconds = dict(connection.execute("select training_job_status, billable_seconds from job_costs").fetchall())
+    assert (seconds["Pausing"], seconds["Stopping"]) == (7200, 7200)
 
 
 def test_cost_coverage_says_how_much_rests_on_unchecked_prices(tmp_path: Path) -> None:

@@ -84,7 +84,8 @@ def test_fleet_has_the_mix_a_platform_team_sees() -> None:
     spot = [r for r in records if r["EnableManagedSpotTraining"] and "BillableTimeInSeconds" in r]
     interrupted = [r for r in spot if any(t["Status"] == "Interrupted" for t in r["SecondaryStatusTransitions"])]
     assert interrupted and all(r["BillableTimeInSeconds"] < r["TrainingTimeInSeconds"] for r in interrupted)
-    # AWS's own rule: spot savings = 1 - billable / training time, 60-90% in the demo, interrupted or not.
+    # AWS's rule: savings = 1 - billable / training time. Every demo spot job saves, interrupted or not; the
+    # 60-90% range is the demo's own choice (typical of published spot discounts).
     savings = [1 - r["BillableTimeInSeconds"] / r["TrainingTimeInSeconds"] for r in spot if r["TrainingTimeInSeconds"]]
     uninterrupted = [r for r in spot if r not in interrupted and r["TrainingTimeInSeconds"] > 100]
     assert uninterrupted and all(r["BillableTimeInSeconds"] < 0.41 * r["TrainingTimeInSeconds"] for r in uninterrupted)

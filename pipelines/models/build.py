@@ -94,13 +94,13 @@ def load_parameters(
         )
         counts[name] = build_table(connection, declared, f"select * from loaded_{name}")
     rates = ", ".join(
-        f"({literal(rate.region)}, {rate.usd_per_gb_month}::double, {literal(rate.source)})"
+        f"({literal(rate.region)}, {rate.usd_per_gb_month}::double, {literal(rate.source)}, {rate.verified})"
         for rate in storage_rates(costs.storage_usd_per_gb_month)
     )
     run(
         connection,
         "create or replace temp table storage_rates as select * from "
-        f"(values {rates}) t(region, usd_per_gb_month, source)",
+        f"(values {rates}) t(region, usd_per_gb_month, source, verified)",
     )
     rows = ", ".join(f"({literal(key)}, {position})" for position, key in enumerate(costs.allocation_tags))
     run(

@@ -18,7 +18,7 @@ BUNDLED_SPECS = Path(__file__).resolve().parent / "instance_types.csv"
 @dataclass(frozen=True)
 class InstanceSpec:
     instance_type: str
-    vcpus: int
+    vcpus: int | None
     memory_gib: float | None
     accelerator_kind: str  # gpu, trainium or none
     accelerator_name: str | None
@@ -36,7 +36,7 @@ def instance_specs(path: Path = BUNDLED_SPECS) -> list[InstanceSpec]:
         return [
             InstanceSpec(
                 instance_type=row["instance_type"],
-                vcpus=int(row["vcpus"]),
+                vcpus=int(vcpus) if (vcpus := _optional(row["vcpus"])) else None,
                 memory_gib=float(memory) if (memory := _optional(row["memory_gib"])) else None,
                 accelerator_kind=row["accelerator_kind"],
                 accelerator_name=_optional(row["accelerator_name"]),

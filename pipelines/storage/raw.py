@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 from pipelines.aws_model import dumps
 from pipelines.schemas import table
 
-TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
+# Deleting: DeleteTrainingJob accepts only finished jobs; the job changes no more, it only disappears.
+TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped", "Deleting"})
 SETTLED_WARM_POOL_STATUSES = frozenset({"Terminated", "Reused"})
 
 

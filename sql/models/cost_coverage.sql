@@ -10,7 +10,7 @@ final as (
         coalesce(instance_type, '(serverless)') as instance_type,
         count(*) as jobs,
         count(*) filter (where is_priced) as priced_jobs,
-        sum(instance_hours) as instance_hours,
+        coalesce(sum(instance_hours), 0) as instance_hours,
         coalesce(sum(instance_hours) filter (where is_priced), 0) as priced_instance_hours,
         coalesce(sum(total_cost_usd), 0) as total_cost_usd,
         coalesce(sum(total_cost_usd) filter (where not price_verified), 0) as unverified_cost_usd

@@ -15,7 +15,7 @@ final as (
         allocation_tag_value,
         count(distinct training_job_arn) as jobs,
         count(distinct training_job_arn) filter (where not is_priced) as unpriced_jobs,
-        sum(instance_hours) as instance_hours,
+        coalesce(sum(instance_hours), 0) as instance_hours,
         sum(accelerator_hours) as accelerator_hours,
         sum(compute_cost_usd) as compute_cost_usd,
         sum(warm_pool_cost_usd) as warm_pool_cost_usd,

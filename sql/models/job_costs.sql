@@ -63,7 +63,7 @@ clusters as (
     select
         training_job_arn,
         sum(instance_count) as instance_count,
-        bool_and(usd_per_instance_hour is not null) as all_priced,
+        bool_and(usd_per_instance_hour is not null and instance_count is not null) as all_priced,
         sum(instance_count * usd_per_instance_hour) as usd_per_hour,
         sum(instance_count * accelerator_count) as accelerators,
         count(*) filter (where accelerator_count is null) = 0 as accelerators_known,
@@ -106,47 +106,64 @@ durations as (
 seconds as (
     select
         *,
+        serverless_job_type is not null or billable_token_count is not null as is_serverless,
+        -- Never started (no capacity, a bad image, ...): nothing was billed, with or without an instance.
+        training_start_time is null and coalesce(billable_time_in_seconds, 0) = 0
+        and serverless_job_type is null and billable_token_count is null as never_ran,
         -- A finished job that trained was billed; AWS not saying for how long makes its cost unknown, not $0.
         is_final and training_start_time is not null and billable_time_in_seconds is null
-        and billable_token_count is null as billable_time_missing,
-        coalesce(billable_time_in_seconds, greatest(running_seconds - interrupted_so_far, 0), 0) as billable_seconds,
+        and serverless_job_type is null and billable_token_count is null as billable_time_missing,
         coalesce(training_time_in_seconds, running_seconds, 0) as wall_training_seconds,
         coalesce(resource_retained_billable_time_in_seconds, 0) as warm_pool_seconds
     from durations
 ),
 
+billed as (
+    select
+        *,
+        case
+            when not billable_time_missing
+                then coalesce(billable_time_in_seconds, greatest(running_seconds - interrupted_so_far, 0), 0)
+        end as billable_seconds
+    from seconds
+),
+
 costed as (
     select
-        seconds.training_job_arn,
-        seconds.account_id,
-        seconds.region,
-        seconds.training_job_status,
-        case when seconds.is_heterogeneous_cluster then 'heterogeneous' else seconds.instance_type end
+        billed.training_job_arn,
+        billed.account_id,
+        billed.region,
+        billed.training_job_status,
+        case when billed.is_heterogeneous_cluster then 'heterogeneous' else billed.instance_type end
             as instance_type,
         clusters.instance_count,
         case when clusters.all_priced then clusters.usd_per_hour end as usd_per_hour,
-        seconds.billable_seconds,
-        seconds.billable_seconds * coalesce(clusters.instance_count, 0) / 3600.0 as instance_hours,
+        billed.billable_seconds,
+        billed.billable_seconds * coalesce(clusters.instance_count, 0) / 3600.0 as instance_hours,
         case when clusters.accelerators_known
-            then seconds.billable_seconds * clusters.accelerators / 3600.0 end as accelerator_hours,
-        clusters.all_priced is true and not seconds.billable_time_missing as is_priced,
-        seconds.billable_time_missing,
-        seconds.is_final,
-        seconds.training_plan_arn is not null as on_training_plan,
-        seconds.enable_managed_spot_training,
-        seconds.billable_token_count,
-        seconds.wall_training_seconds,
-        seconds.warm_pool_seconds,
-        seconds.volume_size_in_gb,
+            then billed.billable_seconds * clusters.accelerators / 3600.0 end as accelerator_hours,
+        not billed.is_serverless and not billed.billable_time_missing
+        and (billed.never_ran or clusters.all_priced is true) as is_priced,
+        billed.is_serverless,
+        billed.never_ran,
+        billed.billable_time_missing,
+        billed.is_final,
+        billed.training_plan_arn is not null as on_training_plan,
+        billed.enable_managed_spot_training,
+        billed.billable_token_count,
+        billed.wall_training_seconds,
+        billed.warm_pool_seconds,
+        billed.volume_size_in_gb,
         clusters.volume_instances,
         clusters.price_source,
         clusters.prices_verified,
         clusters.unpriced_instance_types,
         coalesce(regional_storage.usd_per_gb_month, any_region_storage.usd_per_gb_month)
-            as storage_usd_per_gb_month
-    from seconds
+            as storage_usd_per_gb_month,
+        coalesce(regional_storage.verified, any_region_storage.verified) as storage_rate_verified
+    from billed
     left join clusters using (training_job_arn)
-    left join storage_rates as regional_storage on seconds.region = regional_storage.region
+    left join storage_rates as regional_storage on billed.region = regional_storage.region
     left join storage_rates as any_region_storage on any_region_storage.region = '*'
 ),
 
@@ -164,35 +181,45 @@ final as (
         accelerator_hours,
         case
             when not is_priced then null
-            when on_training_plan then 0.0  -- capacity bought up front: no on-demand compute charge
+            when never_ran or on_training_plan then 0.0  -- nothing billed, or capacity bought up front
             else billable_seconds * usd_per_hour / 3600.0
         end as compute_cost_usd,
-        case when is_priced then warm_pool_seconds * usd_per_hour / 3600.0 end as warm_pool_cost_usd,
-        case when is_priced
-            then coalesce(volume_size_in_gb, 0) * volume_instances * storage_usd_per_gb_month
+        case
+            when not is_priced then null
+            when never_ran then 0.0
+            else warm_pool_seconds * usd_per_hour / 3600.0
+        end as warm_pool_cost_usd,
+        case
+            when not is_priced then null
+            when never_ran then 0.0
+            else coalesce(volume_size_in_gb, 0) * volume_instances * storage_usd_per_gb_month
                 * (wall_training_seconds + warm_pool_seconds) / (730.0 * 3600.0)
         end as storage_cost_usd,
         compute_cost_usd + warm_pool_cost_usd + storage_cost_usd as total_cost_usd,
         case
             when not is_priced then null
-            when enable_managed_spot_training
+            when enable_managed_spot_training and not never_ran
                 then greatest(wall_training_seconds - billable_seconds, 0) * usd_per_hour / 3600.0
             else 0.0
         end as spot_savings_usd,
         is_priced,
         is_final,
         case
-            when instance_type is null and billable_token_count is not null
-                then 'serverless (billed per token; no public price)'
-            when instance_type is null then 'serverless (no instances)'
+            when billable_token_count is not null then 'serverless (billed per token; no public price)'
+            when is_serverless then 'serverless (no instances)'
             when billable_time_missing then 'no billable time reported'
+            when never_ran and instance_type is null then 'never started (no charge)'
             when not is_priced then 'unpriced'
             when on_training_plan then 'training plan (prepaid compute)'
             when enable_managed_spot_training then 'managed spot'
             else 'on-demand'
         end as cost_basis,
         price_source,
-        case when is_priced then prices_verified end as price_verified,
+        -- Every rate the cost rests on was checked: the instance prices, and the storage rate if billed.
+        case when is_priced
+            then coalesce(prices_verified, true)
+            and (storage_rate_verified or coalesce(volume_size_in_gb, 0) * coalesce(volume_instances, 0) = 0)
+        end as price_verified,
         unpriced_instance_types,
         storage_usd_per_gb_month
     from costed
