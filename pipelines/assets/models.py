@@ -1,4 +1,5 @@
-"""The SQL models (costs, durations, rollups) and the price table, built into the staged warehouse."""
+"""The SQL models (costs, durations, rollups) and the reference tables (instance types, prices), built into the
+staged warehouse."""
 
 from functools import cache
 
@@ -21,8 +22,8 @@ from pipelines.schemas import table
 from pipelines.storage.locks import BUILD, writer
 from pipelines.warehouse.build import Staging, stage_models
 
-PRICE_AND_MODEL_NAMES = [*REFERENCE_TABLES, *model_names()]
-_KNOWN_ASSETS = {*TABLE_NAMES, *PRICE_AND_MODEL_NAMES}
+REFERENCE_AND_MODEL_NAMES = [*REFERENCE_TABLES, *model_names()]
+_KNOWN_ASSETS = {*TABLE_NAMES, *REFERENCE_AND_MODEL_NAMES}
 
 
 def _spec(name: str) -> AssetSpec:
@@ -56,7 +57,7 @@ def models_asset() -> AssetsDefinition:
         pool=WAREHOUSE_WRITER_POOL,
     )
     def models(context: AssetExecutionContext, warehouse_config: WarehouseConfig):  # type: ignore[no-untyped-def]
-        """Build the price table and every model in sql/models/ into the staging database."""
+        """Build the reference tables and every model in sql/models/ into the staging database."""
         settings = warehouse_config.settings()
         staging = Staging(settings.warehouse, context.run_id)
         with writer(settings.warehouse, BUILD, context.log.info):

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from dagster import AssetExecutionContext, AssetKey, FreshnessPolicy, MaterializeResult, MetadataValue, asset
 
-from pipelines.assets.models import PRICE_AND_MODEL_NAMES
+from pipelines.assets.models import REFERENCE_AND_MODEL_NAMES
 from pipelines.assets.normalization import TABLE_NAMES
 from pipelines.assets.resources import WAREHOUSE_WRITER_POOL, WarehouseConfig
 from pipelines.report import write_report
@@ -13,7 +13,7 @@ from pipelines.storage.locks import BUILD, writer
 from pipelines.warehouse.build import Staging
 from pipelines.warehouse.publication import publish
 
-PUBLISHED_TABLES = [*TABLE_NAMES, *PRICE_AND_MODEL_NAMES]
+PUBLISHED_TABLES = [*TABLE_NAMES, *REFERENCE_AND_MODEL_NAMES]
 
 
 @asset(

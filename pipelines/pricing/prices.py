@@ -115,8 +115,11 @@ class StorageRate:
 def storage_rates(override: float | None = None) -> list[StorageRate]:
     """ML storage rates per region: the bundled ones, or ``override`` in every region."""
     if override is not None:
-        return [StorageRate(ANY_REGION, float(override), "costs.storage_usd_per_gb_month (your rate, every region)", True)]
+        return [
+            StorageRate(ANY_REGION, float(override), "costs.storage_usd_per_gb_month (your rate, every region)", True)
+        ]
     with BUNDLED_STORAGE.open(newline="") as handle:
         return [
-            StorageRate(row["region"], float(row["usd_per_gb_month"]), row["source"], row["verified"] == "true") for row in csv.DictReader(handle)
+            StorageRate(row["region"], float(row["usd_per_gb_month"]), row["source"], row["verified"] == "true")
+            for row in csv.DictReader(handle)
         ]
