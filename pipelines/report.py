@@ -10,6 +10,7 @@ import html
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 
 import duckdb
@@ -31,6 +32,11 @@ class Figure:
     anchor: str
     title: str  # with its unit and period
     body: str  # HTML: a chart or a table
+
+
+@cache
+def _plotly_js() -> str:
+    return get_plotlyjs()  # 4.6 MB read from the installed package: once per process
 
 
 def _rows(connection: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:
@@ -326,7 +332,7 @@ def render_report(database: Path) -> str:
 <style>{STYLE}</style>
 <script>window.reportErrors=[];window.addEventListener('error',function(e){{window.reportErrors.push(String(e.message));
 var el=document.getElementById('errors');if(el){{el.textContent=window.reportErrors.join('; ');}}}});</script>
-<script type="text/javascript">{get_plotlyjs()}</script>
+<script type="text/javascript">{_plotly_js()}</script>
 </head><body>
 <header><h1>SageMaker training costs</h1><p>Estimates at list prices (or your rates) from the published
 warehouse, {html.escape(written)}. Every figure is a query on the models; see docs/costs.md for the rules.</p></header>

@@ -91,7 +91,7 @@ RESPONSES = st.lists(
 )
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(RESPONSES)
 def test_flattening_never_fails_and_loses_no_list_element(responses: list) -> None:
     records = []
