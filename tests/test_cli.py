@@ -13,6 +13,7 @@ import pytest
 from pipelines.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, main
 from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.demo.fleet import generate_fleet
+from pipelines.summary import print_run_summary, run_summary
 from tests.conftest import REGIONS, SMALL_FLEET, copy_of, renamed
 
 
@@ -109,23 +110,28 @@ def test_a_run_ends_saying_what_changed_and_what_it_cost(
     monkeypatch.setenv("SMW_REGIONS", ",".join(REGIONS))
     newest = max(generate_fleet(SMALL_FLEET), key=lambda r: r["CreationTime"])
     aws.upsert_jobs([renamed(newest, "arrived-overnight")])
-    assert main(["run", "--warehouse", str(warehouse)]) == EXIT_OK
-    out = capsys.readouterr().out
-    assert f"Published {SMALL_FLEET.jobs + 1} jobs to {warehouse.resolve()}: 1 new and 0 changed since" in out
+    # For scripts: one JSON object on stdout, nothing else.
+    assert main(["run", "--warehouse", str(warehouse), "--json"]) == EXIT_OK
+    printed = json.loads(capsys.readouterr().out)
     with duckdb.connect(str(warehouse / "sagemaker.duckdb"), read_only=True) as connection:
         total, added = connection.execute(
             "select sum(total_cost_usd), sum(total_cost_usd) filter (where training_job_arn like '%/arrived-overnight')"
             " from job_costs"
         ).fetchone()
+    published = printed["published"]
+    assert (published["jobs"], published["new_jobs"], published["changed_jobs"]) == (SMALL_FLEET.jobs + 1, 1, 0)
+    assert published["spend_all_time_usd"] == round(total, 2)
+    assert published["spend_change_usd"] == pytest.approx(added, abs=0.01) and added > 0
+    assert published["report"] == str((warehouse / "report" / "index.html").resolve())
+    assert printed["failed_checks"] == []
+    # What a person reads at the end of `run` and `demo`: the same summary, as sentences.
+    print_run_summary(run_summary(warehouse))
+    out = capsys.readouterr().out
+    assert f"Published {SMALL_FLEET.jobs + 1} jobs to {warehouse.resolve()}: 1 new and 0 changed since" in out
     spend = re.search(r"all time \$([\d,.]+) \(([+-])\$([\d,.]+) since the previous version\)", out)
-    assert spend, out
-    assert float(spend[1].replace(",", "")) == round(total, 2)
+    assert spend and float(spend[1].replace(",", "")) == round(total, 2), out
     assert spend[2] == "+" and float(spend[3].replace(",", "")) == pytest.approx(added, abs=0.01)
-    # For scripts: one JSON object on stdout, nothing else; and nothing at all with --quiet.
-    assert main(["run", "--warehouse", str(warehouse), "--json"]) == EXIT_OK
-    printed = json.loads(capsys.readouterr().out)
-    assert printed["published"]["jobs"] == SMALL_FLEET.jobs + 1 and printed["published"]["new_jobs"] == 0
-    assert printed["published"]["spend_change_usd"] == 0 and printed["failed_checks"] == []
-    assert printed["published"]["report"] == str((warehouse / "report" / "index.html").resolve())
+    # Nothing at all with --quiet; the next night has nothing new.
     assert main(["run", "--warehouse", str(warehouse), "--quiet"]) == EXIT_OK
     assert capsys.readouterr().out == ""
+    assert run_summary(warehouse)["new_jobs"] == 0
