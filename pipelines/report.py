@@ -49,7 +49,12 @@ def _money(value: float | None) -> str:
 
 def _chart(figure: go.Figure, anchor: str) -> str:
     figure.update_layout(
-        template="plotly_white",
+        # Styled here rather than with a full template, which plotly deep-copies for every figure.
+        template="none",
+        plot_bgcolor="#ffffff",
+        paper_bgcolor="#ffffff",
+        xaxis={"showgrid": False, "linecolor": "#bbbbbb"},
+        yaxis={"gridcolor": "#ececec", "zerolinecolor": "#bbbbbb"},
         colorway=PALETTE,
         margin={"l": 60, "r": 20, "t": 10, "b": 40},
         height=360,
