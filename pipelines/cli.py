@@ -145,15 +145,14 @@ def _run_and_report(
     # Preflight, before Dagster starts: a malformed config or price file, missing credentials or an
     # unknown region is one sentence on stderr, not a step failure buried in a run log.
     settings = load_settings(config_file)
-    warehouse_path(Path(warehouse) if warehouse else settings.warehouse)  # a directory this user can write
+    target = warehouse_path(Path(warehouse) if warehouse else settings.warehouse)  # a directory this user can write
     effective_prices(Path(prices_file) if prices_file else settings.costs.prices_file)
     resolve_targets(settings)
     started = time.monotonic()
     try:
         result = run_interruptibly(lambda: materialize_all(config_file, warehouse, full_refresh, prices_file, wait))
     except WarehouseBusy as busy:
-        where = warehouse or settings.warehouse
-        print(f"error: another run holds {where} ({busy}); try again when it has finished.", file=sys.stderr)
+        print(f"error: another run holds {target} ({busy}); try again when it has finished.", file=sys.stderr)
         return EXIT_FAILED
     if result.interrupted:
         if result.materializations("published_warehouse"):
@@ -170,31 +169,28 @@ def _run_and_report(
     if output == "text":
         print(f"Materialized {count} assets in {time.monotonic() - started:.1f}s.")
     evaluations = [c for c in result.get_asset_check_evaluations() if not c.passed]
-    for check in evaluations:
-        if check.severity == AssetCheckSeverity.WARN:
-            print(
-                f"warning: {check.asset_key.to_user_string()}.{check.check_name}: {check.description}", file=sys.stderr
-            )
+    warnings = [c for c in evaluations if c.severity == AssetCheckSeverity.WARN]
     failed_checks = [c for c in evaluations if c.severity == AssetCheckSeverity.ERROR]
+    for check in warnings:
+        print(f"warning: {_check_name(check)}: {check.description}", file=sys.stderr)
     for check in failed_checks:
-        print(
-            f"error: check {check.asset_key.to_user_string()}.{check.check_name} failed: {check.description}",
-            file=sys.stderr,
-        )
+        print(f"error: check {_check_name(check)} failed: {check.description}", file=sys.stderr)
     from pipelines.summary import print_run_summary, run_summary
 
-    summary = None if failed_checks else run_summary(Path(warehouse) if warehouse else settings.warehouse)
+    summary = None if failed_checks else run_summary(target)
     if output == "json":
-        named = [
-            {"check": f"{c.asset_key.to_user_string()}.{c.check_name}", "description": c.description}
-            for c in evaluations
-        ]
-        warnings = [n for n, c in zip(named, evaluations, strict=True) if c.severity == AssetCheckSeverity.WARN]
-        failed = [n for n, c in zip(named, evaluations, strict=True) if c.severity == AssetCheckSeverity.ERROR]
-        print(json.dumps({"published": summary, "warnings": warnings, "failed_checks": failed}, indent=2))
+        named = {
+            kind: [{"check": _check_name(c), "description": c.description} for c in checks]
+            for kind, checks in (("warnings", warnings), ("failed_checks", failed_checks))
+        }
+        print(json.dumps({"published": summary, **named}, indent=2))
     elif output == "text" and summary:
         print_run_summary(summary)
     return EXIT_FAILED if failed_checks else EXIT_OK
+
+
+def _check_name(check: Any) -> str:
+    return f"{check.asset_key.to_user_string()}.{check.check_name}"
 
 
 def _innermost(error: Any) -> str:
@@ -239,18 +235,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def _published_warehouse(args: argparse.Namespace, writable: bool) -> Path | None:
+    """The warehouse ``--warehouse`` or the config names, if it has published; else says so and None."""
     from pipelines.config import load_settings
-    from pipelines.report import write_report
     from pipelines.storage.layout import DATABASE
 
     chosen = Path(args.warehouse) if args.warehouse else load_settings(args.config).warehouse
-    warehouse = warehouse_path(chosen)
+    warehouse = warehouse_path(chosen, writable=writable)
     if not (warehouse / DATABASE).exists():
         print(
             f"error: no warehouse at {warehouse / DATABASE}; run `sagemaker-warehouse run` (or `demo`) first.",
             file=sys.stderr,
         )
+        return None
+    return warehouse
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipelines.report import write_report
+
+    warehouse = _published_warehouse(args, writable=True)  # the report is written into it
+    if warehouse is None:
         return EXIT_CONFIG
     report = write_report(warehouse)
     print(f"Cost report: {report.resolve()}")
@@ -328,16 +333,13 @@ def _read_only_statement(sql: str) -> str | None:
 def cmd_query(args: argparse.Namespace) -> int:
     import duckdb
 
-    from pipelines.config import load_settings
     from pipelines.storage.layout import DATABASE
     from pipelines.warehouse.publication import connect_reader
 
-    chosen = Path(args.warehouse) if args.warehouse else load_settings(args.config).warehouse
-    warehouse = warehouse_path(chosen, writable=False)  # reading needs no write access
-    database = warehouse / DATABASE
-    if not database.exists():
-        print(f"error: no warehouse at {database}; run `sagemaker-warehouse run` (or `demo`) first.", file=sys.stderr)
+    warehouse = _published_warehouse(args, writable=False)  # reading needs no write access
+    if warehouse is None:
         return EXIT_CONFIG
+    database = warehouse / DATABASE
     try:
         found = _read_only_statement(args.sql)
     except duckdb.Error as error:

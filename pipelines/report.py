@@ -39,6 +39,11 @@ def _plotly_js() -> str:
     return get_plotlyjs()  # 4.6 MB read from the installed package: once per process
 
 
+def _one_tag_key(rollup: str) -> str:
+    """The rollups repeat every job under each allocation tag key; reading one key counts each job once."""
+    return f"allocation_tag_key = (select min(allocation_tag_key) from {rollup})"
+
+
 def _rows(connection: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:
     return connection.execute(sql).fetchall()
 
@@ -88,16 +93,13 @@ def _totals(connection: duckdb.DuckDBPyConnection) -> dict[str, float]:
         "select coalesce(sum(total_cost_usd), 0), coalesce(sum(spot_savings_usd), 0),"
         " coalesce(sum(accelerator_hours), 0), count(*) filter (where not is_priced) from job_costs",
     )[0]
-    (wasted,) = _rows(
-        connection,
-        "select coalesce(sum(wasted_cost_usd), 0) from waste"
-        " where allocation_tag_key = (select min(allocation_tag_key) from waste)",
-    )[0]
+    wasted_sql = f"select coalesce(sum(wasted_cost_usd), 0) from waste where {_one_tag_key('waste')}"
+    (wasted,) = _rows(connection, wasted_sql)[0]
     month, last_month = _rows(
         connection,
-        """
+        f"""
         with months as (select month, sum(total_cost_usd) as usd from cost_monthly
-                        where allocation_tag_key = (select min(allocation_tag_key) from cost_monthly) group by month)
+                        where {_one_tag_key("cost_monthly")} group by month)
         select coalesce(sum(usd) filter (where month = (select max(month) from months)), 0),
                coalesce(sum(usd) filter (where month = (select max(month) from months) - interval 1 month), 0)
         from months
@@ -145,7 +147,7 @@ def _month_over_month(connection: duckdb.DuckDBPyConnection, column: str, label:
         with months as (select max(month) as this_month from cost_monthly),
         scoped as (
             select {column} as item, month, total_cost_usd from cost_monthly
-            where allocation_tag_key = (select min(allocation_tag_key) from cost_monthly)
+            where {_one_tag_key("cost_monthly")}
         )
         select item,
                coalesce(sum(total_cost_usd) filter (where month = (select this_month from months)), 0) as this_month,
@@ -192,7 +194,7 @@ def _waste(connection: duckdb.DuckDBPyConnection) -> Figure:
     sums = ", ".join(f"coalesce(sum({column}), 0)" for column in kinds.values())
     (values,) = _rows(
         connection,
-        f"select [{sums}] from waste where allocation_tag_key = (select min(allocation_tag_key) from waste)",
+        f"select [{sums}] from waste where {_one_tag_key('waste')}",
     )[0]
     figure = go.Figure(go.Bar(x=list(kinds), y=values, hovertemplate="%{x}: $%{y:,.2f}<extra></extra>"))
     figure.update_layout(yaxis=MONEY_AXIS)
@@ -204,9 +206,9 @@ def _waste(connection: duckdb.DuckDBPyConnection) -> Figure:
 def _spot_savings(connection: duckdb.DuckDBPyConnection) -> Figure:
     rows = _rows(
         connection,
-        """
+        f"""
         select strftime(month, '%Y-%m'), sum(spot_savings_usd), sum(total_cost_usd) from cost_monthly
-        where allocation_tag_key = (select min(allocation_tag_key) from cost_monthly)
+        where {_one_tag_key("cost_monthly")}
         group by month order by month
         """,
     )

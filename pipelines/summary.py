@@ -10,8 +10,9 @@ import duckdb
 from pipelines.normalization.flatten import normalized_tables
 from pipelines.report import REPORT
 from pipelines.sql import literal
-from pipelines.storage.layout import CURRENT, DATABASE, PARQUET, VERSIONS
+from pipelines.storage.layout import DATABASE, PARQUET
 from pipelines.storage.raw import RAW_ERRORS, RAW_JOBS, parquet_files
+from pipelines.warehouse.publication import previous_version
 
 _JOBS_BY_STATUS = """
 select region, training_job_status, count(*) as jobs
@@ -42,16 +43,6 @@ def print_summary(warehouse: Path, api_calls: dict[str, int] | None = None) -> N
     if api_calls:
         print("  API calls: " + ", ".join(f"{op} {n}" for op, n in sorted(api_calls.items())))
     print(f"\nQuery it with any DuckDB client, read-only: {database}")
-
-
-def previous_version(warehouse: Path) -> Path | None:
-    """The version published before the current one, if it is still kept."""
-    versions = warehouse / VERSIONS
-    if not versions.is_dir():
-        return None
-    current = (warehouse / CURRENT).resolve()
-    older = [p for p in versions.iterdir() if p.is_dir() and p.resolve() != current]
-    return max(older, key=lambda p: p.stat().st_mtime) if older else None
 
 
 _CHANGES = """

@@ -74,6 +74,21 @@ def record(
     return rec
 
 
+def flexible(name: str, plan: str | None = None) -> dict[str, Any]:
+    """Flexible instance selection that picked its second preference, 2 x ml.g5.xlarge, for 15 minutes;
+    ``plan`` on that preference puts it on a training plan's capacity."""
+    selected: dict[str, Any] = {"InstanceType": "ml.g5.xlarge", "InstanceCount": 2}
+    if plan:
+        selected["TrainingPlanArns"] = [plan]
+    resources = {
+        "VolumeSizeInGB": 50,
+        "SelectedInstanceType": "ml.g5.xlarge",
+        "SelectedInstanceCount": 2,
+        "InstancePreferences": [{"InstanceType": "ml.p4d.24xlarge", "InstanceCount": 1}, selected],
+    }
+    return record(name, seconds=900, resources=resources)
+
+
 CASES = [
     record("plain", resources={"InstanceType": "ml.m5.xlarge", "InstanceCount": 2, "VolumeSizeInGB": 30}),
     record(
@@ -104,19 +119,7 @@ CASES = [
             ],
         },
     ),
-    record(
-        "flexible",
-        seconds=900,
-        resources={
-            "VolumeSizeInGB": 50,
-            "SelectedInstanceType": "ml.g5.xlarge",
-            "SelectedInstanceCount": 2,
-            "InstancePreferences": [
-                {"InstanceType": "ml.p4d.24xlarge", "InstanceCount": 1},
-                {"InstanceType": "ml.g5.xlarge", "InstanceCount": 2},
-            ],
-        },
-    ),
+    flexible("flexible"),
     record(
         "midnight",
         start=datetime(2026, 10, 20, 23, 0, tzinfo=UTC),
@@ -134,23 +137,7 @@ CASES = [
             "TrainingPlanArn": "arn:aws:sagemaker:us-east-1:123456789012:training-plan/reserved",
         },
     ),
-    record(
-        "flexible-on-a-plan",
-        seconds=900,
-        resources={
-            "VolumeSizeInGB": 50,
-            "SelectedInstanceType": "ml.g5.xlarge",
-            "SelectedInstanceCount": 2,
-            "InstancePreferences": [
-                {"InstanceType": "ml.p4d.24xlarge", "InstanceCount": 1},
-                {
-                    "InstanceType": "ml.g5.xlarge",
-                    "InstanceCount": 2,
-                    "TrainingPlanArns": ["arn:aws:sagemaker:us-east-1:123456789012:training-plan/g5-reserved"],
-                },
-            ],
-        },
-    ),
+    flexible("flexible-on-a-plan", plan="arn:aws:sagemaker:us-east-1:123456789012:training-plan/g5-reserved"),
     {
         member: value
         for member, value in record(

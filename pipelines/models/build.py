@@ -78,6 +78,13 @@ def build_order() -> list[str]:
     return list(TopologicalSorter(graph).static_order())
 
 
+def _temporary_table(connection: duckdb.DuckDBPyConnection, name: str, rows: list[dict[str, object]]) -> None:
+    """A run parameter the models join: visible to this connection's SQL, never published."""
+    connection.register(f"loaded_{name}", pa.Table.from_pylist(rows))
+    run(connection, f"create or replace temp table {name} as select * from loaded_{name}")
+    connection.unregister(f"loaded_{name}")
+
+
 def load_parameters(
     connection: duckdb.DuckDBPyConnection, costs: CostSettings, refreshed_prices: Path | None = None
 ) -> dict[str, int]:
@@ -93,23 +100,12 @@ def load_parameters(
             f"loaded_{name}", pa.Table.from_pylist([r.__dict__ for r in rows], schema=declared.arrow_schema())
         )
         counts[name] = build_table(connection, declared, f"select * from loaded_{name}")
-    rates = ", ".join(
-        f"({literal(rate.region)}, {rate.usd_per_gb_month}::double, {literal(rate.source)}, {rate.verified})"
-        for rate in storage_rates(costs.storage_usd_per_gb_month)
-    )
-    run(
-        connection,
-        "create or replace temp table storage_rates as select * from "
-        f"(values {rates}) t(region, usd_per_gb_month, source, verified)",
-    )
-    rows = ", ".join(f"({literal(key)}, {position})" for position, key in enumerate(costs.allocation_tags))
-    run(
-        connection,
-        f"create or replace temp table allocation_tags as select * from (values {rows}) t(tag_key, tag_position)",
-    )
+    rates = storage_rates(costs.storage_usd_per_gb_month)
+    _temporary_table(connection, "storage_rates", [rate.__dict__ for rate in rates])
+    tags = [{"tag_key": key, "tag_position": position} for position, key in enumerate(costs.allocation_tags)]
+    _temporary_table(connection, "allocation_tags", tags)
     # The statuses after which a job no longer changes: the same set tells extraction what to re-read.
-    statuses = ", ".join(f"({literal(status)})" for status in sorted(TERMINAL_STATUSES))
-    run(connection, f"create or replace temp table final_statuses as select * from (values {statuses}) t(status)")
+    _temporary_table(connection, "final_statuses", [{"status": status} for status in sorted(TERMINAL_STATUSES)])
     return counts
 
 

@@ -116,8 +116,23 @@ def _swap_symlink(link: Path, target: Path) -> None:
     os.replace(temporary, link)
 
 
+def _versions(warehouse: Path) -> list[Path]:
+    """The published versions still kept, oldest first (publication touches each one as it becomes current)."""
+    folder = warehouse / VERSIONS
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+
+
+def previous_version(warehouse: Path) -> Path | None:
+    """The version published before the current one, if it is still kept."""
+    current = (warehouse / CURRENT).resolve()
+    older = [p for p in _versions(warehouse) if p.resolve() != current]
+    return older[-1] if older else None
+
+
 def _remove_old_versions(warehouse: Path, keep: str) -> None:
-    versions = sorted((p for p in (warehouse / VERSIONS).iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    versions = _versions(warehouse)
     for old in versions[:-KEEP_VERSIONS]:
         if old.name != keep:
             shutil.rmtree(old, ignore_errors=True)
