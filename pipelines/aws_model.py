@@ -30,6 +30,20 @@ def describe_training_job_shape() -> StructureShape:
     return shape
 
 
+@cache
+def search_record_members() -> frozenset[str]:
+    """The members of the ``TrainingJob`` record the Search API returns (Tags included)."""
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return frozenset(model.shape_for("TrainingJob").members)  # type: ignore[attr-defined]
+
+
+@cache
+def describe_only_members() -> frozenset[str]:
+    """What DescribeTrainingJob returns and a Search record lacks (BillableTokenCount, ProfilingStatus,
+    ProgressInfo, ...): derived from botocore's model, so it follows AWS as the model does."""
+    return frozenset(describe_training_job_shape().members) - search_record_members()
+
+
 def validation_errors(record: dict[str, Any]) -> str:
     """Why ``record`` (a DescribeTrainingJob response, ``Tags`` ignored) does not fit botocore's output
     shape; empty when it fits."""

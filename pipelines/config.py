@@ -52,6 +52,15 @@ class ExtractionSettings:
     max_backoff_seconds: float = 20.0  # the longest single retry wait (botocore's own cap is 20 s)
     overlap_hours: float = 24.0  # how far before the newest stored job an incremental listing starts
     batch_size: int = 500  # jobs per raw Parquet file
+    # How records are read (docs/extraction.md): "describe" (DescribeTrainingJob + ListTags, two calls a
+    # job, every member), "search" (Search, up to 100 records a call, tags included, without the members
+    # only Describe has) or "auto": Search for full loads and full refreshes and for nights with more
+    # than search_above_jobs jobs to fetch, Describe for the other nights.
+    mode: str = "auto"
+    search_above_jobs: int = 100
+    # Search mode describes jobs that name no instances (serverless: billed per token, which only
+    # Describe returns). With this on, also jobs with an enabled profiler, for their profiler rule results.
+    describe_profiled_jobs: bool = False
 
 
 @dataclass(frozen=True)
@@ -263,7 +272,9 @@ _EXTRACTION_BOUNDS: dict[str, tuple[float, float, bool]] = {
     "max_backoff_seconds": (0.01, 300, False),
     "overlap_hours": (0, 24 * 366, False),
     "batch_size": (1, 100_000, True),
+    "search_above_jobs": (0, 100_000_000, True),
 }
+EXTRACTION_MODES = ("describe", "search", "auto")
 
 
 def bounded_number(value: Any, key: str, low: float, high: float, whole: bool = False) -> float:
@@ -296,6 +307,14 @@ def _extraction(raw: Any) -> ExtractionSettings:
             values[key] = value
         elif key == "max_requests_per_second" and value is None:
             values[key] = None  # no cap
+        elif key == "mode":
+            if value not in EXTRACTION_MODES:
+                raise ConfigError(f"extraction.mode must be one of {', '.join(EXTRACTION_MODES)}, not {value!r}.")
+            values[key] = value
+        elif key == "describe_profiled_jobs":
+            if not isinstance(value, bool):
+                raise ConfigError(f"extraction.describe_profiled_jobs must be true or false, not {value!r}.")
+            values[key] = value
         else:
             low, high, whole = _EXTRACTION_BOUNDS[key]
             number = bounded_number(value, f"extraction.{key}", low, high, whole)

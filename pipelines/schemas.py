@@ -42,6 +42,7 @@ class Column:
     type: str
     nullable: bool
     description: str
+    added_later: bool = False  # files written before the column existed lack it; readers fill in nulls
 
     @property
     def duckdb_type(self) -> str:
@@ -80,7 +81,7 @@ class TableSchema:
 
 
 _TABLE_KEYS = {"name", "description", "key", "columns", "rows_from"}
-_COLUMN_KEYS = {"name", "type", "nullable", "description"}
+_COLUMN_KEYS = {"name", "type", "nullable", "description", "added_later"}
 
 
 def _parse(path: Path, layer: str) -> TableSchema:
@@ -98,6 +99,7 @@ def _parse(path: Path, layer: str) -> TableSchema:
             type=c["type"],
             nullable=bool(c.get("nullable", True)),
             description=" ".join(str(c.get("description", "")).split()),
+            added_later=bool(c.get("added_later", False)),
         )
         for c in document["columns"]
     )

@@ -41,7 +41,8 @@ def print_summary(warehouse: Path, api_calls: dict[str, int] | None = None) -> N
             errors = connection.execute("select count(*) from read_parquet(?)", [error_files]).fetchall()[0][0]
         print(f"  extraction errors recorded so far: {errors}")
     if api_calls:
-        print("  API calls: " + ", ".join(f"{op} {n}" for op, n in sorted(api_calls.items())))
+        per_job = f" ({sum(api_calls.values()) / counts['jobs']:.3f} a job)" if counts.get("jobs") else ""
+        print("  API calls: " + ", ".join(f"{op} {n}" for op, n in sorted(api_calls.items())) + per_job)
     print(f"\nQuery it with any DuckDB client, read-only: {database}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from pipelines.definitions import all_assets, build_job, build_resources, build_
 from pipelines.definitions import defs as load_defs
 from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.docs import DATA_DICTIONARY, render
+from pipelines.extraction.planning import describe_needed
 from pipelines.normalization.flatten import normalized_tables
 from pipelines.schemas import all_tables, table
 from pipelines.storage.raw import RAW_JOBS
@@ -83,7 +85,11 @@ def test_materializing_the_graph_fills_the_warehouse(fleet: list[dict], tmp_path
     assert sorted(m.partition for m in partitions) == ["default/eu-west-1", "default/us-east-1"]
     assert sum(m.metadata["jobs_fetched"].value for m in partitions) == len(fleet)
     assert all(m.metadata["jobs_failed"].value == 0 for m in partitions)
-    assert sum(m.metadata["api_calls"].value["DescribeTrainingJob"] for m in partitions) == len(fleet)
+    # A first load reads with Search: one call per 100 jobs, Describe only for the jobs naming no instances.
+    calls = [m.metadata["api_calls"].value for m in partitions]
+    assert [set(c) for c in calls] == [{"Search", "DescribeTrainingJob"}] * 2
+    assert sum(c["DescribeTrainingJob"] for c in calls) == sum(describe_needed(r) is not None for r in fleet)
+    assert all(m.metadata["api_calls_per_job_listed"].value < 0.1 for m in partitions)
     assert len(result.materializations("published_warehouse")) == 1
 
 
@@ -124,7 +130,8 @@ def test_demo_command_runs_the_whole_product(tmp_path: Path) -> None:
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "jobs 60," in completed.stdout
-    assert "DescribeTrainingJob 60" in completed.stdout
+    assert re.search(r"API calls: DescribeTrainingJob \d, Search 2 \(0\.0\d\d a job\)", completed.stdout)
+    assert "ListTags" not in completed.stdout
 
 
 def test_readme_data_dictionary_matches_the_schemas() -> None:

@@ -11,7 +11,9 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from pipelines.aws_model import describe_only_members
 from pipelines.demo.endpoint import LocalSageMaker
+from pipelines.extraction.search import search_time
 from tests.conftest import SMALL_FLEET
 
 
@@ -148,3 +150,73 @@ def test_load_replaces_the_fleet(aws: LocalSageMaker) -> None:
     assert aws.load_fleet(type(SMALL_FLEET)(jobs=10, seed=1, end=SMALL_FLEET.end, regions=("us-east-1",))) == 10
     listed = client().list_training_jobs(MaxResults=100)["TrainingJobSummaries"]
     assert len(listed) == 10
+
+
+# -- Search ---------------------------------------------------------------------------------------------
+
+
+def searched(region: str = "us-east-1", **params: object) -> list[dict]:
+    pages = client(region).get_paginator("search").paginate(Resource="TrainingJob", **params)
+    return [result["TrainingJob"] for page in pages for result in page["Results"]]
+
+
+def test_search_returns_whole_records_with_tags_and_without_the_describe_only_members(fleet: list[dict]) -> None:
+    records = {r["TrainingJobName"]: r for r in searched("eu-west-1", PaginationConfig={"PageSize": 100})}
+    expected = regional(fleet, "eu-west-1")
+    assert sorted(records) == sorted(r["TrainingJobName"] for r in expected)
+    hidden = describe_only_members()
+    assert any(hidden & set(r) for r in expected), "the fleet should have members only Describe returns"
+    for record in expected:
+        assert records[record["TrainingJobName"]] == {k: v for k, v in record.items() if k not in hidden}
+
+
+def test_search_filters_sorts_and_pages_like_the_api_reference(fleet: list[dict]) -> None:
+    records = regional(fleet, "us-east-1")
+    by_modification = sorted(records, key=lambda r: (r["LastModifiedTime"], r["TrainingJobArn"]))
+    cutoff = by_modification[-25]["LastModifiedTime"].replace(microsecond=0)
+    window = [r for r in by_modification if r["LastModifiedTime"] > cutoff]
+    after = {"Filters": [{"Name": "LastModifiedTime", "Operator": "GreaterThan", "Value": search_time(cutoff)}]}
+    found = searched(SearchExpression=after, SortBy="LastModifiedTime", SortOrder="Ascending", MaxResults=7)
+    assert [r["TrainingJobName"] for r in found] == [r["TrainingJobName"] for r in window]
+    # LessThan on a time, descending, and the default sort (LastModifiedTime, descending).
+    before = {"Filters": [{"Name": "LastModifiedTime", "Operator": "LessThan", "Value": search_time(cutoff)}]}
+    assert {r["TrainingJobName"] for r in searched(SearchExpression=before)} == {
+        r["TrainingJobName"] for r in records if r["LastModifiedTime"] < cutoff
+    }
+    newest_first = searched(MaxResults=100)
+    assert [r["TrainingJobName"] for r in newest_first] == [r["TrainingJobName"] for r in reversed(by_modification)]
+    # Equals joined by Or: several jobs by name in one call; a tag and a nested member by dotted name.
+    names = [r["TrainingJobName"] for r in records[:5]]
+    either = {
+        "Filters": [{"Name": "TrainingJobName", "Operator": "Equals", "Value": n} for n in names],
+        "Operator": "Or",
+    }
+    assert sorted(r["TrainingJobName"] for r in searched(SearchExpression=either)) == sorted(names)
+    team = next(t["Value"] for r in records for t in r["Tags"] if t["Key"] == "team")
+    tagged = {"Filters": [{"Name": "Tags.team", "Operator": "Equals", "Value": team}]}
+    assert {r["TrainingJobName"] for r in searched(SearchExpression=tagged)} == {
+        r["TrainingJobName"] for r in records if {"Key": "team", "Value": team} in r["Tags"]
+    }
+
+
+def test_search_refuses_pages_past_100_and_more_than_20_filters(fleet: list[dict]) -> None:
+    with pytest.raises(ClientError, match="MaxResults"):
+        client().search(Resource="TrainingJob", MaxResults=101)
+    many = {"Filters": [{"Name": "TrainingJobName", "Operator": "Equals", "Value": str(i)} for i in range(21)]}
+    with pytest.raises(ClientError, match="at most 20"):
+        client().search(Resource="TrainingJob", SearchExpression=many)
+
+
+def test_per_operation_rate_limits_throttle_calls_past_the_rate(aws: LocalSageMaker) -> None:
+    aws.set_faults(rate_limits={"Search": 2})
+    outcomes = []
+    for _ in range(6):  # back to back: a burst of one second's worth (2) passes, the rest is throttled
+        try:
+            client().search(Resource="TrainingJob", MaxResults=1)
+            outcomes.append("ok")
+        except ClientError as error:
+            outcomes.append(error.response["Error"]["Code"])
+    assert outcomes[:2] == ["ok", "ok"] and "ThrottlingException" in outcomes[2:]
+    client().list_training_jobs(MaxResults=1)  # other operations are not limited
+    time.sleep(0.6)  # the bucket refills at 2 a second
+    client().search(Resource="TrainingJob", MaxResults=1)

@@ -56,8 +56,14 @@ def completed_version(record: dict) -> dict:
     return done
 
 
+def describe_mode(settings: Settings, **extraction: object) -> Settings:
+    """``settings`` reading every job with DescribeTrainingJob and ListTags (the default reads a first load
+    with Search)."""
+    return replace(settings, extraction=replace(settings.extraction, mode="describe", **extraction))
+
+
 def test_first_run_stores_every_job_exactly_once_as_aws_returned_it(fleet: list[dict], settings: Settings) -> None:
-    report = extract(settings)
+    report = extract(describe_mode(settings))
     rows = stored_rows(settings.warehouse)
     assert report.failed == 0 and report.stored == len(fleet) == len(rows)
     by_arn = {row["training_job_arn"]: row for row in rows}
@@ -104,9 +110,9 @@ def test_next_run_stores_exactly_the_new_jobs_and_the_job_that_completed(
 def test_full_refresh_describes_everything_but_stores_nothing_unchanged(
     fleet: list[dict], settings: Settings, aws: LocalSageMaker
 ) -> None:
-    extract(settings)
+    extract(describe_mode(settings))
     aws.reset_stats()
-    report = extract(settings, full_refresh=True)
+    report = extract(describe_mode(settings), full_refresh=True)
     assert aws.stats()["calls"]["DescribeTrainingJob"] == len(fleet)
     assert report.stored == 0 and len(stored_rows(settings.warehouse)) == len(fleet)
 
@@ -117,7 +123,7 @@ def test_thirty_percent_throttling_loses_nothing(settings: Settings, aws: LocalS
     fleet = list(generate_fleet(spec))
     aws.set_faults(throttle_rate=0.3, seed=3)
     # Real backoff sleeps, capped short so that the test stays quick; the retry decisions are botocore's.
-    report = extract(replace(settings, extraction=replace(settings.extraction, max_backoff_seconds=0.2)))
+    report = extract(describe_mode(settings, max_backoff_seconds=0.2))
     assert aws.stats()["injected"]["ThrottlingException"] > 40
     assert report.failed == 0 and not stored_rows(settings.warehouse, RAW_ERRORS)
     assert {row["training_job_arn"] for row in stored_rows(settings.warehouse)} == {r["TrainingJobArn"] for r in fleet}
@@ -130,7 +136,7 @@ def test_a_job_that_always_fails_is_recorded_and_fetched_on_the_next_run(
 ) -> None:
     broken = fleet[10]  # an old job: the next incremental listing will not reach it
     aws.set_faults(fail_describe=[broken["TrainingJobName"]])
-    report = extract(replace(settings, extraction=replace(settings.extraction, max_attempts=2)))
+    report = extract(describe_mode(settings, max_attempts=2))
     assert report.failed == 1 and report.stored == len(fleet) - 1
     errors = stored_rows(settings.warehouse, RAW_ERRORS)
     # A 5xx looks transient: the job is tried in the run's second round too, and each failure is recorded.
@@ -169,7 +175,9 @@ def test_a_crash_mid_run_loses_nothing_and_the_rerun_duplicates_nothing(fleet: l
     assert not leftover.exists()
 
 
+@pytest.mark.parametrize("mode", ["search", "describe"])
 def test_no_secret_reaches_the_warehouse_or_the_logs(
+    mode: str,
     fleet: list[dict],
     settings: Settings,
     aws: LocalSageMaker,
@@ -183,7 +191,7 @@ def test_no_secret_reaches_the_warehouse_or_the_logs(
     secrets = [v for r in fleet for k, v in r.get("Environment", {}).items() if k in SECRET_ENVIRONMENT_KEYS]
     secrets.append(extra_secret)
     with caplog.at_level(logging.DEBUG):  # the root logger at DEBUG, restored afterwards
-        extract(settings)
+        extract(replace(settings, extraction=replace(settings.extraction, mode=mode)))
     output = caplog.text + "".join(capfd.readouterr())
 
     written = []
@@ -200,11 +208,14 @@ def test_no_secret_reaches_the_warehouse_or_the_logs(
     assert set(stored[target]["Environment"]) == set(fleet[5]["Environment"])  # the names stay
 
 
-def test_members_botocore_does_not_know_are_kept(fleet: list[dict], settings: Settings, aws: LocalSageMaker) -> None:
+@pytest.mark.parametrize("mode", ["search", "describe"])
+def test_members_botocore_does_not_know_are_kept(
+    mode: str, fleet: list[dict], settings: Settings, aws: LocalSageMaker
+) -> None:
     record = fleet[7]
     extra = {"FutureCostInsights": {"Score": 0.93}, "ResourceConfig": {"FutureNestedMember": "kept"}}
     aws.set_faults(extra_members={record["TrainingJobName"]: extra})
-    extract(settings)
+    extract(replace(settings, extraction=replace(settings.extraction, mode=mode)))
     stored = next(r for r in stored_rows(settings.warehouse) if r["training_job_name"] == record["TrainingJobName"])
     document = json.loads(stored["response_json"])
     assert document["FutureCostInsights"] == {"Score": 0.93}
@@ -233,7 +244,7 @@ def test_an_unreadable_region_is_recorded_and_the_others_are_stored(
     assert report.stored == len([r for r in fleet if ":us-east-1:" in r["TrainingJobArn"]])
     errors = stored_rows(settings.warehouse, RAW_ERRORS)
     assert [(e["region"], e["operation"], e["training_job_name"]) for e in errors] == [
-        ("eu-west-1", "ListTrainingJobs", None)
+        ("eu-west-1", "Search", None)  # a first load reads with Search
     ]
     aws.set_faults()
     assert extract(settings).stored == len([r for r in fleet if ":eu-west-1:" in r["TrainingJobArn"]])
@@ -243,7 +254,7 @@ def test_a_permanent_error_is_not_tried_again_in_the_same_run(
     fleet: list[dict], settings: Settings, aws: LocalSageMaker
 ) -> None:
     aws.set_faults(deny_operations=["DescribeTrainingJob"])
-    report = extract(settings)
+    report = extract(describe_mode(settings))
     assert report.failed == len(fleet) and report.stored == 0
     assert [t.failed_codes for t in report.targets] == [{"AccessDeniedException": t.planned} for t in report.targets]
     # AccessDenied is neither retried by botocore nor given the second round that transient errors get.

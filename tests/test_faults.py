@@ -19,6 +19,7 @@ from pipelines.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, main
 from pipelines.config import Settings
 from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.demo.fleet import FleetSpec, generate_fleet
+from pipelines.extraction.planning import describe_needed
 from pipelines.extraction.run import extract
 from pipelines.normalization.flatten import normalized_tables
 from pipelines.storage.layout import DATABASE
@@ -52,7 +53,9 @@ def test_a_throttling_storm_never_ends_in_false_success_and_the_next_run_complet
     expected = {record["TrainingJobArn"] for record in generate_fleet(STORM_FLEET)}
     warehouse = tmp_path / "warehouse"
     # Short backoff caps keep the test quick; the retry decisions are botocore's.
-    config = write_config(tmp_path, warehouse, "extraction: {max_workers: 16, max_backoff_seconds: 0.05}\n")
+    config = write_config(
+        tmp_path, warehouse, "extraction: {mode: describe, max_workers: 16, max_backoff_seconds: 0.05}\n"
+    )
     aws.set_faults(throttle_rate=0.6, error_rate=0.05, seed=5)
 
     code = main(["run", "--config", config])
@@ -314,7 +317,8 @@ def test_a_job_that_cannot_be_fetched_makes_the_run_exit_1_naming_it(
 ) -> None:
     aws.load_fleet(SMALL)
     records = list(generate_fleet(SMALL))
-    broken = records[5]
+    # A first load reads with Search; a job naming no instances is then completed with Describe, which fails.
+    broken = next(r for r in records if describe_needed(r) is not None)
     aws.set_faults(fail_describe=[broken["TrainingJobName"]])
     warehouse = tmp_path / "warehouse"
     config = write_config(tmp_path, warehouse, "extraction: {max_attempts: 2}\n")

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from pipelines.extraction.aws import RateLimiter
-from pipelines.extraction.planning import listing_start, plan_fetches
+from pipelines.extraction.planning import (
+    JobToFetch,
+    choose_mode,
+    describe_needed,
+    fetch_by_search,
+    listing_start,
+    plan_fetches,
+    plan_found,
+    search_start,
+)
 from pipelines.extraction.redaction import REDACTED, redact
-from pipelines.storage.raw import StoredJob, TargetState
+from pipelines.storage.raw import StoredJob, TargetState, search_view_sha256
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 
@@ -115,3 +125,69 @@ def test_lost_jobs_are_fetched_by_name_and_deleted_ones_are_not_asked_again() ->
     )
     reasons = {job.name: job.reason for job in plan_fetches([], state, full_refresh=False)}
     assert reasons == {"running": "can-change", "raw-file-damaged": "lost"}
+
+
+# -- Search mode ------------------------------------------------------------------------------------------
+
+
+def search_record(name: str, **members: object) -> dict:
+    base = {
+        "TrainingJobName": name,
+        "TrainingJobArn": f"arn:{name}",
+        "CreationTime": T0,
+        "LastModifiedTime": T0 + timedelta(hours=1),
+        "TrainingJobStatus": "Completed",
+        "ResourceConfig": {"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+        "Tags": [{"Key": "team", "Value": "fraud"}],
+    }
+    return {**base, **members}
+
+
+def test_auto_searches_first_loads_and_full_refreshes_and_describes_small_nights() -> None:
+    empty, some = TargetState(), TargetState(jobs={"arn:a": stored("a")})
+    assert choose_mode("auto", empty, full_refresh=False) == "search"
+    assert choose_mode("auto", some, full_refresh=True) == "search"
+    assert choose_mode("auto", some, full_refresh=False) == "describe"
+    assert choose_mode("describe", empty, full_refresh=True) == "describe"
+    assert choose_mode("search", some, full_refresh=False) == "search"
+    # A listed night switches to Search by name past the threshold; explicit modes do not depend on size.
+    assert not fetch_by_search("auto", 100, 100) and fetch_by_search("auto", 101, 100)
+    assert fetch_by_search("search", 0, 100) and not fetch_by_search("describe", 10**6, 100)
+
+
+def test_search_starts_an_overlap_before_the_newest_stored_modification() -> None:
+    state = TargetState(jobs={j.arn: j for j in (stored("a", minutes=0), stored("b", minutes=90))})
+    # stored() puts LastModifiedTime an hour after creation: the newest is T0 + 150 minutes.
+    assert search_start(state, timedelta(hours=1), full_refresh=False) == T0 + timedelta(minutes=90)
+    assert search_start(state, timedelta(hours=1), full_refresh=True) is None
+    assert search_start(TargetState(), timedelta(hours=1), full_refresh=False) is None
+
+
+def test_only_records_naming_no_instances_need_describe_unless_profiled_jobs_are_asked_for() -> None:
+    assert describe_needed(search_record("gpu")) is None
+    serverless = search_record("sft", ResourceConfig={"VolumeSizeInGB": 0})
+    assert describe_needed(serverless) == "no-instances"
+    assert describe_needed(search_record("none", ResourceConfig=None)) == "no-instances"
+    groups = {"InstanceGroups": [{"InstanceType": "ml.p4d.24xlarge", "InstanceCount": 2, "InstanceGroupName": "a"}]}
+    flexible = {"InstancePreferences": [{"InstanceType": "ml.p5.48xlarge", "InstanceCount": 1}]}
+    assert describe_needed(search_record("hetero", ResourceConfig=groups)) is None
+    assert describe_needed(search_record("flexible", ResourceConfig=flexible)) is None
+    profiled = search_record("prof", ProfilerConfig={"S3OutputPath": "s3://b/p", "DisableProfiler": False})
+    assert describe_needed(profiled) is None
+    assert describe_needed(profiled, describe_profiled_jobs=True) == "profiler"
+    disabled = search_record("off", ProfilerConfig={"DisableProfiler": True})
+    assert describe_needed(disabled, describe_profiled_jobs=True) is None
+
+
+def test_a_search_record_is_stored_unless_it_matches_the_stored_record_without_describe_only_members() -> None:
+    record = search_record("a")
+    described = {**record, "ProfilingStatus": "Enabled", "ProgressInfo": {"CurrentStep": 10}}
+    as_stored = replace(stored("a"), search_view_sha256=search_view_sha256(described))
+    assert plan_found(record, as_stored, "changed") is None  # the fuller Describe record stays
+    changed = search_record("a", TrainingJobStatus="Stopped")
+    assert plan_found(changed, as_stored, "changed") == JobToFetch("a", T0, "changed")
+    assert plan_found(record, None, "new").found == record  # type: ignore[union-attr]
+    # Stored before Search mode existed (no view hash): stored once more, then compared.
+    assert plan_found(record, stored("a"), "changed") is not None
+    serverless = search_record("b", ResourceConfig={"VolumeSizeInGB": 0})
+    assert plan_found(serverless, None, "new").describe_for == "no-instances"  # type: ignore[union-attr]

@@ -77,12 +77,16 @@ def raw_training_jobs(
         "jobs_failed": report.failed,
         "jobs_deleted_in_sagemaker": sum(t.gone for t in report.targets),
         "targets": MetadataValue.md(
-            "| account/region | listed | fetched | failed | error |\n|---|---|---|---|---|\n"
+            "| account/region | mode | listed | fetched | failed | error |\n|---|---|---|---|---|---|\n"
             + "\n".join(
-                f"| {t.label} | {t.listed} | {t.stored} | {t.failed} | {t.target_error or ''} |" for t in report.targets
+                f"| {t.label} | {t.mode} | {t.listed} | {t.stored} | {t.failed} | {t.target_error or ''} |"
+                for t in report.targets
             )
         ),
         "api_calls": MetadataValue.json(stats["calls"]),
+        "api_calls_per_job_listed": round(
+            sum(stats["calls"].values()) / max(1, sum(t.listed for t in report.targets)), 4
+        ),
         "api_errors_absorbed_or_final": MetadataValue.json(stats["errors"]),
         "retries": stats["retries"],
         "throttles": report.stats.throttles,

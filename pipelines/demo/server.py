@@ -4,15 +4,19 @@ Run it as ``python -m pipelines.demo.server``; it prints one JSON line ``{"endpo
 ready. Clients reach it only through the standard AWS settings (``AWS_ENDPOINT_URL``, region, dummy
 credentials), exactly as they would reach AWS.
 
-moto answers the AWS wire protocol (JSON over HTTP, serialized from botocore's own model). Three things
+moto answers the AWS wire protocol (JSON over HTTP, serialized from botocore's own model). Four things
 are adjusted, all inside this server process:
 
 - training jobs are stored as the seeded records themselves, so DescribeTrainingJob and ListTags return
   them unchanged (moto's own CreateTrainingJob keeps only a subset of the members);
 - ListTrainingJobs sorts, pages and filters like AWS is reported to: CreationTime filters are applied
   before the page is cut, the other filters after it, so pages can come back empty with a NextToken;
-- a WSGI layer in front injects latency, ThrottlingException and 5xx errors, fails chosen jobs or
-  whole regions, adds members botocore does not know yet, and counts calls by operation.
+- Search over training jobs returns the records without the members only Describe has, tags included,
+  with the filters, operators, sorting and paging the API reference describes (moto's own Search knows
+  only Equals, Contains and NotEquals and does not page);
+- a WSGI layer in front injects latency, ThrottlingException and 5xx errors, throttles operations past
+  a per-operation rate, fails chosen jobs or whole regions, adds members botocore does not know yet,
+  and counts calls by operation.
 
 The ``/_fleet/...`` paths form a small control API used by :mod:`pipelines.demo.endpoint`.
 """
@@ -20,6 +24,7 @@ The ``/_fleet/...`` paths form a small control API used by :mod:`pipelines.demo.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import logging
@@ -41,7 +46,7 @@ from moto.sagemaker.models import SageMakerModelBackend, sagemaker_backends
 from moto.sagemaker.responses import SageMakerResponse
 from werkzeug.serving import make_server
 
-from pipelines.aws_model import dumps, parse_timestamps
+from pipelines.aws_model import describe_only_members, dumps, parse_timestamps
 from pipelines.demo.fleet import FleetSpec, arn_account_and_region, generate_fleet
 
 CONTROL_PREFIX = "/_fleet/"
@@ -63,6 +68,12 @@ class SeededTrainingJob:
     @property
     def response_object(self) -> dict[str, Any]:
         return self.record
+
+    @property
+    def search_record(self) -> dict[str, Any]:
+        """The record as Search returns it: without the members only Describe has, with the tags."""
+        hidden = describe_only_members()
+        return {**{k: v for k, v in self.record.items() if k not in hidden}, "Tags": self.tags}
 
 
 _sorted_cache: dict[tuple[str, str], list[SeededTrainingJob]] = {}
@@ -182,6 +193,129 @@ def list_training_jobs(self: SageMakerResponse) -> ActionResult:
 SageMakerResponse.list_training_jobs = list_training_jobs  # type: ignore[method-assign]
 
 
+# -- Search over training jobs -------------------------------------------------------------------------
+# What the pipeline uses of Search, as the API reference describes it: a SearchExpression of up to 20
+# Filters (and SubExpressions) joined by And or Or; every Filter operator; SortBy any property (default
+# LastModifiedTime), SortOrder (default Descending); MaxResults 1..100 (default 10). NextToken is a
+# cursor after the last record returned (sort value, ARN), so records that change while a caller pages
+# move instead of shifting the pages. NestedFilters are refused (the pipeline does not use them).
+
+_moto_search = SageMakerResponse.search
+_SEARCH_OPERATORS = (
+    "Equals", "NotEquals", "GreaterThan", "GreaterThanOrEqualTo", "LessThan", "LessThanOrEqualTo",
+    "Contains", "Exists", "NotExists", "In",
+)  # fmt: skip
+
+
+def search(self: SageMakerResponse) -> ActionResult:
+    if self._get_param("Resource") != "TrainingJob":
+        return _moto_search(self)
+    backend: SageMakerModelBackend = self.sagemaker_backend
+    expression = self._get_param("SearchExpression") or {}
+    sort_by = self._get_param("SortBy") or "LastModifiedTime"
+    descending = (self._get_param("SortOrder") or "Descending") == "Descending"
+    max_results = int(self._get_param("MaxResults") or 10)
+    if not 1 <= max_results <= 100:
+        raise ValidationError(message="MaxResults must be between 1 and 100.")
+    _check_expression(expression)
+    with _store_lock:
+        records = [job.search_record for job in backend.training_jobs.values() if isinstance(job, SeededTrainingJob)]
+    matching = [r for r in records if _matches(r, expression)]
+    keyed = sorted(((_sort_key(_property(r, sort_by)), r["TrainingJobArn"]), r) for r in matching)
+    if descending:
+        keyed.reverse()
+    token = self._get_param("NextToken")
+    if token:
+        cursor = _decode_cursor(token)
+        keyed = [(k, r) for k, r in keyed if (k < cursor if descending else k > cursor)]
+    page = keyed[:max_results]
+    result: dict[str, Any] = {"Results": [{"TrainingJob": record} for _, record in page]}
+    if len(keyed) > max_results:
+        result["NextToken"] = base64.urlsafe_b64encode(json.dumps(page[-1][0]).encode()).decode()
+    return ActionResult(result)
+
+
+def _check_expression(expression: dict[str, Any]) -> None:
+    if expression.get("NestedFilters"):
+        raise ValidationError(message="NestedFilters are not supported by the local endpoint.")
+    for key in ("Filters", "SubExpressions"):
+        if len(expression.get(key) or []) > 20:
+            raise ValidationError(message=f"SearchExpression.{key} holds at most 20 items.")
+    for condition in expression.get("Filters") or []:
+        if condition.get("Operator", "Equals") not in _SEARCH_OPERATORS:
+            raise ValidationError(message=f"Unknown filter operator {condition.get('Operator')!r}.")
+    for sub in expression.get("SubExpressions") or []:
+        _check_expression(sub)
+
+
+def _matches(record: dict[str, Any], expression: dict[str, Any]) -> bool:
+    outcomes = [_filter_matches(record, f) for f in expression.get("Filters") or []]
+    outcomes += [_matches(record, sub) for sub in expression.get("SubExpressions") or []]
+    if not outcomes:
+        return True
+    return any(outcomes) if expression.get("Operator") == "Or" else all(outcomes)
+
+
+def _property(record: dict[str, Any], name: str) -> Any:
+    """A property by Search's dotted name; ``Tags.<key>`` is the value of that tag."""
+    if name.startswith("Tags."):
+        return next((t["Value"] for t in record.get("Tags", []) if t["Key"] == name[5:]), None)
+    value: Any = record
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _filter_matches(record: dict[str, Any], condition: dict[str, Any]) -> bool:
+    actual = _property(record, condition["Name"])
+    operator = condition.get("Operator", "Equals")
+    if operator in ("Exists", "NotExists"):
+        return (actual is not None) == (operator == "Exists")
+    if actual is None:
+        return operator == "NotEquals"
+    text = str(condition.get("Value", ""))
+    if operator == "In":
+        return str(actual) in [v.strip() for v in text.split(",")]
+    if operator == "Contains":
+        return isinstance(actual, str) and text in actual
+    if isinstance(actual, datetime):
+        wanted: Any = _as_utc(text)
+    elif isinstance(actual, int | float) and not isinstance(actual, bool):
+        wanted = float(text)
+    else:
+        actual, wanted = str(actual), text
+    return {
+        "Equals": actual == wanted,
+        "NotEquals": actual != wanted,
+        "GreaterThan": actual > wanted,
+        "GreaterThanOrEqualTo": actual >= wanted,
+        "LessThan": actual < wanted,
+        "LessThanOrEqualTo": actual <= wanted,
+    }[operator]
+
+
+def _sort_key(value: Any) -> list[Any]:
+    """A JSON-able key that orders like the value, records without it last."""
+    if value is None:
+        return [3, ""]
+    if isinstance(value, datetime):
+        return [0, _as_utc(value).timestamp()]  # type: ignore[union-attr]
+    if isinstance(value, int | float):
+        return [1, float(value)]
+    return [2, str(value)]
+
+
+def _decode_cursor(token: str) -> tuple[list[Any], str]:
+    try:
+        key, arn = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return list(key), str(arn)
+    except (ValueError, TypeError):
+        raise ValidationError(message="Invalid NextToken.") from None
+
+
+SageMakerResponse.search = search  # type: ignore[method-assign]
+
+
 # -- faults and counters -----------------------------------------------------------------------------
 
 
@@ -198,6 +332,26 @@ class Faults:
     extra_members: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> members to add
     deny_operations: list[str] = field(default_factory=list)  # answered with AccessDeniedException
     caller_account: str = ""  # what STS GetCallerIdentity answers as the account id (a hostile endpoint)
+    # Requests per second each operation accepts per region (e.g. {"ListTrainingJobs": 2}); calls past
+    # it are throttled, as AWS throttles its management APIs per account and region.
+    rate_limits: dict[str, float] = field(default_factory=dict)
+
+
+class _RateBuckets:
+    """Token buckets by (operation, region): ``rate`` requests a second, bursts up to one second's worth."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[tuple[str, str], tuple[float, float]] = {}  # key -> (tokens, updated)
+        self.lock = threading.Lock()
+
+    def take(self, key: tuple[str, str], rate: float) -> bool:
+        with self.lock:
+            now = time.monotonic()
+            tokens, updated = self.buckets.get(key, (max(1.0, rate), now))
+            tokens = min(max(1.0, rate), tokens + (now - updated) * rate)
+            allowed = tokens >= 1
+            self.buckets[key] = (tokens - 1 if allowed else tokens, now)
+            return allowed
 
 
 class FaultInjectingApp:
@@ -209,6 +363,7 @@ class FaultInjectingApp:
         self.calls: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
         self.products: list[dict[str, Any]] = []  # Price List API products, seeded by the control API
+        self.rate_buckets = _RateBuckets()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -248,7 +403,8 @@ class FaultInjectingApp:
             return self.delete_training_job(start_response, region, json.loads(body or b"{}"))
         if region in faults.fail_regions:
             return self.error(start_response, 503, "ServiceUnavailable", f"injected outage in {region}")
-        if draw < faults.throttle_rate:
+        limit = faults.rate_limits.get(operation)
+        if draw < faults.throttle_rate or (limit and not self.rate_buckets.take((operation, region), limit)):
             return self.error(start_response, 400, "ThrottlingException", "Rate exceeded")
         if draw < faults.throttle_rate + faults.error_rate:
             return self.error(start_response, 500, "InternalFailure", "injected internal error")
@@ -258,6 +414,8 @@ class FaultInjectingApp:
                 return self.error(start_response, 500, "InternalFailure", f"injected permanent failure for {name}")
             if name in faults.extra_members:
                 return self.with_extra_members(environ, start_response, faults.extra_members[name])
+        if operation == "Search" and faults.extra_members:
+            return self.with_extra_members(environ, start_response, faults.extra_members, search=True)
         return self.inner(environ, start_response)
 
     def price_list(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -288,8 +446,10 @@ class FaultInjectingApp:
         return [body]
 
     def with_extra_members(
-        self, environ: dict[str, Any], start_response: Callable[..., Any], extra: dict[str, Any]
+        self, environ: dict[str, Any], start_response: Callable[..., Any], extra: dict[str, Any], search: bool = False
     ) -> Iterable[bytes]:
+        """The response with ``extra`` members merged in; for Search, ``extra`` maps job names to the
+        members added to that job's record."""
         captured: dict[str, Any] = {}
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
@@ -298,7 +458,12 @@ class FaultInjectingApp:
         body = b"".join(self.inner(environ, capture))
         if captured["status"].startswith("200"):
             document = json.loads(body)
-            _deep_merge(document, extra)
+            if search:
+                for result in document.get("Results", []):
+                    job = result.get("TrainingJob", {})
+                    _deep_merge(job, extra.get(job.get("TrainingJobName"), {}))
+            else:
+                _deep_merge(document, extra)
             body = json.dumps(document).encode()
         headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
         start_response(captured["status"], [*headers, ("Content-Length", str(len(body)))])
@@ -375,6 +540,7 @@ class FaultInjectingApp:
         elif action == "faults":
             self.faults = Faults(**payload)
             self.rng = random.Random(self.faults.seed)
+            self.rate_buckets = _RateBuckets()
             result = asdict(self.faults)
         elif action == "stats":
             with self.lock:

@@ -35,12 +35,26 @@ def _merge_unknown(parsed: dict[str, Any], wire: dict[str, Any]) -> None:
 
 def register_hooks(client: Any) -> None:
     client.meta.events.register("after-call.sagemaker.DescribeTrainingJob", keep_unknown_members)
+    client.meta.events.register("after-call.sagemaker.Search", keep_unknown_members)
+
+
+def _describe(client: Any, name: str) -> dict[str, Any]:
+    response = client.describe_training_job(TrainingJobName=name)
+    response.pop("ResponseMetadata", None)
+    return response  # type: ignore[no-any-return]
+
+
+def complete_with_describe(client: Any, found: dict[str, Any]) -> dict[str, Any]:
+    """The DescribeTrainingJob response of a job Search returned, with the tags Search returned (the
+    same as ListTags'), Environment values redacted."""
+    response = _describe(client, found["TrainingJobName"])
+    response["Tags"] = found.get("Tags", [])
+    return redact(response)
 
 
 def fetch_job(client: Any, name: str) -> dict[str, Any]:
     """The job's DescribeTrainingJob response with ``Tags`` added, Environment values redacted."""
-    response = client.describe_training_job(TrainingJobName=name)
-    response.pop("ResponseMetadata", None)
+    response = _describe(client, name)
     tags: list[dict[str, str]] = []
     pages = client.get_paginator("list_tags").paginate(
         ResourceArn=response["TrainingJobArn"], PaginationConfig={"PageSize": 100}

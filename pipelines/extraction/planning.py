@@ -1,20 +1,25 @@
-"""Deciding what to fetch: a pure function of what is stored and what ListTrainingJobs returned.
+"""Deciding what to fetch: pure functions of what is stored and what ListTrainingJobs or Search returned.
 
 Incremental by default. The listing starts at the newest stored creation time minus an overlap (never at
 ``LastModifiedTimeAfter``, which is reported to page slowly and throttle). A listed job is fetched when it
 is new or its summary changed; stored jobs that can still change (not yet terminal, or holding a warm
 pool), jobs whose last fetch failed, and published jobs whose raw record was lost (a damaged file moved
 to quarantine) are fetched again even when the listing no longer reaches them.
+
+Search mode (:func:`choose_mode`) reads whole records, 100 a call, modified after the newest stored
+modification time minus the same overlap; a record that matches the stored one (compared without the
+members only Describe returns) is not stored again, and :func:`describe_needed` says which records
+still need DescribeTrainingJob.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pipelines.storage.raw import StoredJob, TargetState
+from pipelines.storage.raw import StoredJob, TargetState, search_view_sha256
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,69 @@ class JobToFetch:
     name: str
     creation_time: datetime | None
     reason: str  # new, changed, can-change, retry, lost, full-refresh
+    found: dict[str, Any] | None = field(default=None, compare=False)  # the record Search returned, if any
+    describe_for: str | None = None  # why a Search record still needs DescribeTrainingJob
+
+
+def choose_mode(configured: str, state: TargetState, full_refresh: bool) -> str:
+    """How a target's run starts, before any call: ``describe`` (list, then DescribeTrainingJob and
+    ListTags, two calls a job) or ``search`` (Search, one call per 100 jobs). ``auto`` searches a full
+    load (nothing stored yet) and a full refresh, and starts every other night in Describe mode (see
+    :func:`fetch_by_search` for a large night)."""
+    if configured != "auto":
+        return configured
+    return "search" if full_refresh or not state.jobs else "describe"
+
+
+def fetch_by_search(configured: str, planned: int, search_above_jobs: int) -> bool:
+    """Whether a listed night's planned jobs are read with Search (20 names a call) instead of
+    Describe: always in Search mode; in ``auto`` when there are more than ``search_above_jobs`` of them.
+    Below that, Describe costs at most 2 x search_above_jobs calls and keeps every member."""
+    return configured == "search" or (configured == "auto" and planned > search_above_jobs)
+
+
+def search_start(state: TargetState, overlap: timedelta, full_refresh: bool) -> datetime | None:
+    """The ``LastModifiedTime`` after which a Search-mode run reads jobs; None reads every job."""
+    newest = max((job.last_modified_time for job in state.jobs.values() if job.last_modified_time), default=None)
+    if full_refresh or newest is None:
+        return None
+    return newest - overlap
+
+
+_INSTANCE_MEMBERS = ("InstanceType", "SelectedInstanceType", "InstanceGroups", "InstancePreferences")
+
+
+def describe_needed(record: dict[str, Any], describe_profiled_jobs: bool = False) -> str | None:
+    """Why a Search record must be completed with DescribeTrainingJob, or None. A record that names no
+    instances is a serverless job (or one whose resources only Describe knows): it is billed per token,
+    and BillableTokenCount and ServerlessJobConfig come only from Describe. With
+    ``describe_profiled_jobs``, a job with an enabled profiler too, for its profiler rule results."""
+    resources = record.get("ResourceConfig") or {}
+    if not any(
+        resources.get(k) for k in ("InstanceType", "SelectedInstanceType", "InstanceGroups", "InstancePreferences")
+    ):
+        return "no-instances"
+    profiler = record.get("ProfilerConfig") or {}
+    if describe_profiled_jobs and profiler and not profiler.get("DisableProfiler"):
+        return "profiler"
+    return None
+
+
+def plan_found(
+    record: dict[str, Any], stored: StoredJob | None, reason: str, describe_profiled_jobs: bool = False
+) -> JobToFetch | None:
+    """What to do with a record Search returned: nothing when it matches the stored record without the
+    members only Describe returns (so a fuller Describe record is never replaced by a Search record of
+    the same state), else store it, completed with Describe when :func:`describe_needed` says so."""
+    if stored is not None and stored.search_view_sha256 == search_view_sha256(record):
+        return None
+    return JobToFetch(
+        record["TrainingJobName"],
+        record.get("CreationTime"),
+        reason,
+        found=record,
+        describe_for=describe_needed(record, describe_profiled_jobs),
+    )
 
 
 def listing_start(state: TargetState, overlap: timedelta, full_refresh: bool) -> datetime | None:
@@ -51,15 +119,24 @@ def plan_fetches(summaries: Iterable[dict[str, Any]], state: TargetState, full_r
         else:
             continue
         plan[name] = JobToFetch(name, summary.get("CreationTime"), reason)
+    plan.update(refetches(state, plan.keys()))
+    return sorted(plan.values(), key=lambda job: (job.creation_time is None, job.creation_time or 0, job.name))
+
+
+def refetches(state: TargetState, seen: Collection[str]) -> dict[str, JobToFetch]:
+    """Stored jobs that must be read again although the listing (or Search) did not return them: ones
+    that can still change, ones whose last fetch failed, and ones whose raw record was lost."""
+    seen = set(seen)
+    again: dict[str, JobToFetch] = {}
     for stored in state.jobs.values():
         # A job deleted while it could still change: SageMaker said 'not found'; asking again is pointless.
-        if stored.name not in plan and stored.can_change and stored.name not in state.gone_names:
-            plan[stored.name] = JobToFetch(stored.name, stored.creation_time, "can-change")
-    for name in sorted(state.failed_names - plan.keys()):
-        plan[name] = JobToFetch(name, None, "retry")
-    for name in sorted(state.lost_names - plan.keys()):
-        plan[name] = JobToFetch(name, None, "lost")
-    return sorted(plan.values(), key=lambda job: (job.creation_time is None, job.creation_time or 0, job.name))
+        if stored.name not in seen and stored.can_change and stored.name not in state.gone_names:
+            again[stored.name] = JobToFetch(stored.name, stored.creation_time, "can-change")
+    for name in sorted(state.failed_names - again.keys() - seen):
+        again[name] = JobToFetch(name, None, "retry")
+    for name in sorted(state.lost_names - again.keys() - seen):
+        again[name] = JobToFetch(name, None, "lost")
+    return again
 
 
 def _summary_changed(summary: dict[str, Any], stored: StoredJob) -> bool:

@@ -7,7 +7,7 @@ the CLI both call :func:`extract`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,21 +28,37 @@ from pipelines.extraction.aws import (
     resolve_regions,
     sagemaker_client,
 )
-from pipelines.extraction.describe import fetch_job, register_hooks
-from pipelines.extraction.planning import JobToFetch, listing_start, plan_fetches
+from pipelines.extraction.describe import complete_with_describe, fetch_job, register_hooks
+from pipelines.extraction.planning import (
+    JobToFetch,
+    choose_mode,
+    fetch_by_search,
+    listing_start,
+    plan_fetches,
+    plan_found,
+    refetches,
+    search_start,
+)
 from pipelines.extraction.retries import StopRequested
+from pipelines.extraction.search import search_by_name, search_jobs
 from pipelines.interrupts import RunInterrupted, unwatch, watch
 from pipelines.storage.layout import published_parquet
 from pipelines.storage.locks import extraction_lock_name, writer
 from pipelines.storage.raw import (
+    DESCRIBED,
     NOT_FOUND,
     RAW_ERRORS,
     RAW_JOBS,
+    SEARCHED,
+    SEARCHED_AND_DESCRIBED,
+    StoredJob,
+    TargetState,
     load_target_state,
     new_run_id,
     quarantine_unreadable,
     raw_job_row,
     remove_stale_temporaries,
+    search_view_sha256,
     write_rows,
 )
 
@@ -69,6 +85,7 @@ class TargetReport:
     gone: int = 0  # planned, but SageMaker says the job no longer exists (deleted)
     reasons: dict[str, int] = field(default_factory=dict)
     target_error: str | None = None  # the whole account/region could not be read
+    mode: str = ""  # describe, search, or describe+search (listed, then read with Search by name)
 
 
 @dataclass
@@ -194,42 +211,108 @@ def _extract_target_or_record(session: boto3.Session, target: Target, report: Ta
 
 
 def _extract_target(client: Any, target: Target, report: TargetReport, run: _Run) -> None:
-    settings, run_id, full_refresh, log, stop = run.settings, run.run_id, run.full_refresh, run.log, run.stop
+    settings, full_refresh, log = run.settings, run.full_refresh, run.log
+    extraction = settings.extraction
     for moved in quarantine_unreadable(settings.warehouse, target.account_id, target.region):
         log.warning(f"{target.label}: unreadable raw file moved to {moved}; its jobs are fetched again")
     published = published_parquet(settings.warehouse, "jobs")
     state = load_target_state(settings.warehouse, target.account_id, target.region, published)
-    start = listing_start(state, timedelta(hours=settings.extraction.overlap_hours), full_refresh)
+    overlap = timedelta(hours=extraction.overlap_hours)
+    report.mode = choose_mode(extraction.mode, state, full_refresh)
+    if report.mode == "search":
+        modified_after = search_start(state, overlap, full_refresh)
+        log.info(f"{target.label}: searching jobs modified after {modified_after or 'the beginning'}")
+        _fetch_and_store(client, target, report, run, state, _searched(client, state, report, run, modified_after))
+        return
+    start = listing_start(state, overlap, full_refresh)
     summaries = list(_list_summaries(client, start))
     report.listed = len(summaries)
     plan = plan_fetches(summaries, state, full_refresh)
-    report.planned = len(plan)
-    for job in plan:
-        report.reasons[job.reason] = report.reasons.get(job.reason, 0) + 1
+    by_search = fetch_by_search(extraction.mode, len(plan), extraction.search_above_jobs)
     log.info(
         f"{target.label}: listed {len(summaries)} jobs created after {start or 'the beginning'}; "
-        f"fetching {len(plan)} ({report.reasons or 'nothing new'})"
+        f"fetching {len(plan)} {'with Search' if by_search else 'with Describe'} "
+        f"({_reasons(plan) or 'nothing new'})"
     )
-    workers = settings.extraction.max_workers
-    failures: dict[str, tuple[str, BaseException]] = {}  # job name -> (operation, error) of its last attempt
+    if by_search:
+        report.mode = "describe+search"
+    _fetch_and_store(client, target, report, run, state, plan, by_search=by_search, total=len(plan))
+
+
+def _searched(
+    client: Any, state: TargetState, report: TargetReport, run: _Run, modified_after: datetime | None
+) -> Iterator[JobToFetch]:
+    """Search mode's work, streamed: every record Search returns for the window that differs from the
+    stored one, then the stored jobs that must be read again and the window did not return (looked up
+    by name when they are fetched)."""
+    describe_profiled = run.settings.extraction.describe_profiled_jobs
+    seen: dict[str, str] = {}  # name -> search view hash: a job changed while paging comes back again
+    for record in search_jobs(client, modified_after):
+        report.listed += 1
+        name, stored = record["TrainingJobName"], state.jobs.get(record["TrainingJobArn"])
+        reason = "full-refresh" if run.full_refresh and stored else "changed" if stored else "new"
+        job = plan_found(record, stored, reason, describe_profiled)
+        view = search_view_sha256(record)
+        if job is None or seen.get(name) == view:
+            report.unchanged += name not in seen
+        else:
+            yield job
+        seen[name] = view
+    yield from refetches(state, seen).values()
+
+
+def _reasons(jobs: Iterable[JobToFetch]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for job in jobs:
+        counts[job.reason] = counts.get(job.reason, 0) + 1
+    return counts
+
+
+def _fetch_and_store(
+    client: Any,
+    target: Target,
+    report: TargetReport,
+    run: _Run,
+    state: TargetState,
+    jobs: Iterable[JobToFetch],
+    by_search: bool = True,
+    total: int | None = None,
+) -> None:
+    """Fetch ``jobs`` (a list, or a stream from Search) batch by batch and append each batch to the raw
+    layer as it completes. With ``by_search``, jobs without a record are first looked up with Search,
+    20 names a call; the rest (and any record that needs it) go to DescribeTrainingJob."""
+    settings, run_id, log, stop = run.settings, run.run_id, run.log, run.stop
+    failures: dict[str, tuple[JobToFetch, str, BaseException]] = {}  # name -> job, operation, last error
     batch_number = 0
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"fetch-{target.region}") as pool:
+    with ThreadPoolExecutor(
+        max_workers=settings.extraction.max_workers, thread_name_prefix=f"fetch-{target.region}"
+    ) as pool:
         # A second round, once every job had its turn, for the jobs whose calls ran out of retries on a
         # transient error (a throttling storm): it makes a miss need 2 x max_attempts failed attempts.
         for round_number in (1, 2):
-            pending = plan if round_number == 1 else [j for j in plan if _transient(failures.get(j.name))]
-            if round_number == 2 and pending:
-                log.info(f"{target.label}: fetching {len(pending)} jobs once more after transient failures")
-            for batch in batched(pending, settings.extraction.batch_size):
+            if round_number == 2:
+                jobs = [job for job, *error in failures.values() if _transient(error[1])]
+                if not jobs:
+                    break
+                log.info(f"{target.label}: fetching {len(jobs)} jobs once more after transient failures")
+            for batch in batched(jobs, settings.extraction.batch_size):
+                batch = list({job.name: job for job in batch}.values())  # one fetch per job and file
+                if round_number == 1:
+                    report.planned += len(batch)
+                    for reason, count in _reasons(batch).items():
+                        report.reasons[reason] = report.reasons.get(reason, 0) + count
+                    if by_search:
+                        batch = _looked_up(client, batch, state, report, settings.extraction.describe_profiled_jobs)
                 results = _fetch_all(pool, client, batch, stop)
                 fetched_at = datetime.now(UTC)
                 rows, errors = [], []
                 for job, outcome in zip(batch, results, strict=True):
-                    if isinstance(outcome, dict):
+                    if isinstance(outcome, Fetched):
                         failures.pop(job.name, None)
-                        row = raw_job_row(target.account_id, target.region, outcome, fetched_at, run_id)
-                        stored = state.jobs.get(row["training_job_arn"])
-                        if stored is not None and stored.response_sha256 == row["response_sha256"]:
+                        row = raw_job_row(
+                            target.account_id, target.region, outcome.record, fetched_at, run_id, outcome.fetched_with
+                        )
+                        if _unchanged(row, state.jobs.get(row["training_job_arn"])):
                             report.unchanged += 1  # fetched again, same record: nothing new to store
                         else:
                             rows.append(row)
@@ -239,7 +322,7 @@ def _extract_target(client: Any, target: Target, report: TargetReport, run: _Run
                         report.gone += 1
                         errors.append({**_error_row(target, job.name, *outcome, run_id), "error_code": NOT_FOUND})
                     else:
-                        failures[job.name] = outcome
+                        failures[job.name] = (job, *outcome)
                         errors.append(_error_row(target, job.name, *outcome, run_id))
                 stem = f"{run_id}-{batch_number:05d}"
                 batch_number += 1
@@ -250,20 +333,63 @@ def _extract_target(client: Any, target: Target, report: TargetReport, run: _Run
                 if stop.is_set():
                     raise RunInterrupted(
                         f"{target.label}: stopped by a signal after {report.stored + report.unchanged} of "
-                        f"{len(plan)} jobs; they are stored, and the next run fetches the rest."
+                        f"{total or report.planned} jobs; they are stored, and the next run fetches the rest."
                     )
                 done = report.stored + report.unchanged + len(failures)
-                log.info(f"{target.label}: {done}/{len(plan)} fetched")
+                log.info(
+                    f"{target.label}: {done}/{total} fetched" if total else f"{target.label}: {done} fetched so far"
+                )
     report.failed = len(failures)
-    for name, (operation, error) in sorted(failures.items()):
+    for name, (_, operation, error) in sorted(failures.items()):
         code = error_code(error)
         report.failed_codes[code] = report.failed_codes.get(code, 0) + 1
         log.warning(f"{target.label}: {name}: {operation} failed: {code}; retried next run")
 
 
+def _looked_up(
+    client: Any, batch: Sequence[JobToFetch], state: TargetState, report: TargetReport, describe_profiled: bool
+) -> list[JobToFetch]:
+    """``batch`` with Search's records for the jobs that have none yet (20 names a call). A job whose
+    record matches the stored one is dropped (counted as unchanged); one Search does not return, or
+    every job when Search fails, is left to DescribeTrainingJob, which also says when a job is gone."""
+    names = [job.name for job in batch if job.found is None]
+    try:
+        found = search_by_name(client, names) if names else {}
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+        return list(batch)
+    looked_up = []
+    for job in batch:
+        record = found.get(job.name)
+        if record is None:
+            looked_up.append(job)
+            continue
+        planned = plan_found(record, state.jobs.get(record["TrainingJobArn"]), job.reason, describe_profiled)
+        if planned is None:
+            report.unchanged += 1
+        else:
+            looked_up.append(planned)
+    return looked_up
+
+
+def _unchanged(row: dict[str, Any], stored: StoredJob | None) -> bool:
+    """Whether a fetched record adds nothing to the stored one: a Search record is compared without the
+    members only Describe returns, so it never replaces a fuller Describe record of the same state."""
+    if stored is None:
+        return False
+    if row["fetched_with"] == SEARCHED:
+        return stored.search_view_sha256 == row["search_view_sha256"]
+    return stored.response_sha256 == row["response_sha256"]
+
+
+@dataclass(frozen=True)
+class Fetched:
+    record: dict[str, Any]
+    fetched_with: str  # DESCRIBED, SEARCHED or SEARCHED_AND_DESCRIBED
+
+
 def _fetch_all(
     pool: ThreadPoolExecutor, client: Any, batch: Sequence[JobToFetch], stop: StopRequested
-) -> list[dict[str, Any] | tuple[str, BaseException]]:
+) -> list[Fetched | tuple[str, BaseException]]:
     futures = [pool.submit(_fetch, client, job, stop) for job in batch]
     try:
         return [future.result() for future in futures]
@@ -287,11 +413,8 @@ def _not_found(error: BaseException) -> bool:
     )
 
 
-def _transient(failure: tuple[str, BaseException] | None) -> bool:
+def _transient(error: BaseException) -> bool:
     """Whether a failed call may succeed if tried again later: throttling, a 5xx, a connection problem."""
-    if failure is None:
-        return False
-    error = failure[1]
     if isinstance(error, botocore.exceptions.ClientError):
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         code = error_code(error)
@@ -299,7 +422,7 @@ def _transient(failure: tuple[str, BaseException] | None) -> bool:
     return isinstance(error, botocore.exceptions.BotoCoreError)
 
 
-def batched(items: Sequence[JobToFetch], size: int) -> Iterator[Sequence[JobToFetch]]:
+def batched(items: Iterable[JobToFetch], size: int) -> Iterator[Sequence[JobToFetch]]:
     """itertools.batched arrived in Python 3.12; this project supports 3.11."""
     iterator = iter(items)
     while chunk := tuple(islice(iterator, size)):
@@ -315,11 +438,15 @@ def _list_summaries(client: Any, created_after: datetime | None) -> Iterator[dic
         yield from page.get("TrainingJobSummaries", [])
 
 
-def _fetch(client: Any, job: JobToFetch, stop: StopRequested) -> dict[str, Any] | tuple[str, BaseException]:
+def _fetch(client: Any, job: JobToFetch, stop: StopRequested) -> Fetched | tuple[str, BaseException]:
+    if job.found is not None and job.describe_for is None:
+        return Fetched(job.found, SEARCHED)  # Search returned the whole record: no call
     if stop.is_set():  # queued before the stop: no call, so no burst past the rate cap
         return "DescribeTrainingJob", RunInterrupted("not fetched: the run was stopped")
     try:
-        return fetch_job(client, job.name)
+        if job.found is not None:
+            return Fetched(complete_with_describe(client, job.found), SEARCHED_AND_DESCRIBED)
+        return Fetched(fetch_job(client, job.name), DESCRIBED)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
         return getattr(error, "operation_name", None) or "DescribeTrainingJob", error
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
 
 import duckdb
 
@@ -40,7 +39,7 @@ RECORDS = "latest_records"
 RAW_JSON = "latest_raw_json"
 _LATEST = """
 with fetches as (
-    select account_id, region, training_job_arn, fetched_at, run_id, response_json
+    select account_id, region, training_job_arn, fetched_at, run_id, fetched_with, response_json
     from {source}
 ),
 latest_fetch as (
@@ -64,7 +63,7 @@ def load_latest_records(connection: duckdb.DuckDBPyConnection, source: str, view
     ``latest_raw_json`` (ARN and stored JSON text) for the checks, in ``view_catalog`` if given.
     Returns the job count."""
     structure = literal(json.dumps(duckdb_json_structure(wanted=members_read_by_sql())))
-    columns = f"account_id, region, fetched_at, json_transform(response_json, {structure}) as job"
+    columns = f"account_id, region, fetched_at, fetched_with, json_transform(response_json, {structure}) as job"
     run(
         connection,
         f"create or replace table {RECORDS} as {_LATEST.format(source=source, columns=columns)}"
@@ -76,11 +75,6 @@ def load_latest_records(connection: duckdb.DuckDBPyConnection, source: str, view
         f"create or replace view {view} as " + _LATEST.format(source=source, columns="training_job_arn, response_json"),
     )
     return int(run(connection, f"select count(*) from {RECORDS}")[0][0])
-
-
-def raw_source(files: Sequence[str]) -> str:
-    """A ``read_parquet`` over raw files, as a relation ``load_latest_records`` accepts."""
-    return f"read_parquet([{', '.join(literal(f) for f in files)}])"
 
 
 LEFT_OUT = "_rows_left_out"  # staging only: rows that broke their table's contract (dropped at publication)

@@ -20,8 +20,9 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.aws_model import dumps
+from pipelines.aws_model import describe_only_members, dumps
 from pipelines.schemas import table
+from pipelines.sql import literal
 
 # Deleting: DeleteTrainingJob accepts only finished jobs; the job changes no more, it only disappears.
 TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped", "Deleting"})
@@ -39,6 +40,7 @@ class StoredJob:
     status: str
     warm_pool_status: str | None
     response_sha256: str = ""
+    search_view_sha256: str | None = None  # None: stored before Search mode existed
 
     @property
     def can_change(self) -> bool:
@@ -61,6 +63,11 @@ class TargetState:
     def newest_creation_time(self) -> datetime | None:
         return max((job.creation_time for job in self.jobs.values()), default=None)
 
+
+# Which calls produced a stored record (raw_training_jobs.fetched_with).
+DESCRIBED = "DescribeTrainingJob+ListTags"
+SEARCHED = "Search"
+SEARCHED_AND_DESCRIBED = "Search+DescribeTrainingJob"
 
 RAW_JOBS = "raw_training_jobs"
 RAW_ERRORS = "raw_extraction_errors"
@@ -123,8 +130,20 @@ def write_rows(
     return write_parquet_atomically(data, table_dir(warehouse, table_name, account_id, region) / f"{file_stem}.parquet")
 
 
+def search_view_sha256(record: dict[str, Any]) -> str:
+    """SHA-256 of ``record`` without the members only DescribeTrainingJob returns: equal for a Search
+    record and a Describe record of the same unchanged job."""
+    hidden = describe_only_members()
+    return hashlib.sha256(dumps({k: v for k, v in record.items() if k not in hidden}).encode()).hexdigest()
+
+
 def raw_job_row(
-    account_id: str, region: str, record: dict[str, Any], fetched_at: datetime, run_id: str
+    account_id: str,
+    region: str,
+    record: dict[str, Any],
+    fetched_at: datetime,
+    run_id: str,
+    fetched_with: str = DESCRIBED,
 ) -> dict[str, Any]:
     """One ``raw_training_jobs`` row for a fetched (already redacted) record."""
     document = dumps(record)
@@ -139,9 +158,23 @@ def raw_job_row(
         "warm_pool_status": (record.get("WarmPoolStatus") or {}).get("Status"),
         "fetched_at": fetched_at,
         "run_id": run_id,
+        "fetched_with": fetched_with,
+        "search_view_sha256": search_view_sha256(record),
         "response_sha256": hashlib.sha256(document.encode()).hexdigest(),
         "response_json": document,
     }
+
+
+def raw_jobs_source(connection: duckdb.DuckDBPyConnection, files: Sequence[str]) -> str:
+    """A relation over raw job files with every declared column, in any order: files written before a
+    column existed (``added_later`` in the schema) read it as null."""
+    relation = f"read_parquet([{', '.join(literal(f) for f in files)}], union_by_name = true)"
+    present = {column[0] for column in connection.execute(f"select * from {relation} limit 0").description}
+    missing = [c for c in table(RAW_JOBS).columns if c.name not in present]
+    if not missing:
+        return relation
+    filled = ", ".join(f'null::{c.duckdb_type} as "{c.name}"' for c in missing)
+    return f"(select *, {filled} from {relation})"
 
 
 QUARANTINE = "quarantine"
@@ -160,7 +193,7 @@ def quarantine_unreadable(
     job). Reads each file's footer; with ``deep``, every page."""
     moved = []
     for table_name in (RAW_JOBS, RAW_ERRORS):
-        expected = set(table(table_name).column_names)
+        expected = {c.name for c in table(table_name).columns if not c.added_later}
         for name in parquet_files(warehouse, table_name, account_id, region):
             path = Path(name)
             try:
@@ -211,16 +244,15 @@ def load_target_state(warehouse: Path, account_id: str, region: str, published_j
         last_fetch: dict[str, datetime] = {}
         if job_files:
             rows = connection.execute(
-                """
+                f"""
                 select training_job_arn, training_job_name, creation_time, last_modified_time,
-                       training_job_status, warm_pool_status, response_sha256, fetched_at
-                from read_parquet(?)
+                       training_job_status, warm_pool_status, response_sha256, search_view_sha256, fetched_at
+                from {raw_jobs_source(connection, job_files)}
                 qualify row_number() over (partition by training_job_arn order by fetched_at desc) = 1
-                """,
-                [job_files],
+                """
             ).fetchall()
-            for arn, name, created, modified, status, warm_pool, sha256, fetched in rows:
-                jobs[arn] = StoredJob(arn, name, created, modified, status, warm_pool, sha256)
+            for arn, name, created, modified, status, warm_pool, sha256, view_sha256, fetched in rows:
+                jobs[arn] = StoredJob(arn, name, created, modified, status, warm_pool, sha256, view_sha256)
                 last_fetch[name] = fetched
         failed: set[str] = set()
         gone: set[str] = set()

@@ -15,12 +15,19 @@ import duckdb
 from pipelines.config import CostSettings
 from pipelines.models.build import build_models
 from pipelines.normalization.checks import GONE_FROM_SAGEMAKER
-from pipelines.normalization.flatten import RAW_JSON, build_normalized_tables, load_latest_records, raw_source
+from pipelines.normalization.flatten import RAW_JSON, build_normalized_tables, load_latest_records
 from pipelines.pricing.refresh import refreshed_prices_file
 from pipelines.schemas import table
 from pipelines.sql import literal, run
 from pipelines.storage.layout import DATABASE, STAGING
-from pipelines.storage.raw import NOT_FOUND, RAW_ERRORS, RAW_JOBS, parquet_files, quarantine_unreadable
+from pipelines.storage.raw import (
+    NOT_FOUND,
+    RAW_ERRORS,
+    RAW_JOBS,
+    parquet_files,
+    quarantine_unreadable,
+    raw_jobs_source,
+)
 
 # Another writer's staging area is only removed once this old: a Dagster build runs its steps in
 # separate processes, so a younger staging area may belong to a build between two steps.
@@ -91,7 +98,7 @@ def stage_normalized_tables(warehouse: Path, run_id: str) -> tuple[Staging, dict
         run(connection, f"attach {literal(staging.database)} as {STAGED}")
         files = parquet_files(warehouse, RAW_JOBS)
         if files:
-            source = raw_source(files)
+            source = raw_jobs_source(connection, files)
         else:
             connection.register("empty_raw", table(RAW_JOBS).arrow_schema().empty_table())
             source = "empty_raw"

@@ -1,5 +1,5 @@
 -- One row per training job: the scalar facts of its latest record, flattened.
--- Reads `latest_records` (one row per job: account_id, region, fetched_at, job = the typed Describe response).
+-- Reads `latest_records` (one row per job: account_id, region, fetched_at, fetched_with, job = the typed record).
 with records as (
     select * from latest_records
 ),
@@ -65,5 +65,7 @@ select
     job.CheckpointConfig.S3Uri as checkpoint_s3_uri,
     job.ExperimentConfig.ExperimentName as experiment_name,
     job.ExperimentConfig.TrialName as trial_name,
-    fetched_at
+    fetched_at,
+    -- Files written before Search mode existed have no marker: they came from Describe.
+    coalesce(fetched_with, 'DescribeTrainingJob+ListTags') as fetched_with
 from resources

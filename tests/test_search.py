@@ -1,0 +1,160 @@
+"""Search mode against the local endpoint: a backfill at 100 records a call, Describe only where the
+record lacks what matters, incremental by modification time, and the same warehouse as Describe mode."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipelines.aws_model import describe_only_members, dumps
+from pipelines.cli import EXIT_OK, main
+from pipelines.config import Settings
+from pipelines.demo.endpoint import LocalSageMaker
+from pipelines.demo.fleet import FleetSpec, generate_fleet
+from pipelines.extraction.planning import describe_needed
+from pipelines.extraction.redaction import redact
+from pipelines.extraction.run import extract
+from pipelines.schemas import all_tables
+from pipelines.storage.layout import DATABASE
+from pipelines.storage.raw import DESCRIBED, RAW_ERRORS, SEARCHED, SEARCHED_AND_DESCRIBED
+from tests.conftest import FLEET_END, REGIONS
+from tests.test_extraction import can_change, completed_version, stored_rows
+
+
+def mode(settings: Settings, name: str, **extraction: object) -> Settings:
+    return replace(settings, extraction=replace(settings.extraction, mode=name, **extraction))
+
+
+def regional(fleet: list[dict], region: str) -> list[dict]:
+    return [r for r in fleet if f":{region}:" in r["TrainingJobArn"]]
+
+
+def test_a_first_load_reads_every_job_with_search_and_describes_only_jobs_naming_no_instances(
+    fleet: list[dict], settings: Settings, aws: LocalSageMaker
+) -> None:
+    report = extract(settings)  # the default, auto, searches a first load
+    calls = aws.stats()["calls"]
+    completed = [r for r in fleet if describe_needed(r) is not None]
+    assert completed, "the fleet should have serverless jobs"
+    pages = sum(-(-len(regional(fleet, region)) // 100) for region in REGIONS)
+    assert calls == {"Search": pages, "DescribeTrainingJob": len(completed)}
+    assert [t.mode for t in report.targets] == ["search", "search"] and report.failed == 0
+    rows = {row["training_job_name"]: row for row in stored_rows(settings.warehouse)}
+    assert len(rows) == len(fleet) == report.stored
+    hidden = describe_only_members()
+    for record in fleet:
+        row = rows[record["TrainingJobName"]]
+        if record in completed:  # Describe's whole record, with the tags Search returned
+            assert row["fetched_with"] == SEARCHED_AND_DESCRIBED
+            assert row["response_json"] == dumps(redact(record))
+        else:
+            assert row["fetched_with"] == SEARCHED
+            assert row["response_json"] == dumps(redact({k: v for k, v in record.items() if k not in hidden}))
+
+
+def test_a_search_refresh_keeps_fuller_describe_records_and_stores_only_real_changes(
+    fleet: list[dict], settings: Settings, aws: LocalSageMaker
+) -> None:
+    extract(mode(settings, "describe"))
+    running = next(r for r in fleet if r["TrainingJobStatus"] == "InProgress")
+    aws.upsert_jobs([completed_version(running)])
+    aws.reset_stats()
+    report = extract(settings, full_refresh=True)  # auto searches a full refresh
+    assert set(aws.stats()["calls"]) == {"Search"}  # the finished job names its instances: no Describe
+    new_rows = [row for row in stored_rows(settings.warehouse) if row["run_id"] == report.run_id]
+    assert [(row["training_job_name"], row["fetched_with"]) for row in new_rows] == [
+        (running["TrainingJobName"], SEARCHED)
+    ]
+    assert sum(t.unchanged for t in report.targets) == len(fleet) - 1
+
+
+def test_incremental_search_reads_jobs_modified_since_the_newest_stored_change(
+    fleet: list[dict], settings: Settings, aws: LocalSageMaker
+) -> None:
+    extract(mode(settings, "search"))
+    running = next(r for r in regional(fleet, "us-east-1") if r["TrainingJobStatus"] == "InProgress")
+    arrivals = list(generate_fleet(FleetSpec(jobs=6, seed=99, days=1, end=FLEET_END + timedelta(hours=6))))
+    aws.upsert_jobs([*arrivals, completed_version(running)])
+    aws.reset_stats()
+    report = extract(mode(settings, "search"))
+    new_rows = [row for row in stored_rows(settings.warehouse) if row["run_id"] == report.run_id]
+    assert sorted(row["training_job_name"] for row in new_rows) == sorted(
+        [r["TrainingJobName"] for r in arrivals] + [running["TrainingJobName"]]
+    )
+    calls = aws.stats()["calls"]
+    assert calls["Search"] == 2 and "ListTrainingJobs" not in calls  # one page a region: the recent window
+    assert sum(t.listed for t in report.targets) < len(fleet) // 3
+
+
+def test_auto_reads_a_large_listed_night_with_search_twenty_names_a_call(
+    fleet: list[dict], settings: Settings, aws: LocalSageMaker
+) -> None:
+    extract(mode(settings, "describe"))
+    arrivals = list(generate_fleet(FleetSpec(jobs=30, seed=98, days=1, end=FLEET_END + timedelta(hours=6))))
+    aws.upsert_jobs(arrivals)
+    aws.reset_stats()
+    report = extract(mode(settings, "auto", search_above_jobs=5))
+    assert [t.mode for t in report.targets] == ["describe+search"] * 2
+    calls = aws.stats()["calls"]
+    assert "ListTags" not in calls and calls.get("DescribeTrainingJob", 0) == sum(
+        describe_needed(r) is not None for r in arrivals
+    )
+    assert calls["Search"] == sum(-(-t.planned // 20) for t in report.targets)
+    new_rows = [row for row in stored_rows(settings.warehouse) if row["run_id"] == report.run_id]
+    assert sorted(row["training_job_name"] for row in new_rows) == sorted(r["TrainingJobName"] for r in arrivals)
+
+
+def test_throttled_and_rate_limited_search_loses_nothing(settings: Settings, aws: LocalSageMaker) -> None:
+    spec = FleetSpec(jobs=600, seed=12, end=FLEET_END)
+    aws.load_fleet(spec)
+    fleet = list(generate_fleet(spec))
+    aws.set_faults(throttle_rate=0.5, seed=5, rate_limits={"Search": 1, "DescribeTrainingJob": 2})
+    report = extract(mode(settings, "search", max_backoff_seconds=0.2))
+    assert aws.stats()["injected"]["ThrottlingException"] >= 6
+    assert report.failed == 0 and not stored_rows(settings.warehouse, RAW_ERRORS)
+    assert {row["training_job_arn"] for row in stored_rows(settings.warehouse)} == {r["TrainingJobArn"] for r in fleet}
+
+
+def test_a_search_built_warehouse_equals_a_describe_built_one_but_for_the_documented_members(
+    fleet: list[dict], aws: LocalSageMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only finished jobs: a running job's figures run to the moment its record was fetched, which two
+    # runs cannot share.
+    aws.clear()
+    aws.upsert_jobs([r for r in fleet if not can_change(r)])
+    monkeypatch.setenv("SMW_REGIONS", ",".join(REGIONS))
+    warehouses = {}
+    for name in ("search", "describe"):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(json.dumps({"extraction": {"mode": name}}))
+        warehouses[name] = tmp_path / name
+        assert main(["run", "--config", str(config), "--warehouse", str(warehouses[name]), "--quiet"]) == EXIT_OK
+
+    with duckdb.connect(str(warehouses["search"] / DATABASE), read_only=True) as connection:
+        connection.execute(f"attach '{warehouses['describe'] / DATABASE}' as described (read_only)")
+        fetched_with = dict(connection.execute("select fetched_with, count(*) from jobs group by all").fetchall())
+        assert set(fetched_with) == {SEARCHED, SEARCHED_AND_DESCRIBED}
+        assert connection.execute("select distinct fetched_with from described.jobs").fetchall() == [(DESCRIBED,)]
+        compared = []
+        for declared in all_tables().values():
+            if declared.layer not in ("tables", "models"):
+                continue
+            columns = ", ".join(f'"{c}"' for c in declared.column_names if c not in ("fetched_at", "fetched_with"))
+            for left, right in (("main", "described"), ("described", "main")):
+                differing = connection.execute(
+                    f'select count(*) from (select {columns} from {left}."{declared.name}" '
+                    f'except all select {columns} from {right}."{declared.name}")'
+                ).fetchone()[0]
+                assert differing == 0, f"{declared.name}: {differing} rows of {left} not in {right}"
+            compared.append(declared.name)
+        assert {"jobs", "tags", "hyperparameters", "job_costs", "cost_daily", "waste"} <= set(compared)
+        total = "select count(*), round(sum(total_cost_usd), 6) from {}.job_costs"
+        assert (
+            connection.execute(total.format("main")).fetchone()
+            == connection.execute(total.format("described")).fetchone()
+        )
