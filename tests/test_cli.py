@@ -27,14 +27,19 @@ def test_check_reports_success_against_the_local_endpoint(
     assert "2 of 2 account/region targets readable." in out
 
 
+@pytest.mark.parametrize("operation", ["DescribeTrainingJob", "Search"])
 def test_check_names_the_missing_permission(
-    fleet: list[dict], aws: LocalSageMaker, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    operation: str,
+    fleet: list[dict],
+    aws: LocalSageMaker,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("SMW_REGIONS", "us-east-1")
-    aws.set_faults(deny_operations=["DescribeTrainingJob"])
+    aws.set_faults(deny_operations=[operation])
     assert main(["check"]) == EXIT_FAILED
     out = capsys.readouterr().out
-    assert "FAIL default/us-east-1 (123456789012): missing permission sagemaker:DescribeTrainingJob" in out
+    assert f"FAIL default/us-east-1 (123456789012): missing permission sagemaker:{operation}" in out
 
 
 def test_check_names_a_broken_configuration(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import bisect
 import contextlib
 import json
 import logging
@@ -77,6 +78,9 @@ class SeededTrainingJob:
 
 
 _sorted_cache: dict[tuple[str, str], list[SeededTrainingJob]] = {}
+# Search results by (account, region, sort, expression): sort keys and records, ascending. Cleared on
+# every change to the stored jobs, so a backfill of 100,000 jobs pages without re-sorting per call.
+_search_cache: dict[tuple[str, ...], tuple[list[Any], list[dict[str, Any]]]] = {}
 _store_lock = threading.Lock()
 
 
@@ -88,6 +92,7 @@ def upsert_jobs(records: Iterable[dict[str, Any]]) -> int:
             sagemaker_backends[account][region].training_jobs[record["TrainingJobName"]] = SeededTrainingJob(record)
             _sorted_cache.pop((account, region), None)
             count += 1
+        _search_cache.clear()
     return count
 
 
@@ -96,6 +101,7 @@ def clear_jobs() -> None:
         for account_backends in sagemaker_backends.values():
             account_backends.reset()
         _sorted_cache.clear()
+        _search_cache.clear()
 
 
 def _as_utc(value: Any) -> datetime | None:
@@ -218,20 +224,31 @@ def search(self: SageMakerResponse) -> ActionResult:
     if not 1 <= max_results <= 100:
         raise ValidationError(message="MaxResults must be between 1 and 100.")
     _check_expression(expression)
+    cache_key = (backend.account_id, backend.region_name, sort_by, json.dumps(expression, sort_keys=True))
     with _store_lock:
-        records = [job.search_record for job in backend.training_jobs.values() if isinstance(job, SeededTrainingJob)]
-    matching = [r for r in records if _matches(r, expression)]
-    keyed = sorted(((_sort_key(_property(r, sort_by)), r["TrainingJobArn"]), r) for r in matching)
-    if descending:
-        keyed.reverse()
+        cached = _search_cache.get(cache_key)
+        if cached is None:
+            seeded = (job.search_record for job in backend.training_jobs.values() if isinstance(job, SeededTrainingJob))
+            matching = [record for record in seeded if _matches(record, expression)]
+            ordered = sorted(((_sort_key(_property(r, sort_by)), r["TrainingJobArn"]), r) for r in matching)
+            if len(_search_cache) > 32:
+                _search_cache.clear()
+            cached = _search_cache[cache_key] = ([k for k, _ in ordered], [r for _, r in ordered])
+    keys, records = cached
     token = self._get_param("NextToken")
-    if token:
-        cursor = _decode_cursor(token)
-        keyed = [(k, r) for k, r in keyed if (k < cursor if descending else k > cursor)]
-    page = keyed[:max_results]
-    result: dict[str, Any] = {"Results": [{"TrainingJob": record} for _, record in page]}
-    if len(keyed) > max_results:
-        result["NextToken"] = base64.urlsafe_b64encode(json.dumps(page[-1][0]).encode()).decode()
+    cursor = _decode_cursor(token) if token else None
+    if descending:
+        end = bisect.bisect_left(keys, cursor) if cursor else len(keys)
+        start = max(0, end - max_results)
+        page, more = list(reversed(records[start:end])), start > 0
+        last = keys[start] if page else None
+    else:
+        start = bisect.bisect_right(keys, cursor) if cursor else 0
+        page, more = records[start : start + max_results], start + max_results < len(keys)
+        last = keys[start + len(page) - 1] if page else None
+    result: dict[str, Any] = {"Results": [{"TrainingJob": record} for record in page]}
+    if more:
+        result["NextToken"] = base64.urlsafe_b64encode(json.dumps(last).encode()).decode()
     return ActionResult(result)
 
 
@@ -495,6 +512,7 @@ class FaultInjectingApp:
                     break
                 del jobs[name]
                 _sorted_cache.pop((account, region), None)
+                _search_cache.clear()
                 body = b"{}"
                 start_response("200 OK", [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", "2")])
                 return [body]

@@ -1,7 +1,8 @@
 """``sagemaker-warehouse check``: can this configuration read every account and region?
 
 For each target it makes the calls the pipeline makes, at their smallest (one ListTrainingJobs result,
-one Describe and one ListTags), and names the IAM permission behind any AccessDenied answer.
+one Describe, one ListTags and, unless the mode is describe, one Search result), and names the IAM
+permission behind any AccessDenied answer.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ PERMISSIONS = {
     "ListTrainingJobs": "sagemaker:ListTrainingJobs",
     "DescribeTrainingJob": "sagemaker:DescribeTrainingJob",
     "ListTags": "sagemaker:ListTags",
+    "Search": "sagemaker:Search",
 }
 
 
@@ -53,6 +55,9 @@ def check_targets(settings: Settings) -> list[TargetCheck]:
                 job: dict[str, Any] = client.describe_training_job(TrainingJobName=summaries[0]["TrainingJobName"])
                 operation = "ListTags"
                 client.list_tags(ResourceArn=job["TrainingJobArn"], MaxResults=50)
+            if settings.extraction.mode != "describe":
+                operation = "Search"
+                client.search(Resource="TrainingJob", MaxResults=1)
             results.append(TargetCheck(target, None))
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             code = error_code(error)

@@ -7,6 +7,7 @@ the CLI both call :func:`extract`.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -248,7 +249,7 @@ def _searched(
     describe_profiled = run.settings.extraction.describe_profiled_jobs
     seen: dict[str, str] = {}  # name -> search view hash: a job changed while paging comes back again
     for record in search_jobs(client, modified_after):
-        report.listed += 1
+        report.listed += record["TrainingJobName"] not in seen
         name, stored = record["TrainingJobName"], state.jobs.get(record["TrainingJobArn"])
         reason = "full-refresh" if run.full_refresh and stored else "changed" if stored else "new"
         job = plan_found(record, stored, reason, describe_profiled)
@@ -262,10 +263,7 @@ def _searched(
 
 
 def _reasons(jobs: Iterable[JobToFetch]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for job in jobs:
-        counts[job.reason] = counts.get(job.reason, 0) + 1
-    return counts
+    return dict(Counter(job.reason for job in jobs))
 
 
 def _fetch_and_store(
@@ -337,7 +335,7 @@ def _fetch_and_store(
                     )
                 done = report.stored + report.unchanged + len(failures)
                 log.info(
-                    f"{target.label}: {done}/{total} fetched" if total else f"{target.label}: {done} fetched so far"
+                    f"{target.label}: {done}/{total} fetched" if total else f"{target.label}: so far {done} fetched"
                 )
     report.failed = len(failures)
     for name, (_, operation, error) in sorted(failures.items()):
