@@ -348,6 +348,36 @@ warehouse, {html.escape(written)}. Every figure is a query on the models; see do
 """
 
 
+def report_preview(warehouse: Path) -> tuple[dict[str, float], str]:
+    """The report's headline figures and a Markdown preview of them with the five most expensive jobs,
+    for Dagster's materialization metadata (numbers there are plotted across builds)."""
+    with duckdb.connect(str(warehouse / DATABASE), read_only=True) as connection:
+        totals = _totals(connection)
+        top = _rows(
+            connection,
+            """
+            select jobs.training_job_name, job_costs.instance_type, job_costs.total_cost_usd
+            from job_costs join jobs using (training_job_arn)
+            where job_costs.total_cost_usd is not null
+            order by job_costs.total_cost_usd desc, jobs.training_job_name limit 5
+            """,
+        )
+    lines = [
+        "| estimated spend | USD |",
+        "|---|---:|",
+        f"| all time | {_money(totals['total_cost_usd'])} |",
+        f"| this month | {_money(totals['this_month_usd'])} |",
+        f"| last month | {_money(totals['last_month_usd'])} |",
+        f"| saved by managed spot | {_money(totals['spot_savings_usd'])} |",
+        f"| failed, stopped, idle | {_money(totals['wasted_cost_usd'])} |",
+        "",
+        "| most expensive job | instance type | USD |",
+        "|---|---|---:|",
+        *(f"| {name} | {instance_type or ''} | {_money(cost)} |" for name, instance_type, cost in top),
+    ]
+    return totals, "\n".join(lines)
+
+
 def write_report(warehouse: Path) -> Path:
     """Render the published warehouse's report to ``<warehouse>/report/index.html`` (atomically)."""
     target = warehouse / REPORT

@@ -91,6 +91,15 @@ def test_materializing_the_graph_fills_the_warehouse(fleet: list[dict], tmp_path
     assert sum(c["DescribeTrainingJob"] for c in calls) == sum(describe_needed(r) is not None for r in fleet)
     assert all(m.metadata["api_calls_per_job_listed"].value < 0.1 for m in partitions)
     assert len(result.materializations("published_warehouse")) == 1
+    # The report's materialization previews the spend; its numbers are the models' (and plotted across builds).
+    (report,) = result.materializations("cost_report")
+    with duckdb.connect(str(tmp_path / "warehouse" / "sagemaker.duckdb"), read_only=True) as connection:
+        total, top = connection.execute(
+            "select sum(total_cost_usd), arg_max(training_job_arn, total_cost_usd) from job_costs"
+        ).fetchone()
+    assert report.metadata["total_cost_usd"].value == round(total, 2)
+    preview = report.metadata["preview"].value
+    assert f"| all time | ${total:,.2f} |" in preview and top.rsplit("/", 1)[1] in preview.lower()
 
 
 def test_a_failing_region_is_reported_while_the_healthy_one_is_published_and_caught_up_next_run(

@@ -7,7 +7,7 @@ from dagster import AssetExecutionContext, AssetKey, FreshnessPolicy, Materializ
 from pipelines.assets.models import REFERENCE_AND_MODEL_NAMES
 from pipelines.assets.normalization import TABLE_NAMES
 from pipelines.assets.resources import WAREHOUSE_WRITER_POOL, WarehouseConfig
-from pipelines.report import write_report
+from pipelines.report import report_preview, write_report
 from pipelines.storage.layout import DATABASE, PARQUET
 from pipelines.storage.locks import BUILD, writer
 from pipelines.warehouse.build import Staging
@@ -44,6 +44,15 @@ def published_warehouse(context: AssetExecutionContext, warehouse_config: Wareho
     "every figure read from the published models.",
 )
 def cost_report(context: AssetExecutionContext, warehouse_config: WarehouseConfig) -> MaterializeResult:
-    report = write_report(warehouse_config.settings().warehouse)
+    warehouse = warehouse_config.settings().warehouse
+    report = write_report(warehouse)
     context.log.info(f"wrote the cost report: {report}")
-    return MaterializeResult(metadata={"path": MetadataValue.path(str(report.resolve()))})
+    totals, preview = report_preview(warehouse)
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(report.resolve())),
+            "preview": MetadataValue.md(preview),
+            # Numbers: Dagster plots them across builds, a history of the spend in the UI.
+            **{name: MetadataValue.float(round(value, 2)) for name, value in totals.items()},
+        }
+    )
