@@ -1,17 +1,25 @@
-"""Normalization benchmark: flatten and load N generated jobs, against dlt on the same records.
+"""Normalization benchmark: the warehouse against dlt, on the same records at the same sizes.
 
-Writes a raw layer of N demo jobs (as extraction would), then times, each in a fresh process so that
-peak memory is its own: the warehouse's normalization (staging DuckDB + Parquet publication) and dlt's
-generic normalizer loading the same records into DuckDB.
+For each size, writes a raw layer of generated jobs (as extraction would), then times from that raw
+layer to loaded tables, each run in a fresh process so that its peak memory is its own, repeated
+(min / median / max):
 
-    python benchmarks/normalize.py [--jobs 100000] [--dlt-jobs 5000]
+- the warehouse: staging the 10 normalized tables, every check on them (the blocking ones that gate
+  publication included), Parquet export and publication;
+- dlt, reading and parsing the same records, then normalizing and loading them into DuckDB: with its
+  default loader (INSERT statements), with its documented fast path for DuckDB
+  (``loader_file_format="parquet"``), and with that plus two normalize workers and larger buffers.
+
+    python benchmarks/normalize.py [--sizes 5000,100000] [--repeat 3] [--dlt-default-up-to 5000]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,108 +64,160 @@ def write_raw_layer(warehouse: Path, jobs: int) -> float:
 
 
 def run_warehouse(warehouse: str) -> dict:
-    from pipelines.config import CostSettings
-    from pipelines.models.build import PRICES, build_order
+    """Our whole build of the normalized tables from the raw layer, as a nightly run does it: staging,
+    every check on them (blocking ones included), Parquet export and publication."""
+    from pipelines.normalization import checks
     from pipelines.normalization.flatten import normalized_tables
-    from pipelines.warehouse.build import stage_models, stage_normalized_tables
+    from pipelines.warehouse.build import stage_from_raw
     from pipelines.warehouse.publication import publish
 
+    tables = normalized_tables()
     started = time.perf_counter()
-    staging, counts = stage_normalized_tables(Path(warehouse), "bench")
-    staged = time.perf_counter() - started
-    publish(staging, [t.name for t in normalized_tables()])
+    build = stage_from_raw(Path(warehouse), f"bench-{time.time_ns()}")
+    staged = time.perf_counter()
+    with build.staging.connect(read_only=True) as connection:
+        outcomes = [outcome for declared in tables for outcome in checks.table_checks(connection, declared)]
+        outcomes += [checks.unknown_members(connection)]
+        outcomes += [checks.rows_left_out(connection, declared) for declared in tables if declared.name != checks.JOBS]
+    checked = time.perf_counter()
+    publish(build.staging, [t.name for t in tables])
     seconds = time.perf_counter() - started
-    # The cost and duration models on the same jobs, timed on their own (not part of the comparison).
-    staging, _ = stage_normalized_tables(Path(warehouse), "bench-models")
-    models_started = time.perf_counter()
-    model_counts = stage_models(staging, CostSettings())
-    models_seconds = time.perf_counter() - models_started
-    publish(staging, [t.name for t in normalized_tables()] + [PRICES, *build_order()])
     return {
         "seconds": seconds,
-        "staged_seconds": staged,
-        "rows": counts,
-        "models_seconds": models_seconds,
-        "model_rows": model_counts,
+        "staging_seconds": staged - started,
+        "check_seconds": checked - staged,
+        "publish_seconds": seconds - (checked - started),
+        "checks": len(outcomes),
+        "rows": sum(build.counts.values()),
+        "tables": len(build.counts),
     }
 
 
-def run_dlt(warehouse: str, jobs: int) -> dict:
+DLT_CONFIGURATIONS = {
+    # dlt's default: INSERT statements into DuckDB.
+    "dlt default (insert_values)": ({}, "insert_values"),
+    # Its documented fast path for DuckDB: Parquet load files (pyarrow), loaded with DuckDB's reader.
+    "dlt parquet": ({}, "parquet"),
+    # The same with the normalize stage on both cores and bigger writer buffers (dlt's performance guide).
+    "dlt parquet, 2 normalize workers": (
+        {"NORMALIZE__WORKERS": "2", "DATA_WRITER__BUFFER_MAX_ITEMS": "20000"},
+        "parquet",
+    ),
+}
+
+
+def run_dlt(warehouse: str, configuration: str) -> dict:
+    """dlt from the same raw layer: the records read and parsed, then normalized and loaded into DuckDB."""
+    environment, file_format = DLT_CONFIGURATIONS[configuration]
+    os.environ.update(environment)
     import dlt
     import duckdb
 
     from pipelines.storage.raw import parquet_files
 
     files = parquet_files(Path(warehouse), RAW_JOBS)
-    documents = [
-        json.loads(text)
-        for (text,) in duckdb.execute(f"select response_json from read_parquet(?) limit {jobs}", [files]).fetchall()
-    ]
+    target = Path(tempfile.mkdtemp(dir=warehouse, prefix="dlt-"))
     pipeline = dlt.pipeline(
         pipeline_name="bench",
-        destination=dlt.destinations.duckdb(str(Path(warehouse) / "dlt.duckdb")),
+        destination=dlt.destinations.duckdb(str(target / "dlt.duckdb")),
         dataset_name="sagemaker",
-        pipelines_dir=str(Path(warehouse) / ".dlt"),
+        pipelines_dir=str(target / ".dlt"),
     )
     started = time.perf_counter()
-    info = pipeline.run(documents, table_name="training_jobs")
+    documents = [
+        json.loads(text) for (text,) in duckdb.execute("select response_json from read_parquet(?)", [files]).fetchall()
+    ]
+    info = pipeline.run(documents, table_name="training_jobs", loader_file_format=file_format)
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "jobs": len(documents), "loads": len(info.loads_ids)}
+    with duckdb.connect(str(target / "dlt.duckdb"), read_only=True) as connection:
+        tables = [
+            name
+            for (name,) in connection.execute(
+                "select table_name from information_schema.tables where table_schema = 'sagemaker'"
+                " and table_name not like '_dlt%'"
+            ).fetchall()
+        ]
+        rows = sum(connection.execute(f'select count(*) from sagemaker."{t}"').fetchone()[0] for t in tables)
+    return {
+        "seconds": seconds,
+        "jobs": len(documents),
+        "loads": len(info.loads_ids),
+        "rows": rows,
+        "tables": len(tables),
+    }
 
 
 def child(argv: list[str]) -> None:
-    kind, warehouse, jobs = argv[0], argv[1], int(argv[2])
-    result = run_warehouse(warehouse) if kind == "warehouse" else run_dlt(warehouse, jobs)
+    kind, warehouse = argv[0], argv[1]
+    result = run_warehouse(warehouse) if kind == "warehouse" else run_dlt(warehouse, kind)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
 
-def measure(kind: str, warehouse: Path, jobs: int) -> dict:
+def measure(kind: str, warehouse: Path) -> dict:
+    """One run of ``kind`` in a fresh process, so that its peak memory is its own."""
     output = subprocess.run(
-        [sys.executable, __file__, "--child", kind, str(warehouse), str(jobs)],
-        check=True,
-        capture_output=True,
-        text=True,
+        [sys.executable, __file__, "--child", kind, str(warehouse)], check=True, capture_output=True, text=True
     ).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
+def spread(values: list[float], digits: int = 2) -> str:
+    """min / median / max of repeated runs."""
+    return " / ".join(f"{v:,.{digits}f}" for v in (min(values), statistics.median(values), max(values)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=100_000)
-    parser.add_argument("--dlt-jobs", type=int, default=5_000, help="dlt is slow: it gets a prefix of the records")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", default="5000,100000", help="comma-separated job counts (default 5000,100000)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each tool at each size (default 3)")
+    parser.add_argument(
+        "--dlt-default-up-to", type=int, default=5000, help="largest size dlt's default loader runs at (it is slow)"
+    )
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child)
         return
-    warehouse = Path(tempfile.mkdtemp(prefix="bench-normalize-"))
-    generation = write_raw_layer(warehouse, args.jobs)
-    raw_mb = sum(p.stat().st_size for p in (warehouse / "raw").rglob("*.parquet")) / 2**20
-    print(f"raw layer: {args.jobs} jobs, {raw_mb:.0f} MB of Parquet, written in {generation:.1f}s (not timed below)")
-    ours = measure("warehouse", warehouse, args.jobs)
-    rows = sum(ours["rows"].values())
-    print(f"\n{'tool':<36} {'jobs':>9} {'seconds':>9} {'jobs/s':>10} {'peak RSS MB':>12}")
-    print(
-        f"{'warehouse (DuckDB, 10 tables)':<36} {args.jobs:>9} {ours['seconds']:>9.2f} "
-        f"{args.jobs / ours['seconds']:>10.0f} {ours['peak_rss_mb']:>12.0f}"
-    )
-    dlt_jobs = min(args.dlt_jobs, args.jobs)
-    try:
-        theirs = measure("dlt", warehouse, dlt_jobs)
-        print(
-            f"{'dlt 1.31 (generic normalizer)':<36} {theirs['jobs']:>9} {theirs['seconds']:>9.2f} "
-            f"{theirs['jobs'] / theirs['seconds']:>10.0f} {theirs['peak_rss_mb']:>12.0f}"
-        )
-        ratio = (args.jobs / ours["seconds"]) / (theirs["jobs"] / theirs["seconds"])
-        print(f"\nwarehouse vs dlt, jobs per second: {ratio:.0f}x")
-    except subprocess.CalledProcessError as error:
-        print(f"dlt run failed (install it with `pip install -e '.[bench]'`): {error.stderr.strip()[-300:]}")
-    print(
-        f"\nwarehouse rows by table: {ours['rows']} ({rows} rows; staging {ours['staged_seconds']:.2f}s, "
-        f"Parquet export and publication {ours['seconds'] - ours['staged_seconds']:.2f}s)"
-    )
-    print(f"cost and duration models on the same jobs (not in the comparison): {ours['models_seconds']:.2f}s")
+    print(f"{'tool':<40} {'jobs':>8} {'seconds min / median / max':>28} {'jobs/s (median)':>16} {'peak RSS MB':>16}")
+    for jobs in (int(size) for size in args.sizes.split(",")):
+        with tempfile.TemporaryDirectory(prefix="bench-normalize-") as folder:
+            warehouse = Path(folder)
+            generation = write_raw_layer(warehouse, jobs)
+            raw_mb = sum(p.stat().st_size for p in (warehouse / "raw").rglob("*.parquet")) / 2**20
+            print(f"-- {jobs:,} jobs: {raw_mb:.0f} MB of raw Parquet (written in {generation:.1f} s, not timed)")
+            tools = [
+                "warehouse",
+                *(c for c in DLT_CONFIGURATIONS if "default" not in c or jobs <= args.dlt_default_up_to),
+            ]
+            medians = {}
+            for tool in tools:
+                try:
+                    runs = [measure(tool, warehouse) for _ in range(args.repeat)]
+                except subprocess.CalledProcessError as error:
+                    print(
+                        f"{tool}: failed (install dlt with `pip install -e '.[bench]'`): {error.stderr.strip()[-300:]}"
+                    )
+                    continue
+                seconds = [r["seconds"] for r in runs]
+                medians[tool] = statistics.median(seconds)
+                label = "warehouse (10 tables, checks included)" if tool == "warehouse" else tool
+                print(
+                    f"{label:<40} {jobs:>8,} {spread(seconds):>28} {jobs / medians[tool]:>16,.0f} "
+                    f"{spread([r['peak_rss_mb'] for r in runs], 0):>16}"
+                )
+                if tool == "warehouse":
+                    last = runs[-1]
+                    print(
+                        f"{'':<4}(last run: staging {last['staging_seconds']:.2f} s, {last['checks']} checks "
+                        f"{last['check_seconds']:.2f} s, Parquet and publication {last['publish_seconds']:.2f} s; "
+                        f"{last['rows']:,} rows in {last['tables']} tables)"
+                    )
+                else:
+                    print(f"{'':<4}({runs[-1]['rows']:,} rows in {runs[-1]['tables']} tables)")
+            for tool, median in medians.items():
+                if tool != "warehouse" and "warehouse" in medians:
+                    print(f"{'':<4}warehouse vs {tool}: {median / medians['warehouse']:.1f}x (median seconds)")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines.aws_model import describe_only_members, dumps
@@ -21,7 +22,7 @@ from pipelines.extraction.redaction import redact
 from pipelines.extraction.run import extract
 from pipelines.schemas import all_tables
 from pipelines.storage.layout import DATABASE
-from pipelines.storage.raw import DESCRIBED, RAW_ERRORS, SEARCHED, SEARCHED_AND_DESCRIBED
+from pipelines.storage.raw import DESCRIBED, RAW_ERRORS, RAW_JOBS, SEARCHED, SEARCHED_AND_DESCRIBED, parquet_files
 from tests.conftest import FLEET_END, REGIONS
 from tests.test_extraction import can_change, completed_version, stored_rows
 
@@ -158,3 +159,42 @@ def test_a_search_built_warehouse_equals_a_describe_built_one_but_for_the_docume
             connection.execute(total.format("main")).fetchone()
             == connection.execute(total.format("described")).fetchone()
         )
+
+
+def test_a_search_read_stopped_half_way_is_read_again_from_where_the_last_complete_read_ended(
+    fleet: list[dict], settings: Settings, aws: LocalSageMaker
+) -> None:
+    # The oldest job changed lately: a read that stopped after its first batch (creation order) stored
+    # that job's recent LastModifiedTime, and nothing newer than it was read.
+    oldest = min(regional(fleet, "us-east-1"), key=lambda r: r["CreationTime"])
+    aws.upsert_jobs([{**oldest, "LastModifiedTime": FLEET_END + timedelta(hours=1)}])
+
+    class StopAfterFirstBatch:
+        def info(self, message: str) -> None:
+            if message.endswith("fetched"):
+                raise KeyboardInterrupt("stopped")
+
+        warning = error = info
+
+    searching = mode(settings, "search")
+    with pytest.raises(KeyboardInterrupt):
+        extract(searching, log=StopAfterFirstBatch())
+    assert 0 < len(stored_rows(settings.warehouse)) < len(fleet)
+    report = extract(searching)
+    assert report.failed == 0
+    assert {row["training_job_arn"] for row in stored_rows(settings.warehouse)} == {r["TrainingJobArn"] for r in fleet}
+    # That read ran to its end: the next one reads only the last day before its newest change.
+    aws.reset_stats()
+    extract(searching)
+    assert aws.stats()["calls"] == {"Search": 2} and len(stored_rows(settings.warehouse)) == len(fleet)
+
+
+def test_records_stored_before_search_mode_existed_are_not_replaced_by_search_records(
+    fleet: list[dict], settings: Settings
+) -> None:
+    extract(mode(settings, "describe"))
+    for name in parquet_files(settings.warehouse, RAW_JOBS):  # as an older version wrote them
+        pq.write_table(pq.read_table(name).drop_columns(["fetched_with", "search_view_sha256"]), name)
+    report = extract(settings, full_refresh=True)  # auto: a Search read
+    assert [t.mode for t in report.targets] == ["search", "search"]
+    assert report.stored == 0 and len(stored_rows(settings.warehouse)) == len(fleet)

@@ -46,9 +46,10 @@ def _describe(client: Any, name: str) -> dict[str, Any]:
 
 def complete_with_describe(client: Any, found: dict[str, Any]) -> dict[str, Any]:
     """The DescribeTrainingJob response of a job Search returned, with the tags Search returned (the
-    same as ListTags'), Environment values redacted."""
+    same as ListTags') and any other member only Search returned, Environment values redacted."""
     response = _describe(client, found["TrainingJobName"])
-    response["Tags"] = found.get("Tags", [])
+    # Tags, and any member only Search returned (one botocore does not know yet, say), are kept.
+    response.update({key: value for key, value in found.items() if key not in response})
     return redact(response)
 
 

@@ -49,11 +49,13 @@ def fetch_by_search(configured: str, planned: int, search_above_jobs: int) -> bo
 
 
 def search_start(state: TargetState, overlap: timedelta, full_refresh: bool) -> datetime | None:
-    """The ``LastModifiedTime`` after which a Search-mode run reads jobs; None reads every job."""
-    newest = max((job.last_modified_time for job in state.jobs.values() if job.last_modified_time), default=None)
-    if full_refresh or newest is None:
+    """The ``LastModifiedTime`` after which a Search-mode run reads jobs; None reads every job. It is
+    the watermark of the last Search read that ran to its end, not the newest stored record: a read
+    that was stopped or failed half-way stored jobs in its own order, and what it never reached may be
+    older than what it stored."""
+    if full_refresh or state.search_watermark is None:
         return None
-    return newest - overlap
+    return state.search_watermark - overlap
 
 
 _INSTANCE_MEMBERS = ("InstanceType", "SelectedInstanceType", "InstanceGroups", "InstancePreferences")
@@ -80,9 +82,15 @@ def plan_found(
 ) -> JobToFetch | None:
     """What to do with a record Search returned: nothing when it matches the stored record without the
     members only Describe returns (so a fuller Describe record is never replaced by a Search record of
-    the same state), else store it, completed with Describe when :func:`describe_needed` says so."""
-    if stored is not None and stored.search_view_sha256 == search_view_sha256(record):
-        return None
+    the same state) or when it is older than the stored record; else store it, completed with Describe
+    when :func:`describe_needed` says so."""
+    if stored is not None:
+        if stored.search_view_sha256 == search_view_sha256(record):
+            return None
+        modified, stored_modified = record.get("LastModifiedTime"), stored.last_modified_time
+        if modified is not None and stored_modified is not None and modified < stored_modified:
+            return None  # an older state than the stored one (a lagging search index): keep the newer
+
     return JobToFetch(
         record["TrainingJobName"],
         record.get("CreationTime"),

@@ -41,7 +41,7 @@ from pipelines.extraction.planning import (
     search_start,
 )
 from pipelines.extraction.retries import StopRequested
-from pipelines.extraction.search import search_by_name, search_jobs
+from pipelines.extraction.search import NAMES_PER_CALL, search_by_name, search_jobs
 from pipelines.interrupts import RunInterrupted, unwatch, watch
 from pipelines.storage.layout import published_parquet
 from pipelines.storage.locks import extraction_lock_name, writer
@@ -60,7 +60,9 @@ from pipelines.storage.raw import (
     raw_job_row,
     remove_stale_temporaries,
     search_view_sha256,
+    with_search_view_hashes,
     write_rows,
+    write_search_watermark,
 )
 
 logger = logging.getLogger(__name__)
@@ -221,9 +223,14 @@ def _extract_target(client: Any, target: Target, report: TargetReport, run: _Run
     overlap = timedelta(hours=extraction.overlap_hours)
     report.mode = choose_mode(extraction.mode, state, full_refresh)
     if report.mode == "search":
-        modified_after = search_start(state, overlap, full_refresh)
-        log.info(f"{target.label}: searching jobs modified after {modified_after or 'the beginning'}")
-        _fetch_and_store(client, target, report, run, state, _searched(client, state, report, run, modified_after))
+        state = with_search_view_hashes(settings.warehouse, target.account_id, target.region, state)
+        window = _Window(search_start(state, overlap, full_refresh))
+        log.info(f"{target.label}: searching jobs modified after {window.modified_after or 'the beginning'}")
+        _fetch_and_store(client, target, report, run, state, _searched(client, state, report, run, window))
+        if window.complete and window.newest_modified is not None:
+            write_search_watermark(
+                settings.warehouse, target.account_id, target.region, window.newest_modified, run.run_id
+            )
         return
     start = listing_start(state, overlap, full_refresh)
     summaries = list(_list_summaries(client, start))
@@ -237,20 +244,36 @@ def _extract_target(client: Any, target: Target, report: TargetReport, run: _Run
     )
     if by_search:
         report.mode = "describe+search"
+        state = with_search_view_hashes(settings.warehouse, target.account_id, target.region, state)
     _fetch_and_store(client, target, report, run, state, plan, by_search=by_search, total=len(plan))
 
 
+@dataclass
+class _Window:
+    """One Search read: where it starts, how far it got, and whether it ran to its end."""
+
+    modified_after: datetime | None
+    newest_modified: datetime | None = None
+    complete: bool = False
+
+
 def _searched(
-    client: Any, state: TargetState, report: TargetReport, run: _Run, modified_after: datetime | None
+    client: Any, state: TargetState, report: TargetReport, run: _Run, window: _Window
 ) -> Iterator[JobToFetch]:
     """Search mode's work, streamed: every record Search returns for the window that differs from the
     stored one, then the stored jobs that must be read again and the window did not return (looked up
-    by name when they are fetched)."""
+    by name when they are fetched). ``window`` records how far the read got."""
     describe_profiled = run.settings.extraction.describe_profiled_jobs
+    window.newest_modified = state.search_watermark
     seen: dict[str, str] = {}  # name -> search view hash: a job changed while paging comes back again
-    for record in search_jobs(client, modified_after):
-        report.listed += record["TrainingJobName"] not in seen
+    for record in search_jobs(client, window.modified_after):
+        if run.stop.is_set():
+            return  # the read is not complete: its watermark is not moved
         name, stored = record["TrainingJobName"], state.jobs.get(record["TrainingJobArn"])
+        report.listed += name not in seen
+        modified = record.get("LastModifiedTime")
+        if modified is not None and (window.newest_modified is None or modified > window.newest_modified):
+            window.newest_modified = modified
         reason = "full-refresh" if run.full_refresh and stored else "changed" if stored else "new"
         job = plan_found(record, stored, reason, describe_profiled)
         view = search_view_sha256(record)
@@ -260,6 +283,7 @@ def _searched(
             yield job
         seen[name] = view
     yield from refetches(state, seen).values()
+    window.complete = True
 
 
 def _reasons(jobs: Iterable[JobToFetch]) -> dict[str, int]:
@@ -281,6 +305,7 @@ def _fetch_and_store(
     20 names a call; the rest (and any record that needs it) go to DescribeTrainingJob."""
     settings, run_id, log, stop = run.settings, run.run_id, run.log, run.stop
     failures: dict[str, tuple[JobToFetch, str, BaseException]] = {}  # name -> job, operation, last error
+    written: dict[str, StoredJob] = {}  # by ARN: what this run stored, so that a job read twice is stored once
     batch_number = 0
     with ThreadPoolExecutor(
         max_workers=settings.extraction.max_workers, thread_name_prefix=f"fetch-{target.region}"
@@ -310,10 +335,12 @@ def _fetch_and_store(
                         row = raw_job_row(
                             target.account_id, target.region, outcome.record, fetched_at, run_id, outcome.fetched_with
                         )
-                        if _unchanged(row, state.jobs.get(row["training_job_arn"])):
+                        arn = row["training_job_arn"]
+                        if _unchanged(row, written.get(arn) or state.jobs.get(arn)):
                             report.unchanged += 1  # fetched again, same record: nothing new to store
                         else:
                             rows.append(row)
+                            written[arn] = _as_stored(row)
                     elif _not_found(outcome[1]):
                         # Deleted in SageMaker (DeleteTrainingJob): recorded, never retried, not a failure.
                         failures.pop(job.name, None)
@@ -349,12 +376,14 @@ def _looked_up(
 ) -> list[JobToFetch]:
     """``batch`` with Search's records for the jobs that have none yet (20 names a call). A job whose
     record matches the stored one is dropped (counted as unchanged); one Search does not return, or
-    every job when Search fails, is left to DescribeTrainingJob, which also says when a job is gone."""
+    one whose Search call failed, is left to DescribeTrainingJob, which also says when a job is gone."""
     names = [job.name for job in batch if job.found is None]
-    try:
-        found = search_by_name(client, names) if names else {}
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
-        return list(batch)
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(names), NAMES_PER_CALL):
+        try:
+            found.update(search_by_name(client, names[start : start + NAMES_PER_CALL]))
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+            continue  # these names are left to Describe
     looked_up = []
     for job in batch:
         record = found.get(job.name)
@@ -367,6 +396,19 @@ def _looked_up(
         else:
             looked_up.append(planned)
     return looked_up
+
+
+def _as_stored(row: dict[str, Any]) -> StoredJob:
+    return StoredJob(
+        row["training_job_arn"],
+        row["training_job_name"],
+        row["creation_time"],
+        row["last_modified_time"],
+        row["training_job_status"],
+        row["warm_pool_status"],
+        row["response_sha256"],
+        row["search_view_sha256"],
+    )
 
 
 def _unchanged(row: dict[str, Any], stored: StoredJob | None) -> bool:
