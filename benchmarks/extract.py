@@ -15,7 +15,7 @@ ThrottlingException, as AWS does, and each tool retries them its own way.
 
 Describe mode and the naive loop need 2 calls a job at 10 calls a second: a 100,000-job backfill takes
 them hours. By default they run on the first ``--sample`` jobs of the same fleet (same generator, same
-limits) and their time is projected linearly to the full fleet: the limits make their cost per job
+limits) and their time is projected linearly to the full fleet: the limits keep their cost per job
 constant. ``--sample 0`` runs everything at full size.
 
     python benchmarks/extract.py [--jobs 100000] [--sample 2000] [--latency-ms 50]
