@@ -226,7 +226,9 @@ def _extract_target(client: Any, target: Target, report: TargetReport, run: _Run
         state = with_search_view_hashes(settings.warehouse, target.account_id, target.region, state)
         window = _Window(search_start(state, overlap, full_refresh))
         log.info(f"{target.label}: searching jobs modified after {window.modified_after or 'the beginning'}")
-        _fetch_and_store(client, target, report, run, state, _searched(client, state, report, run, window))
+        _fetch_and_store(
+            client, target, report, run, state, _searched(client, state, report, run, window), by_search=True
+        )
         if window.complete and window.newest_modified is not None:
             write_search_watermark(
                 settings.warehouse, target.account_id, target.region, window.newest_modified, run.run_id
@@ -297,7 +299,7 @@ def _fetch_and_store(
     run: _Run,
     state: TargetState,
     jobs: Iterable[JobToFetch],
-    by_search: bool = True,
+    by_search: bool,
     total: int | None = None,
 ) -> None:
     """Fetch ``jobs`` (a list, or a stream from Search) batch by batch and append each batch to the raw
@@ -314,7 +316,7 @@ def _fetch_and_store(
         # transient error (a throttling storm): it makes a miss need 2 x max_attempts failed attempts.
         for round_number in (1, 2):
             if round_number == 2:
-                jobs = [job for job, *error in failures.values() if _transient(error[1])]
+                jobs = [job for job, _, error in failures.values() if _transient(error)]
                 if not jobs:
                     break
                 log.info(f"{target.label}: fetching {len(jobs)} jobs once more after transient failures")
