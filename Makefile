@@ -36,12 +36,16 @@ test: $(INSTALLED) chromium
 	$(BIN)/python -m pytest -n 3 --dist worksteal --durations=15
 
 # The package as it is deployed: a wheel installed in a fresh virtual environment, run from an empty folder.
+# Without the demo extra (a production install) `demo` says what to install and exits 2; with it, it runs.
 WHEEL_CHECK := build/wheel-check
 wheel-check: $(INSTALLED)
 	rm -rf $(WHEEL_CHECK) && mkdir -p $(WHEEL_CHECK)/run
 	$(BIN)/python -m pip wheel --quiet --no-deps -w $(WHEEL_CHECK)/dist .
 	$(PYTHON) -m venv $(WHEEL_CHECK)/venv
 	$(WHEEL_CHECK)/venv/bin/python -m pip install --quiet $(WHEEL_CHECK)/dist/*.whl
+	cd $(WHEEL_CHECK)/run && { ../venv/bin/sagemaker-warehouse demo --jobs 100 > ../without-demo.txt 2>&1; \
+		test $$? -eq 2; } && grep -q "sagemaker-training-warehouse\[demo\]" ../without-demo.txt
+	$(WHEEL_CHECK)/venv/bin/python -m pip install --quiet "$$(ls $(WHEEL_CHECK)/dist/*.whl)[demo]"
 	cd $(WHEEL_CHECK)/run && ../venv/bin/sagemaker-warehouse demo --jobs 100
 
 bench: $(INSTALLED)

@@ -8,6 +8,7 @@ fetched, a check failed, or a step broke); 2 bad configuration, credentials or i
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -207,7 +208,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
 
 
+DEMO_EXTRA_MISSING = (
+    "The demo needs its local SageMaker endpoint (moto's server), which a production install leaves out; "
+    "install it with `pip install 'sagemaker-training-warehouse[demo]'` (or run `make demo` in a checkout)."
+)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("moto") is None:
+        print(f"error: {DEMO_EXTRA_MISSING}", file=sys.stderr)
+        return EXIT_CONFIG
     from pipelines.demo.endpoint import LocalSageMaker, aws_environment
     from pipelines.demo.fleet import FleetSpec
     from pipelines.summary import print_summary

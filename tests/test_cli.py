@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -140,3 +141,16 @@ def test_a_run_ends_saying_what_changed_and_what_it_cost(
     assert main(["run", "--warehouse", str(warehouse), "--quiet"]) == EXIT_OK
     assert capsys.readouterr().out == ""
     assert run_summary(warehouse)["new_jobs"] == 0
+
+
+def test_demo_without_its_extra_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A production install (`pip install .`) has no moto: what `find_spec` then answers.
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "moto" else real_find_spec(name, *a)
+    )
+    assert main(["demo", "--jobs", "10"]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "pip install 'sagemaker-training-warehouse[demo]'" in err and "Traceback" not in err
