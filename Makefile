@@ -9,8 +9,11 @@ INSTALLED := $(VENV)/.installed
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is required; found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	@echo "[1/3] creating $(VENV)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "[2/3] upgrading pip"
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "[3/3] installing the project and its pinned dependencies (about 2 minutes the first time)"
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(INSTALLED)
 
