@@ -164,17 +164,22 @@ def _month_over_month(connection: duckdb.DuckDBPyConnection, column: str, label:
     return Figure(anchor, f"This month vs last month by {label} (USD, UTC months)", _chart(figure, anchor))
 
 
-def _top_jobs(connection: duckdb.DuckDBPyConnection) -> Figure:
-    rows = _rows(
+def _most_expensive_jobs(connection: duckdb.DuckDBPyConnection, limit: int) -> list[tuple]:
+    """Name, region, instance type, status, cost basis and total cost of the ``limit`` costliest jobs."""
+    return _rows(
         connection,
-        """
+        f"""
         select jobs.training_job_name, job_costs.region, job_costs.instance_type, job_costs.training_job_status,
                job_costs.cost_basis, job_costs.total_cost_usd
         from job_costs join jobs using (training_job_arn)
         where job_costs.total_cost_usd is not null
-        order by job_costs.total_cost_usd desc, jobs.training_job_name limit 20
+        order by job_costs.total_cost_usd desc, jobs.training_job_name limit {int(limit)}
         """,
     )
+
+
+def _top_jobs(connection: duckdb.DuckDBPyConnection) -> Figure:
+    rows = _most_expensive_jobs(connection, 20)
     table = _table(
         ["job", "region", "instance type", "status", "basis", "cost"],
         [[str(v or "") for v in r[:5]] + [_money(r[5])] for r in rows],
@@ -353,15 +358,7 @@ def report_preview(warehouse: Path) -> tuple[dict[str, float], str]:
     for Dagster's materialization metadata (numbers there are plotted across builds)."""
     with duckdb.connect(str(warehouse / DATABASE), read_only=True) as connection:
         totals = _totals(connection)
-        top = _rows(
-            connection,
-            """
-            select jobs.training_job_name, job_costs.instance_type, job_costs.total_cost_usd
-            from job_costs join jobs using (training_job_arn)
-            where job_costs.total_cost_usd is not null
-            order by job_costs.total_cost_usd desc, jobs.training_job_name limit 5
-            """,
-        )
+        top = _most_expensive_jobs(connection, 5)
     lines = [
         "| estimated spend | USD |",
         "|---|---:|",
@@ -373,7 +370,7 @@ def report_preview(warehouse: Path) -> tuple[dict[str, float], str]:
         "",
         "| most expensive job | instance type | USD |",
         "|---|---|---:|",
-        *(f"| {name} | {instance_type or ''} | {_money(cost)} |" for name, instance_type, cost in top),
+        *(f"| {name} | {instance_type or ''} | {_money(cost)} |" for name, _, instance_type, *_, cost in top),
     ]
     return totals, "\n".join(lines)
 

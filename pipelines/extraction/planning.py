@@ -78,19 +78,23 @@ def describe_needed(record: dict[str, Any], describe_profiled_jobs: bool = False
 
 
 def plan_found(
-    record: dict[str, Any], stored: StoredJob | None, reason: str, describe_profiled_jobs: bool = False
+    record: dict[str, Any],
+    stored: StoredJob | None,
+    reason: str,
+    describe_profiled_jobs: bool = False,
+    view_sha256: str | None = None,
 ) -> JobToFetch | None:
     """What to do with a record Search returned: nothing when it matches the stored record without the
     members only Describe returns (so a fuller Describe record is never replaced by a Search record of
     the same state) or when it is older than the stored record; else store it, completed with Describe
-    when :func:`describe_needed` says so."""
+    when :func:`describe_needed` says so. ``view_sha256``: the record's search-view hash, if the caller
+    has it already."""
     if stored is not None:
-        if stored.search_view_sha256 == search_view_sha256(record):
+        if stored.search_view_sha256 == (view_sha256 or search_view_sha256(record)):
             return None
         modified, stored_modified = record.get("LastModifiedTime"), stored.last_modified_time
         if modified is not None and stored_modified is not None and modified < stored_modified:
             return None  # an older state than the stored one (a lagging search index): keep the newer
-
     return JobToFetch(
         record["TrainingJobName"],
         record.get("CreationTime"),

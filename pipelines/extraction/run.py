@@ -277,8 +277,8 @@ def _searched(
         if modified is not None and (window.newest_modified is None or modified > window.newest_modified):
             window.newest_modified = modified
         reason = "full-refresh" if run.full_refresh and stored else "changed" if stored else "new"
-        job = plan_found(record, stored, reason, describe_profiled)
         view = search_view_sha256(record)
+        job = plan_found(record, stored, reason, describe_profiled, view_sha256=view)
         if job is None or seen.get(name) == view:
             report.unchanged += name not in seen
         else:

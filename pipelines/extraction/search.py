@@ -32,19 +32,14 @@ def search_jobs(client: Any, modified_after: datetime | None) -> Iterator[dict[s
 
 
 def search_by_name(client: Any, names: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """The records of ``names`` that Search returns (20 names a call), by name, redacted."""
-    found: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(names), NAMES_PER_CALL):
-        expression = {
-            "Filters": [
-                {"Name": "TrainingJobName", "Operator": "Equals", "Value": name}
-                for name in names[start : start + NAMES_PER_CALL]
-            ],
-            "Operator": "Or",
-        }
-        for record in _records(client, {"Resource": "TrainingJob", "SearchExpression": expression}):
-            found[record["TrainingJobName"]] = record
-    return found
+    """The records of ``names`` (at most 20: one SearchExpression) that Search returns, by name, redacted."""
+    expression = {
+        "Filters": [{"Name": "TrainingJobName", "Operator": "Equals", "Value": name} for name in names],
+        "Operator": "Or",
+    }
+    return {
+        r["TrainingJobName"]: r for r in _records(client, {"Resource": "TrainingJob", "SearchExpression": expression})
+    }
 
 
 def search_time(moment: datetime) -> str:
