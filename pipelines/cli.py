@@ -71,6 +71,7 @@ def materialize_all(
     full_refresh: bool = False,
     prices_file: str | None = None,
     wait: bool = True,
+    billing: str | None = None,
 ) -> WarehouseRun:
     """Refresh the whole warehouse in this process, as the nightly schedules would: extract every
     account/region partition in its own run, then build (flatten, model, check, publish) once. Holds
@@ -79,7 +80,7 @@ def materialize_all(
     from pipelines.definitions import build_resources
     from pipelines.storage.locks import exclusive_warehouse
 
-    resources = build_resources(config_file, warehouse, prices_file)
+    resources = build_resources(config_file, warehouse, prices_file, billing)
     location = resources["warehouse_config"].settings().warehouse  # type: ignore[attr-defined]
 
     def waiting(who: str) -> None:
@@ -136,10 +137,12 @@ def _run_and_report(
     prices_file: str | None = None,
     wait: bool = True,
     output: str = "text",
+    billing: str | None = None,
 ) -> int:
     """Materialize everything, then report: ``output`` is text (a summary), quiet (errors only) or json
     (one JSON object on stdout: the summary, warnings and failed checks)."""
-    from pipelines.config import load_settings
+    from pipelines.billing.exports import find_deliveries
+    from pipelines.config import export_location, load_settings
     from pipelines.extraction.run import resolve_targets
     from pipelines.pricing.prices import effective_prices
 
@@ -148,10 +151,14 @@ def _run_and_report(
     settings = load_settings(config_file)
     target = warehouse_path(Path(warehouse) if warehouse else settings.warehouse)  # a directory this user can write
     effective_prices(Path(prices_file) if prices_file else settings.costs.prices_file)
+    for location in (export_location(billing, "--billing"),) if billing else settings.billing.exports:
+        find_deliveries(location)  # a wrong path or a malformed manifest is one sentence, before anything runs
     resolve_targets(settings)
     started = time.monotonic()
     try:
-        result = run_interruptibly(lambda: materialize_all(config_file, warehouse, full_refresh, prices_file, wait))
+        result = run_interruptibly(
+            lambda: materialize_all(config_file, warehouse, full_refresh, prices_file, wait, billing)
+        )
     except WarehouseBusy as busy:
         print(f"error: another run holds {target} ({busy}); try again when it has finished.", file=sys.stderr)
         return EXIT_FAILED
@@ -204,7 +211,13 @@ def _innermost(error: Any) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     output = "json" if args.json else "quiet" if args.quiet else "text"
     return _run_and_report(
-        args.config, args.warehouse, args.full_refresh, args.prices, wait=not args.no_wait, output=output
+        args.config,
+        args.warehouse,
+        args.full_refresh,
+        args.prices,
+        wait=not args.no_wait,
+        output=output,
+        billing=args.billing,
     )
 
 
@@ -218,6 +231,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("moto") is None:
         print(f"error: {DEMO_EXTRA_MISSING}", file=sys.stderr)
         return EXIT_CONFIG
+    from pipelines.demo.bill import DEMO_BILLING_EXPORT, deliver_demo_bill
     from pipelines.demo.endpoint import LocalSageMaker, aws_environment
     from pipelines.demo.fleet import FleetSpec
     from pipelines.summary import print_summary
@@ -230,13 +244,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         # The fleet ends at the start of today (UTC): a second demo on the same day sees the same jobs,
         # so it shows an incremental run instead of a second, shifted fleet.
         today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        endpoint.load_fleet(FleetSpec(jobs=args.jobs, seed=args.seed, end=today))
+        spec = FleetSpec(jobs=args.jobs, seed=args.seed, end=today)
+        endpoint.load_fleet(spec)
         settings = endpoint.environment()
         # Only the demo endpoint and its dummy credentials: nothing from a real AWS profile leaks in.
         for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION", "SMW_CONFIG", "SMW_REGIONS"):
             os.environ.pop(key, None)
         with aws_environment({**settings, "SMW_REGIONS": "us-east-1,eu-west-1"}):
-            code = _run_and_report(None, str(warehouse), full_refresh=False)
+            # The bill for the same fleet, delivered into the endpoint's S3 as AWS Data Exports would.
+            periods = deliver_demo_bill(spec, DEMO_BILLING_EXPORT)
+            print(f"Delivered a CUR 2.0 export of {len(periods)} billing periods to {DEMO_BILLING_EXPORT} ...")
+            code = _run_and_report(None, str(warehouse), full_refresh=False, billing=DEMO_BILLING_EXPORT)
         calls = endpoint.stats()["calls"]
     finally:
         endpoint.stop()
@@ -398,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="YAML config file (default: $SMW_CONFIG)")
     run.add_argument("--full-refresh", action="store_true", help="re-list and re-describe every job")
     run.add_argument("--prices", help="CSV of your own rates: region,instance_type,usd_per_hour")
+    run.add_argument(
+        "--billing", help="a CUR 2.0 export (folder or s3://bucket/prefix) to reconcile with (default: billing.exports)"
+    )
     run.add_argument(
         "--no-wait", action="store_true", help="exit at once (1) if another run holds the warehouse, instead of waiting"
     )

@@ -70,6 +70,20 @@ class CostSettings:
     # (pipelines/pricing/storage_prices.csv); a number: that rate in every region (e.g. a negotiated one).
     storage_usd_per_gb_month: float | None = None
     prices_file: Path | None = None  # your own rates: region,instance_type,usd_per_hour
+    # What an estimate multiplies usage by where the bill has taught a rate (docs/costs.md): "list", the
+    # public on-demand rate, or "effective", the rate actually paid after Savings Plans and discounts.
+    estimate_with: str = "list"
+
+
+ESTIMATE_WITH = ("list", "effective")
+EXPORT_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?\Z")
+
+
+@dataclass(frozen=True)
+class BillingSettings:
+    # Where AWS Data Exports delivers a CUR 2.0 export: local folders or s3://bucket/prefix URIs, each
+    # holding <export-name>/data/BILLING_PERIOD=YYYY-MM/ and <export-name>/metadata/... (docs/costs.md).
+    exports: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,6 +101,7 @@ class Settings:
     regions: tuple[str, ...] = ()  # empty: the region the AWS settings configure
     extraction: ExtractionSettings = field(default_factory=ExtractionSettings)
     costs: CostSettings = field(default_factory=CostSettings)
+    billing: BillingSettings = field(default_factory=BillingSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     source: str = "defaults"  # where the settings came from, for messages
 
@@ -136,7 +151,7 @@ def warehouse_path(path: Path, writable: bool = True) -> Path:
 
 
 def parse_settings(document: Mapping[str, Any], source: str = "config") -> Settings:
-    known = {"warehouse", "accounts", "regions", "extraction", "costs", "schedule"}
+    known = {"warehouse", "accounts", "regions", "extraction", "costs", "billing", "schedule"}
     unknown = sorted(set(document) - known)
     if unknown:
         raise ConfigError(f"Unknown key {unknown[0]!r} in {source}; the known top-level keys are {sorted(known)}.")
@@ -154,9 +169,34 @@ def parse_settings(document: Mapping[str, Any], source: str = "config") -> Setti
         settings = replace(settings, extraction=_extraction(document["extraction"]))
     if "costs" in document:
         settings = replace(settings, costs=_costs(document["costs"]))
+    if "billing" in document:
+        settings = replace(settings, billing=_billing(document["billing"]))
     if "schedule" in document:
         settings = replace(settings, schedule=_schedule(document["schedule"]))
     return settings
+
+
+def _billing(raw: Any) -> BillingSettings:
+    if not isinstance(raw, dict) or set(raw) - {"exports"}:
+        raise ConfigError("Key 'billing' must be a mapping with one key, exports, e.g. {exports: [s3://bucket/cur]}.")
+    exports = raw.get("exports") or []
+    if isinstance(exports, str):
+        exports = [exports]
+    if not isinstance(exports, list):
+        raise ConfigError("billing.exports must be a list of folders or s3://bucket/prefix URIs.")
+    return BillingSettings(exports=tuple(export_location(e, "billing.exports") for e in exports))
+
+
+def export_location(value: Any, key: str) -> str:
+    """A billing export's location: an ``s3://bucket/prefix`` URI or a local folder, else a ConfigError."""
+    text = _string(value, key)
+    if text.startswith("s3://"):
+        if not EXPORT_URI.match(text):
+            raise ConfigError(f"{key}: {text!r} is not an S3 URI such as s3://my-billing-bucket/cur2.")
+        return text.rstrip("/")
+    if "://" in text:
+        raise ConfigError(f"{key}: {text!r} must be a local folder or an s3:// URI.")
+    return text
 
 
 def _schedule(raw: Any) -> ScheduleSettings:
@@ -197,7 +237,7 @@ def _dagster_accepts_cron(cron: str) -> bool:
 def _costs(raw: Any) -> CostSettings:
     if not isinstance(raw, dict):
         raise ConfigError("Key 'costs' must be a mapping, for example {allocation_tags: [team, project]}.")
-    allowed = {"allocation_tags", "storage_usd_per_gb_month", "prices_file"}
+    allowed = {"allocation_tags", "storage_usd_per_gb_month", "prices_file", "estimate_with"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"Unknown key 'costs.{unknown[0]}'; the known keys are {sorted(allowed)}.")
@@ -214,6 +254,10 @@ def _costs(raw: Any) -> CostSettings:
         costs = replace(costs, storage_usd_per_gb_month=float(rate))
     if raw.get("prices_file") is not None:
         costs = replace(costs, prices_file=Path(_string(raw["prices_file"], "costs.prices_file")))
+    if "estimate_with" in raw:
+        if raw["estimate_with"] not in ESTIMATE_WITH:
+            raise ConfigError(f"costs.estimate_with must be 'list' or 'effective', not {raw['estimate_with']!r}.")
+        costs = replace(costs, estimate_with=raw["estimate_with"])
     return costs
 
 

@@ -20,6 +20,7 @@ from dagster import (
     schedule,
 )
 
+from pipelines.assets.billing import raw_billing_line_items
 from pipelines.assets.extraction import TARGET_PARTITIONS, raw_training_jobs
 from pipelines.assets.models import models_asset
 from pipelines.assets.normalization import normalized
@@ -30,13 +31,20 @@ from pipelines.extraction.run import target_labels
 
 
 def all_assets() -> list[AssetsDefinition]:
-    return [raw_training_jobs, normalized, models_asset(), published_warehouse, cost_report]
+    return [raw_training_jobs, raw_billing_line_items, normalized, models_asset(), published_warehouse, cost_report]
 
 
 def build_resources(
-    config_file: str | None = None, warehouse: str | None = None, prices_file: str | None = None
+    config_file: str | None = None,
+    warehouse: str | None = None,
+    prices_file: str | None = None,
+    billing: str | None = None,
 ) -> dict[str, object]:
-    return {"warehouse_config": WarehouseConfig(config_file=config_file, warehouse=warehouse, prices_file=prices_file)}
+    return {
+        "warehouse_config": WarehouseConfig(
+            config_file=config_file, warehouse=warehouse, prices_file=prices_file, billing=billing
+        )
+    }
 
 
 # Extraction runs once per account/region partition; the build (flatten, model, check, publish) runs once
@@ -52,7 +60,8 @@ extract_job = define_asset_job(
 build_job = define_asset_job(
     BUILD_JOB,
     selection=AssetSelection.all() - AssetSelection.assets(raw_training_jobs),
-    description="Builds the warehouse from the raw layer: flattens the normalized tables, builds the reference "
+    description="Loads the bill's new billing periods (if billing.exports names any), then builds the warehouse "
+    "from the raw layer: flattens the normalized tables, builds the reference "
     "tables and models, runs their checks and publishes them in one step if every blocking check passed.",
 )
 

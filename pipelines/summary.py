@@ -68,6 +68,17 @@ from {cost_daily}
 """
 
 
+_BILL = """
+select
+    coalesce(sum(effective_cost_usd), 0),
+    coalesce(sum(effective_cost_usd) filter (where status in ('matched', 'discounted')), 0),
+    coalesce(sum(effective_cost_usd) filter (where status = 'unattributed'), 0),
+    max(billed_until)
+from cost_reconciliation
+where status <> 'no_bill'
+"""
+
+
 def run_summary(warehouse: Path) -> dict[str, Any] | None:
     """What the current version holds against the previous one: jobs new and changed, and the estimated
     spend (yesterday, month to date, all time; UTC days) with what this version changed in it."""
@@ -87,6 +98,7 @@ def run_summary(warehouse: Path) -> dict[str, Any] | None:
             total_before = connection.execute(
                 _SPEND.format(cost_daily=f"read_parquet({literal(before_costs)})")
             ).fetchone()[2]
+        billed, agreeing, unattributed, billed_until = connection.execute(_BILL).fetchone()
     report = warehouse / REPORT
     return {
         "warehouse": str(warehouse.resolve()),
@@ -99,7 +111,17 @@ def run_summary(warehouse: Path) -> dict[str, Any] | None:
         "spend_all_time_usd": round(float(total), 2),
         "spend_change_usd": None if total_before is None else round(float(total - total_before), 2),
         "report": str(report.resolve()) if report.exists() else None,
+        # From the bill (billing.exports), when one is loaded: what it charged, and how much of that is on
+        # jobs whose estimate agrees with it (matched, or discounted below an agreeing list price).
+        "billed_usd": round(float(billed), 2) if billed_until else None,
+        "billed_agreeing_usd": round(float(agreeing), 2) if billed_until else None,
+        "billed_unattributed_usd": round(float(unattributed), 2) if billed_until else None,
+        "billed_until": billed_until.isoformat() if billed_until else None,
     }
+
+
+def _usd(amount: float) -> str:
+    return f"{'-' if amount < 0 else ''}${abs(amount):,.2f}"
 
 
 def print_run_summary(summary: dict[str, Any]) -> None:
@@ -120,5 +142,11 @@ def print_run_summary(summary: dict[str, Any]) -> None:
         f"Estimated spend: yesterday ${summary['spend_yesterday_usd']:,.2f}, month to date "
         f"${summary['spend_month_to_date_usd']:,.2f}, all time ${summary['spend_all_time_usd']:,.2f}{change}."
     )
+    if summary["billed_until"]:
+        print(
+            f"Bill: {_usd(summary['billed_usd'])} of SageMaker training billed up to {summary['billed_until'][:10]}: "
+            f"{_usd(summary['billed_agreeing_usd'])} on jobs whose estimate agrees, "
+            f"{_usd(summary['billed_unattributed_usd'])} on no job; the rest in cost_reconciliation."
+        )
     if summary["report"]:
         print(f"Cost report: {summary['report']}")

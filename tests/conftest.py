@@ -9,7 +9,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from pipelines.storage.raw import RAW_JOBS, raw_job_row
 FLEET_END = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 SMALL_FLEET = FleetSpec(jobs=150, seed=11, end=FLEET_END)
 REGIONS = ("us-east-1", "eu-west-1")
+DEMO_BILL = "s3://smw-test-billing/cur2"
 
 _AWS_VARIABLES = (
     "AWS_PROFILE",
@@ -74,9 +75,11 @@ def aws(endpoint: LocalSageMaker, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 
 @pytest.fixture(scope="session")
 def demo_warehouse(endpoint: LocalSageMaker, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SMALL_FLEET published by the whole CLI chain (extract, build, check, publish) for REGIONS, once for
+    """SMALL_FLEET and its bill (DEMO_BILL) published by the whole CLI chain (extract, load the bill, build,
+    check, publish) for REGIONS, once for
     the session and every xdist worker of it, for tests that only read it. Copy it (``copy_of``) to change it."""
     from pipelines.cli import EXIT_OK, main
+    from pipelines.demo.bill import deliver_demo_bill
 
     # Under xdist each worker has its own base folder inside the session's, which they share.
     base = tmp_path_factory.getbasetemp()
@@ -89,7 +92,8 @@ def demo_warehouse(endpoint: LocalSageMaker, tmp_path_factory: pytest.TempPathFa
                 _point_at(endpoint, monkeypatch, shared)
                 monkeypatch.setenv("SMW_REGIONS", ",".join(REGIONS))
                 endpoint.load_fleet(SMALL_FLEET)
-                assert main(["run", "--warehouse", str(warehouse)]) == EXIT_OK
+                deliver_demo_bill(SMALL_FLEET, DEMO_BILL)  # its bill, in the endpoint's S3
+                assert main(["run", "--warehouse", str(warehouse), "--billing", DEMO_BILL]) == EXIT_OK
     return warehouse
 
 
@@ -131,6 +135,55 @@ def normalize(records: list[dict[str, Any]]) -> duckdb.DuckDBPyConnection:
     load_latest_records(connection, "raw")
     build_normalized_tables(connection)
     return connection
+
+
+# A minimal job for hand-computed cases: cost and bill tests build their records with it.
+T0 = datetime(2026, 10, 20, 10, 0, tzinfo=UTC)
+
+
+def record(
+    name: str,
+    *,
+    start: datetime | None = T0,
+    seconds: int = 3600,
+    billable: int | None = None,
+    status: str = "Completed",
+    resources: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A minimal DescribeTrainingJob record: created 5 minutes before ``start``, ran ``seconds``."""
+    created = (start or T0) - timedelta(minutes=5)
+    rec: dict[str, Any] = {
+        "TrainingJobName": name,
+        "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{name}",
+        "ModelArtifacts": {"S3ModelArtifacts": ""},
+        "TrainingJobStatus": status,
+        "SecondaryStatus": status,
+        "StoppingCondition": {"MaxRuntimeInSeconds": 86400},
+        "CreationTime": created,
+        "ResourceConfig": resources or {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+        "EnableManagedSpotTraining": False,
+        "Tags": [{"Key": "team", "Value": "search"}],
+        "SecondaryStatusTransitions": [{"Status": "Starting", "StartTime": created, "EndTime": start or created}],
+    }
+    if start is not None and status != "InProgress":
+        end = start + timedelta(seconds=seconds)
+        rec.update(
+            TrainingStartTime=start,
+            TrainingEndTime=end,
+            LastModifiedTime=end,
+            TrainingTimeInSeconds=seconds,
+            BillableTimeInSeconds=seconds if billable is None else billable,
+        )
+        rec["SecondaryStatusTransitions"] += [
+            {"Status": "Training", "StartTime": start, "EndTime": end},
+            {"Status": status, "StartTime": end, "EndTime": end},
+        ]
+    if start is not None and status == "InProgress":
+        rec.update(TrainingStartTime=start, LastModifiedTime=start, SecondaryStatus="Training")
+        rec["SecondaryStatusTransitions"].append({"Status": "Training", "StartTime": start})
+    rec.update(extra)
+    return rec
 
 
 def renamed(record: dict[str, Any], name: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from pipelines.models import checks
 from pipelines.models.build import REFERENCE_TABLES, build_models, model_names
 from pipelines.pricing.prices import PriceFileError, effective_prices, read_price_file
 from pipelines.pricing.refresh import SOURCE, refreshed_prices_file
-from tests.conftest import FETCHED, normalize
+from tests.conftest import FETCHED, normalize, record
 
 # Round numbers, so that every expected figure below can be checked by hand.
 PRICES_CSV = """region,instance_type,usd_per_hour
@@ -26,52 +26,6 @@ us-east-1,ml.p4d.24xlarge,30.00
 us-east-1,ml.c5.18xlarge,3.00
 """
 STORAGE_RATE = 0.10  # USD per GB-month; a month is 730 hours
-T0 = datetime(2026, 10, 20, 10, 0, tzinfo=UTC)
-
-
-def record(
-    name: str,
-    *,
-    start: datetime | None = T0,
-    seconds: int = 3600,
-    billable: int | None = None,
-    status: str = "Completed",
-    resources: dict[str, Any] | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    """A minimal DescribeTrainingJob record: created 5 minutes before ``start``, ran ``seconds``."""
-    created = (start or T0) - timedelta(minutes=5)
-    rec: dict[str, Any] = {
-        "TrainingJobName": name,
-        "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{name}",
-        "ModelArtifacts": {"S3ModelArtifacts": ""},
-        "TrainingJobStatus": status,
-        "SecondaryStatus": status,
-        "StoppingCondition": {"MaxRuntimeInSeconds": 86400},
-        "CreationTime": created,
-        "ResourceConfig": resources or {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
-        "EnableManagedSpotTraining": False,
-        "Tags": [{"Key": "team", "Value": "search"}],
-        "SecondaryStatusTransitions": [{"Status": "Starting", "StartTime": created, "EndTime": start or created}],
-    }
-    if start is not None and status != "InProgress":
-        end = start + timedelta(seconds=seconds)
-        rec.update(
-            TrainingStartTime=start,
-            TrainingEndTime=end,
-            LastModifiedTime=end,
-            TrainingTimeInSeconds=seconds,
-            BillableTimeInSeconds=seconds if billable is None else billable,
-        )
-        rec["SecondaryStatusTransitions"] += [
-            {"Status": "Training", "StartTime": start, "EndTime": end},
-            {"Status": status, "StartTime": end, "EndTime": end},
-        ]
-    if start is not None and status == "InProgress":
-        rec.update(TrainingStartTime=start, LastModifiedTime=start, SecondaryStatus="Training")
-        rec["SecondaryStatusTransitions"].append({"Status": "Training", "StartTime": start})
-    rec.update(extra)
-    return rec
 
 
 def flexible(name: str, plan: str | None = None) -> dict[str, Any]:

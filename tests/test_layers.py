@@ -15,7 +15,7 @@ LAYERS: list[set[str]] = [
     {"schemas"},  # table declarations, read from resources
     {"sql"},  # running SQL, quoting, schema-checked tables
     {"storage"},  # the warehouse directory: layout, raw store, locks
-    {"pricing"},  # hourly prices: the snapshot, your rates, the Price List API
+    {"pricing", "billing"},  # hourly prices: the snapshot, your rates, the Price List API; the bill (CUR)
     {"extraction", "normalization", "models"},  # API -> raw; raw -> tables; tables -> cost models
     {"warehouse", "report"},  # the build (stage, check) and publication; the report on what was published
     {"assets", "demo"},

@@ -13,11 +13,19 @@ from dagster import (
     multi_asset,
 )
 
+from pipelines.assets.billing import RAW_BILLING_ASSET
 from pipelines.assets.metadata import check_result, column_schema
 from pipelines.assets.normalization import TABLE_NAMES
 from pipelines.assets.resources import WAREHOUSE_WRITER_POOL, WarehouseConfig
 from pipelines.models import checks
-from pipelines.models.build import PARAMETER_TABLES, REFERENCE_TABLES, build_order, model_dependencies, model_names
+from pipelines.models.build import (
+    BILLING_LINE_ITEMS,
+    PARAMETER_TABLES,
+    REFERENCE_TABLES,
+    build_order,
+    model_dependencies,
+    model_names,
+)
 from pipelines.schemas import table
 from pipelines.storage.locks import BUILD, writer
 from pipelines.warehouse.build import Staging, stage_models
@@ -28,14 +36,17 @@ _KNOWN_ASSETS = {*TABLE_NAMES, *REFERENCE_AND_MODEL_NAMES}
 
 def _spec(name: str) -> AssetSpec:
     # A model depends on exactly the tables its SQL reads (run parameters are not assets).
-    deps = (
-        [] if name in REFERENCE_TABLES else sorted((model_dependencies(name) - set(PARAMETER_TABLES)) & _KNOWN_ASSETS)
-    )
+    if name == BILLING_LINE_ITEMS:
+        deps = [RAW_BILLING_ASSET]
+    elif name in REFERENCE_TABLES:
+        deps = []
+    else:
+        deps = sorted((model_dependencies(name) - set(PARAMETER_TABLES)) & _KNOWN_ASSETS)
     return AssetSpec(
         key=name,
         description=table(name).description,
         deps=deps,
-        group_name="reference" if name in REFERENCE_TABLES else "models",
+        group_name="billing" if name == BILLING_LINE_ITEMS else "reference" if name in REFERENCE_TABLES else "models",
         kinds={"duckdb", "sql"},
         metadata={"dagster/column_schema": column_schema(name)},
     )

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from dagster import ConfigurableResource
 
-from pipelines.config import Settings, load_settings, warehouse_path
+from pipelines.config import BillingSettings, Settings, export_location, load_settings, warehouse_path
 
 # Steps that write the warehouse's DuckDB files run one at a time (set the pool's limit to 1 in dagster.yaml).
 WAREHOUSE_WRITER_POOL = "sagemaker_warehouse_writer"
@@ -17,6 +17,7 @@ class WarehouseConfig(ConfigurableResource):
     config_file: str | None = None
     warehouse: str | None = None  # overrides the file's and $SMW_WAREHOUSE's warehouse directory
     prices_file: str | None = None  # overrides costs.prices_file
+    billing: str | None = None  # overrides billing.exports with this one export location
 
     def settings(self) -> Settings:
         settings = load_settings(self.config_file)
@@ -24,5 +25,7 @@ class WarehouseConfig(ConfigurableResource):
             settings = replace(settings, warehouse=Path(self.warehouse))
         if self.prices_file:
             settings = replace(settings, costs=replace(settings.costs, prices_file=Path(self.prices_file)))
+        if self.billing:
+            settings = replace(settings, billing=BillingSettings(exports=(export_location(self.billing, "--billing"),)))
         # The pipeline writes the warehouse: it must be a directory this user can write, or create.
         return replace(settings, warehouse=warehouse_path(settings.warehouse))

@@ -18,9 +18,11 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from pipelines.billing.exports import EXPORT_NAME_COLUMN
+from pipelines.billing.ingest import empty_line_items
 from pipelines.config import CostSettings
 from pipelines.pricing.instances import instance_specs
-from pipelines.pricing.prices import effective_prices, storage_rates
+from pipelines.pricing.prices import Price, effective_prices, storage_rates
 from pipelines.schemas import all_tables, table
 from pipelines.sql import SQL_DIR, build_table, literal, run, table_sql
 from pipelines.storage.raw import TERMINAL_STATUSES
@@ -28,8 +30,11 @@ from pipelines.storage.raw import TERMINAL_STATUSES
 MODELS_FOLDER = "models"
 PRICES = "instance_prices"
 INSTANCE_TYPES = "instance_types"
-# Reference tables loaded from the bundled data (and your rates) before the models: published, not SQL.
-REFERENCE_TABLES = (INSTANCE_TYPES, PRICES)
+BILLING_LINE_ITEMS = "billing_line_items"
+BILLING_FOLDER = "billing"
+# Tables loaded before the models, published with them: the bundled instance data, the bill's training line
+# items (sql/billing), and the prices (bundled, refreshed, learned from the bill, yours).
+REFERENCE_TABLES = (INSTANCE_TYPES, BILLING_LINE_ITEMS, PRICES)
 # Run parameters: temporary tables, visible to the models, never published.
 PARAMETER_TABLES = ("storage_rates", "allocation_tags", "final_statuses")
 
@@ -85,15 +90,69 @@ def _temporary_table(connection: duckdb.DuckDBPyConnection, name: str, rows: lis
     connection.unregister(f"loaded_{name}")
 
 
+def load_billing_line_items(connection: duckdb.DuckDBPyConnection, billing_files: list[str]) -> int:
+    """``billing_line_items`` from the raw layer's CUR files (none: an empty table); returns its rows."""
+    empty = empty_line_items()
+    connection.register("no_line_items", empty.append_column(EXPORT_NAME_COLUMN, pa.array([], pa.string())))
+    source = "select * from no_line_items"
+    if billing_files:
+        files = ", ".join(literal(f) for f in billing_files)
+        source = f"select * from read_parquet([{files}], union_by_name = true) union all by name {source}"
+    run(connection, f"create or replace temp view cur_line_items as {source}")
+    try:
+        return build_table(connection, table(BILLING_LINE_ITEMS), table_sql(BILLING_LINE_ITEMS, BILLING_FOLDER))
+    finally:
+        run(connection, "drop view cur_line_items")
+        connection.unregister("no_line_items")
+
+
+def prices_learned_from_bill(connection: duckdb.DuckDBPyConnection, estimate_with: str) -> list[Price]:
+    """Hourly rates per region and instance type from the bill's compute line items, in the newest period
+    that billed the type: the public on-demand rate, or with ``estimate_with='effective'`` what was
+    paid per instance-hour after Savings Plans and credits."""
+    rows = run(
+        connection,
+        f"""
+        with compute as (
+            select * from {BILLING_LINE_ITEMS}
+            where usage_kind = 'compute' and line_item_type in ('Usage', 'SavingsPlanCoveredUsage')
+              and region is not null and instance_type is not null and usage_amount > 0
+        ),
+        newest as (
+            select region, instance_type, max(billing_period) as billing_period from compute group by all
+        )
+        select
+            region, instance_type, strftime(billing_period, '%Y-%m'),
+            arg_max(public_on_demand_rate_usd, usage_start) filter (where public_on_demand_rate_usd is not null),
+            sum(effective_cost_usd) / sum(usage_amount)
+        from compute join newest using (region, instance_type, billing_period)
+        group by all
+        order by all
+        """,
+    )
+    learned = []
+    for region, instance_type, period, public_rate, effective_rate in rows:
+        rate, what = (
+            (effective_rate, "effective rate") if estimate_with == "effective" else (public_rate, "public rate")
+        )
+        if rate is not None and rate >= 0:
+            learned.append(Price(region, instance_type, float(rate), f"bill ({what}, {period})", period, True))
+    return learned
+
+
 def load_parameters(
-    connection: duckdb.DuckDBPyConnection, costs: CostSettings, refreshed_prices: Path | None = None
+    connection: duckdb.DuckDBPyConnection,
+    costs: CostSettings,
+    refreshed_prices: Path | None = None,
+    billing_files: list[str] | None = None,
 ) -> dict[str, int]:
-    """Create ``instance_types`` and ``instance_prices`` (published) and the run's parameter tables
-    (temporary); returns the row counts of the published ones."""
-    counts = {}
+    """Create the reference tables (published: instance types, the bill's line items, prices) and the
+    run's parameter tables (temporary); returns the row counts of the published ones."""
+    counts = {BILLING_LINE_ITEMS: load_billing_line_items(connection, billing_files or [])}
+    learned = prices_learned_from_bill(connection, costs.estimate_with)
     for name, rows in (
         (INSTANCE_TYPES, instance_specs()),
-        (PRICES, effective_prices(costs.prices_file, refreshed_prices)),
+        (PRICES, effective_prices(costs.prices_file, refreshed_prices, learned)),
     ):
         declared = table(name)
         connection.register(
@@ -110,10 +169,13 @@ def load_parameters(
 
 
 def build_models(
-    connection: duckdb.DuckDBPyConnection, costs: CostSettings, refreshed_prices: Path | None = None
+    connection: duckdb.DuckDBPyConnection,
+    costs: CostSettings,
+    refreshed_prices: Path | None = None,
+    billing_files: list[str] | None = None,
 ) -> dict[str, int]:
     """Every model, in dependency order, into the connection's default catalog; returns row counts."""
-    counts = load_parameters(connection, costs, refreshed_prices)
+    counts = load_parameters(connection, costs, refreshed_prices, billing_files)
     declared = all_tables()
     for name in build_order():
         if name not in declared:

@@ -100,6 +100,56 @@ def unverified_price_share(connection: duckdb.DuckDBPyConnection) -> CheckOutcom
     )
 
 
+def reconciles_to_bill(connection: duckdb.DuckDBPyConnection) -> CheckOutcome:
+    reconciled, billed, unattributed = run(
+        connection,
+        "select (select coalesce(sum(effective_cost_usd), 0) from cost_reconciliation),"
+        " (select coalesce(sum(effective_cost_usd), 0) from billing_line_items),"
+        " (select coalesce(sum(effective_cost_usd), 0) from cost_reconciliation where status = 'unattributed')",
+    )[0]
+    return CheckOutcome(
+        "reconciles_to_bill",
+        round(reconciled, 2) == round(billed, 2),
+        f"cost_reconciliation accounts for ${reconciled:,.2f} of the bill's ${billed:,.2f} of SageMaker training "
+        f"(${unattributed:,.2f} of it on no job)",
+        {
+            "reconciled_usd": round(float(reconciled), 2),
+            "billed_usd": round(float(billed), 2),
+            "unattributed_usd": round(float(unattributed), 2),
+        },
+    )
+
+
+# Below this share of the billed training cost on jobs whose estimate agrees with the bill (matched, or
+# discounted: the list-price side agrees), the estimates need a look.
+EXPLAINED_SHARE_LIMIT = 0.80
+
+
+def billed_cost_explained(connection: duckdb.DuckDBPyConnection) -> CheckOutcome:
+    explained, comparable, total = run(
+        connection,
+        """
+        select
+            coalesce(sum(effective_cost_usd) filter (where status in ('matched', 'discounted')), 0),
+            coalesce(sum(effective_cost_usd) filter (
+                where status in ('matched', 'discounted', 'price_differs', 'not_in_bill', 'unpriced_estimate')
+            ), 0),
+            coalesce(sum(effective_cost_usd), 0)
+        from cost_reconciliation
+        """,
+    )[0]
+    if not total:
+        return CheckOutcome("billed_cost_explained", True, "no bill loaded (billing.exports): nothing to explain", {})
+    share = explained / comparable if comparable else 1.0
+    return CheckOutcome(
+        "billed_cost_explained",
+        share >= EXPLAINED_SHARE_LIMIT,
+        f"the estimates agree with the bill on {share:.1%} of the billed cost of finished jobs "
+        f"(${explained:,.2f} of ${comparable:,.2f}); see cost_reconciliation.status for the rest",
+        {"explained_usd": round(float(explained), 2), "comparable_usd": round(float(comparable), 2), "share": share},
+    )
+
+
 @dataclass(frozen=True)
 class ModelCheck:
     name: str
@@ -164,5 +214,21 @@ MODEL_CHECKS = [
         False,
         f"At most {UNVERIFIED_COST_SHARE_LIMIT:.0%} of the cost rests on prices not checked against a bill.",
         unverified_price_share,
+    ),
+    ModelCheck(
+        "reconciles_to_bill",
+        "cost_reconciliation",
+        True,
+        "Every billed dollar of SageMaker training is on a job or on an explicit unattributed row: "
+        "cost_reconciliation sums to the bill's training total, to the cent.",
+        reconciles_to_bill,
+    ),
+    ModelCheck(
+        "billed_cost_explained",
+        "cost_reconciliation",
+        False,
+        f"At least {EXPLAINED_SHARE_LIMIT:.0%} of the billed cost of finished, billed jobs is on jobs whose "
+        "estimate agrees with the bill (matched or discounted).",
+        billed_cost_explained,
     ),
 ]

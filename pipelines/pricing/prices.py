@@ -85,13 +85,18 @@ def _parse_row(row: dict[str, str | None], where: str, default_source: str) -> P
     )
 
 
-def effective_prices(user_file: Path | None = None, refreshed_file: Path | None = None) -> list[Price]:
-    """The bundled snapshot, overridden by prices refreshed from the Price List API, overridden by
-    ``user_file``. What an instance type is (accelerators, local NVMe) lives in ``instances.py``."""
+def effective_prices(
+    user_file: Path | None = None, refreshed_file: Path | None = None, from_bill: list[Price] | None = None
+) -> list[Price]:
+    """The bundled snapshot, overridden by prices refreshed from the Price List API, overridden by rates
+    learned from the bill (``from_bill``), overridden by ``user_file``. What an instance type is
+    (accelerators, local NVMe) lives in ``instances.py``."""
     prices = {(p.region, p.instance_type): p for p in read_price_file(BUNDLED)}
     overrides = []
     if refreshed_file is not None:
         overrides.append(read_price_file(refreshed_file))
+    if from_bill:
+        overrides.append(from_bill)
     if user_file is not None:
         overrides.append(read_price_file(user_file, default_source=f"user rates ({user_file.name})"))
     for layer in overrides:

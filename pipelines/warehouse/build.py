@@ -12,6 +12,7 @@ from pathlib import Path
 
 import duckdb
 
+from pipelines.billing.ingest import raw_billing_files
 from pipelines.config import CostSettings
 from pipelines.models.build import build_models
 from pipelines.normalization.checks import GONE_FROM_SAGEMAKER
@@ -148,6 +149,9 @@ def remove_abandoned_staging(warehouse: Path, active_run_id: str, min_age_second
 
 
 def stage_models(staging: Staging, costs: CostSettings) -> dict[str, int]:
-    """Build the price table and every SQL model into the staging database, after the normalized tables."""
+    """Build the reference tables (the bill's line items from raw/billing, prices) and every SQL model into
+    the staging database, after the normalized tables."""
     with staging.connect() as connection:
-        return build_models(connection, costs, refreshed_prices_file(staging.warehouse))
+        return build_models(
+            connection, costs, refreshed_prices_file(staging.warehouse), raw_billing_files(staging.warehouse)
+        )

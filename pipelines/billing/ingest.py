@@ -1,0 +1,89 @@
+"""Loading an export's training line items into the raw layer: one Parquet file per export and billing
+period, ``raw/billing/<export-name>/BILLING_PERIOD=YYYY-MM.parquet``.
+
+A period is read again only when its delivery changed (its manifest, or a file it lists). A re-delivered
+period replaces the earlier one in a single rename, so a crash leaves the old file or the new one, never
+half of one, and a period is never counted twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.billing.exports import (
+    EXPORT_NAME_COLUMN,
+    KNOWN_COLUMNS,
+    Delivery,
+    find_deliveries,
+    training_line_items,
+)
+from pipelines.storage.raw import write_parquet_atomically
+
+RAW_BILLING = "billing"
+FINGERPRINT = b"smw_delivery_fingerprint"
+
+
+@dataclass
+class IngestReport:
+    periods_loaded: list[str] = field(default_factory=list)  # "<export>/<period>"
+    periods_unchanged: list[str] = field(default_factory=list)
+    rows_read: int = 0  # every line item of the files read
+    rows_kept: int = 0  # the SageMaker training ones
+
+
+def raw_billing_dir(warehouse: Path) -> Path:
+    return warehouse / "raw" / RAW_BILLING
+
+
+def raw_billing_file(warehouse: Path, delivery: Delivery) -> Path:
+    return raw_billing_dir(warehouse) / delivery.export_name / f"BILLING_PERIOD={delivery.period}.parquet"
+
+
+def raw_billing_files(warehouse: Path) -> list[str]:
+    directory = raw_billing_dir(warehouse)
+    return sorted(str(p) for p in directory.glob("*/BILLING_PERIOD=*.parquet")) if directory.exists() else []
+
+
+def stored_fingerprint(path: Path) -> bytes | None:
+    if not path.exists():
+        return None
+    return (pq.read_schema(path).metadata or {}).get(FINGERPRINT)
+
+
+def ingest_exports(warehouse: Path, locations: tuple[str, ...]) -> IngestReport:
+    """Load every changed billing period of every export at ``locations`` into the raw layer."""
+    report = IngestReport()
+    for location in locations:
+        for delivery in find_deliveries(location):
+            target = raw_billing_file(warehouse, delivery)
+            label = f"{delivery.export_name}/{delivery.period}"
+            if stored_fingerprint(target) == delivery.fingerprint.encode():
+                report.periods_unchanged.append(label)
+                continue
+            parts, rows_read = [], 0
+            for kept, rows in training_line_items(delivery):
+                parts.append(kept)
+                rows_read += rows
+            rows = pa.concat_tables(parts, promote_options="permissive") if parts else empty_line_items()
+            rows = rows.append_column(EXPORT_NAME_COLUMN, pa.array([delivery.export_name] * rows.num_rows, pa.string()))
+            metadata = {
+                FINGERPRINT: delivery.fingerprint.encode(),
+                b"smw_manifest": delivery.manifest.encode(),
+                b"smw_rows_read": str(rows_read).encode(),
+                b"smw_loaded_at": datetime.now(UTC).isoformat().encode(),
+            }
+            write_parquet_atomically(rows.replace_schema_metadata(metadata), target)
+            report.periods_loaded.append(label)
+            report.rows_read += rows_read
+            report.rows_kept += rows.num_rows
+    return report
+
+
+def empty_line_items() -> pa.Table:
+    """No line items, with every column the models read (a warehouse without a bill has this)."""
+    return pa.schema([pa.field(name, kind) for name, kind in KNOWN_COLUMNS.items()]).empty_table()
