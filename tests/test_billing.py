@@ -188,6 +188,25 @@ def test_reconciliation_says_why_each_job_differs(tmp_path: Path) -> None:
     assert explained.metadata["share"] == pytest.approx((0.50 + storage + 0.30) / (0.50 + storage + 0.30 + 1.50))
 
 
+def test_daily_and_monthly_rollups_set_the_bill_beside_the_estimates(tmp_path: Path) -> None:
+    connection = reconciled(tmp_path)
+    by_status = rows(
+        connection,
+        "select training_job_status, sum(billed_effective_cost_usd), sum(total_cost_usd), bool_or(bill_covers_day) "
+        "from cost_daily group by all",
+    )
+    # every line bills 2026-10-20, whose end the bill (usage up to 12:00) does not reach yet
+    assert by_status["(no job)"] == pytest.approx((-1.00, None, False))  # the credit, on a row of its own
+    assert by_status["(not in warehouse)"] == pytest.approx((0.25, None, False))
+    assert sum(billed for billed, _, _ in by_status.values()) == pytest.approx(EXPECTED_BILLED)
+    [(monthly,)] = connection.execute(
+        "select sum(billed_effective_cost_usd) from cost_monthly where allocation_tag_key = 'team'"
+    ).fetchall()
+    assert monthly == pytest.approx(EXPECTED_BILLED)
+    assert checks.reconciles_to_bill(connection).passed
+    assert checks.daily_total_matches_job_costs(connection).passed  # the estimates' total is unchanged
+
+
 def test_a_dollar_on_no_row_fails_the_blocking_check(tmp_path: Path) -> None:
     connection = reconciled(tmp_path)
     connection.execute("delete from cost_reconciliation where status = 'unattributed'")
@@ -354,6 +373,12 @@ def test_the_demo_bill_reconciles_to_the_cent(demo_warehouse: Path) -> None:
             "abs(effective_cost_usd)))) from cost_reconciliation where status = 'matched'"
         ).fetchone()[0]
         assert worst <= 1.0
+        covered, uncovered = connection.execute(
+            "select count(*) filter (where bill_covers_day and billed_effective_cost_usd is not null), "
+            "count(*) filter (where not bill_covers_day and billed_effective_cost_usd is null and total_cost_usd > 0) "
+            "from cost_daily"
+        ).fetchone()
+        assert covered > 0 and uncovered > 0  # days billed, and the lag's days not billed yet
     summary = run_summary(demo_warehouse)  # what `run` prints at its end
     assert summary is not None and summary["billed_usd"] == round(billed, 2)
     assert summary["billed_unattributed_usd"] == -250.00  # the demo's credit on no job

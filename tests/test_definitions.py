@@ -42,7 +42,10 @@ def test_definitions_load_with_every_asset_check_and_resource() -> None:
     assert graph.get(AssetKey("job_costs")).parent_keys == set(
         map(AssetKey, ["jobs", "instance_groups", "instance_prices", "instance_types", "job_durations"])
     )
-    assert graph.get(AssetKey("cost_daily")).parent_keys == {AssetKey("job_cost_days_tagged")}
+    assert graph.get(AssetKey("cost_daily")).parent_keys == set(
+        map(AssetKey, ["job_cost_days_tagged", "billed_cost_days_tagged", "billing_line_items"])
+    )
+    assert graph.get(AssetKey("billing_line_items")).parent_keys == {AssetKey("raw_billing_line_items")}
     tagged = graph.get(AssetKey("job_cost_days_tagged")).parent_keys
     assert tagged == set(map(AssetKey, ["job_cost_days", "job_costs", "jobs", "tags"]))
     assert AssetCheckKey(AssetKey("cost_daily"), "total_matches_job_costs") in check_keys

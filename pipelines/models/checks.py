@@ -101,19 +101,21 @@ def unverified_price_share(connection: duckdb.DuckDBPyConnection) -> CheckOutcom
 
 
 def reconciles_to_bill(connection: duckdb.DuckDBPyConnection) -> CheckOutcome:
-    reconciled, billed, unattributed = run(
+    reconciled, daily, billed, unattributed = run(
         connection,
         "select (select coalesce(sum(effective_cost_usd), 0) from cost_reconciliation),"
+        " (select coalesce(sum(billed_effective_cost_usd), 0) from cost_daily),"
         " (select coalesce(sum(effective_cost_usd), 0) from billing_line_items),"
         " (select coalesce(sum(effective_cost_usd), 0) from cost_reconciliation where status = 'unattributed')",
     )[0]
     return CheckOutcome(
         "reconciles_to_bill",
-        round(reconciled, 2) == round(billed, 2),
-        f"cost_reconciliation accounts for ${reconciled:,.2f} of the bill's ${billed:,.2f} of SageMaker training "
-        f"(${unattributed:,.2f} of it on no job)",
+        round(reconciled, 2) == round(billed, 2) == round(daily, 2),
+        f"cost_reconciliation accounts for ${reconciled:,.2f} and cost_daily for ${daily:,.2f} of the bill's "
+        f"${billed:,.2f} of SageMaker training (${unattributed:,.2f} of it on no job)",
         {
             "reconciled_usd": round(float(reconciled), 2),
+            "cost_daily_billed_usd": round(float(daily), 2),
             "billed_usd": round(float(billed), 2),
             "unattributed_usd": round(float(unattributed), 2),
         },
@@ -220,7 +222,7 @@ MODEL_CHECKS = [
         "cost_reconciliation",
         True,
         "Every billed dollar of SageMaker training is on a job or on an explicit unattributed row: "
-        "cost_reconciliation sums to the bill's training total, to the cent.",
+        "cost_reconciliation and cost_daily's billed column sum to the bill's training total, to the cent.",
         reconciles_to_bill,
     ),
     ModelCheck(

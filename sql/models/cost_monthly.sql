@@ -1,10 +1,19 @@
--- One row per UTC month, account, region, instance type, status and value of each cost-allocation tag.
+-- One row per UTC month, account, region, instance type, status and value of each cost-allocation tag:
+-- the estimates, and beside them what the bill charged (billed_*), in the months it has line items for.
 -- Every configured tag key gets its own full breakdown: sum one allocation_tag_key at a time.
 with job_cost_days_tagged as (
     select * from job_cost_days_tagged
 ),
 
-final as (
+billed_cost_days_tagged as (
+    select * from billed_cost_days_tagged
+),
+
+billing_line_items as (
+    select * from billing_line_items
+),
+
+estimated as (
     select
         month,
         account_id,
@@ -24,6 +33,68 @@ final as (
         sum(spot_savings_usd) as spot_savings_usd
     from job_cost_days_tagged
     group by all
+),
+
+billed as (
+    select
+        month,
+        account_id,
+        region,
+        instance_type,
+        training_job_status,
+        allocation_tag_key,
+        allocation_tag_value,
+        sum(effective_cost_usd) as billed_effective_cost_usd,
+        sum(unblended_cost_usd) as billed_unblended_cost_usd,
+        sum(list_cost_usd) as billed_list_cost_usd
+    from billed_cost_days_tagged
+    group by all
+),
+
+coverage as (
+    select account_id, max(usage_end) as billed_until
+    from billing_line_items
+    group by account_id
+),
+
+joined as (
+    select
+        *,
+        -- The bill covers a month once it has the account's usage up to the month's end (a UTC instant).
+        coalesce(coverage.billed_until >= (month + interval 1 month) at time zone 'UTC', false)
+            as bill_covers_month,
+        billed.month is not null or bill_covers_month as has_bill_figures
+    from estimated
+    full outer join billed
+        using (month, account_id, region, instance_type, training_job_status, allocation_tag_key, allocation_tag_value)
+    left join coverage using (account_id)
+),
+
+final as (
+    select
+        month,
+        account_id,
+        region,
+        instance_type,
+        training_job_status,
+        allocation_tag_key,
+        allocation_tag_value,
+        coalesce(jobs, 0) as jobs,
+        coalesce(unpriced_jobs, 0) as unpriced_jobs,
+        coalesce(instance_hours, 0) as instance_hours,
+        accelerator_hours,
+        compute_cost_usd,
+        warm_pool_cost_usd,
+        storage_cost_usd,
+        total_cost_usd,
+        spot_savings_usd,
+        -- The bill's figures: null in a month it has no line for and does not cover (not billed yet, or no
+        -- bill loaded); 0 in a covered month it charged nothing for.
+        case when has_bill_figures then coalesce(billed_effective_cost_usd, 0) end as billed_effective_cost_usd,
+        case when has_bill_figures then coalesce(billed_unblended_cost_usd, 0) end as billed_unblended_cost_usd,
+        case when has_bill_figures then coalesce(billed_list_cost_usd, 0) end as billed_list_cost_usd,
+        bill_covers_month
+    from joined
 )
 
 select * from final
