@@ -49,7 +49,7 @@ def _rows(connection: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:
 
 
 def _money(value: float | None) -> str:
-    return "—" if value is None else f"${value:,.2f}"
+    return "—" if value is None else f"{'-' if value < 0 else ''}${abs(value):,.2f}"
 
 
 def _chart(figure: go.Figure, anchor: str) -> str:
@@ -113,6 +113,11 @@ def _totals(connection: duckdb.DuckDBPyConnection) -> dict[str, float]:
         "wasted_cost_usd": float(wasted),
         "accelerator_hours": float(accelerator_hours),
         "unpriced_jobs": float(unpriced),
+        "billed_usd": float(
+            _rows(connection, "select coalesce(sum(effective_cost_usd), 0) from billing_line_items")[0][0]
+            if _has_bill(connection)
+            else 0.0
+        ),
     }
 
 
@@ -270,6 +275,57 @@ def _coverage(connection: duckdb.DuckDBPyConnection) -> Figure:
     return Figure("coverage", "Unpriced usage and cost resting on unchecked prices, by region and instance type", table)
 
 
+def _has_bill(connection: duckdb.DuckDBPyConnection) -> bool:
+    """A bill is loaded, in a warehouse published by a version that reconciles it (an older one has no
+    billed columns: its report leaves the bill out until the next build)."""
+    billed_columns = _rows(
+        connection,
+        "select count(*) from information_schema.columns "
+        "where table_name = 'cost_monthly' and column_name = 'billed_effective_cost_usd'",
+    )[0][0]
+    return bool(billed_columns) and bool(_rows(connection, "select exists (select 1 from billing_line_items)")[0][0])
+
+
+def _estimate_vs_bill(connection: duckdb.DuckDBPyConnection) -> Figure:
+    rows = _rows(
+        connection,
+        f"""
+        select strftime(month, '%Y-%m'), sum(total_cost_usd), sum(billed_effective_cost_usd),
+               sum(billed_list_cost_usd), bool_and(bill_covers_month)
+        from cost_monthly
+        where {_one_tag_key("cost_monthly")}
+        group by month order by month
+        """,
+    )
+    months = [r[0] + ("" if r[4] else " (partly billed)") for r in rows]
+    figure = go.Figure()
+    for position, name in ((1, "estimate"), (3, "billed at list price"), (2, "billed, after discounts")):
+        figure.add_bar(
+            x=months,
+            y=[r[position] for r in rows],
+            name=name,
+            hovertemplate="%{x}: $%{y:,.2f}<extra>" + name + "</extra>",
+        )
+    figure.update_layout(barmode="group", yaxis=MONEY_AXIS, xaxis={"type": "category"})
+    return Figure("bill", "Estimate vs bill per UTC month (USD, Cost and Usage Report)", _chart(figure, "bill"))
+
+
+def _reconciliation(connection: duckdb.DuckDBPyConnection) -> Figure:
+    rows = _rows(
+        connection,
+        """
+        select status, count(*), sum(estimated_total_cost_usd), sum(effective_cost_usd), sum(difference_usd)
+        from cost_reconciliation group by status order by sum(effective_cost_usd) desc nulls last
+        """,
+    )
+    table = _table(
+        ["why they differ (status)", "rows", "estimated", "billed", "difference"],
+        [[r[0], f"{r[1]:,}", _money(r[2]), _money(r[3]), _money(r[4])] for r in rows],
+        numeric={1, 2, 3, 4},
+    )
+    return Figure("reconciliation", "Estimates against the bill, by reason, all billed time (USD)", table)
+
+
 def _durations(connection: duckdb.DuckDBPyConnection) -> Figure:
     rows = _rows(
         connection,
@@ -311,6 +367,7 @@ def render_report(database: Path) -> str:
     with duckdb.connect(str(database), read_only=True) as connection:
         totals = _totals(connection)
         tag = _first_tag(connection)
+        has_bill = _has_bill(connection)
         figures = [
             _spend_by_day(connection, tag),
             _month_over_month(connection, "allocation_tag_value", tag or "tag", "by-team"),
@@ -322,6 +379,8 @@ def render_report(database: Path) -> str:
             _coverage(connection),
             _durations(connection),
         ]
+        if has_bill:
+            figures[1:1] = [_estimate_vs_bill(connection), _reconciliation(connection)]
     kpis = [
         ("total_cost_usd", "Estimated spend, all time", _money(totals["total_cost_usd"])),
         ("this_month_usd", "This month", _money(totals["this_month_usd"])),
@@ -331,6 +390,8 @@ def render_report(database: Path) -> str:
         ("accelerator_hours", "Accelerator-hours", f"{totals['accelerator_hours']:,.0f} h"),
         ("unpriced_jobs", "Jobs without a cost", f"{totals['unpriced_jobs']:,.0f}"),
     ]
+    if has_bill:
+        kpis.insert(1, ("billed_usd", "Billed, after discounts", _money(totals["billed_usd"])))
     cards = "".join(
         f'<div class="kpi" data-total="{key}" data-value="{totals[key]:.2f}"><div class="label">{label}</div>'
         f'<div class="value">{shown}</div></div>'
@@ -346,8 +407,11 @@ def render_report(database: Path) -> str:
 var el=document.getElementById('errors');if(el){{el.textContent=window.reportErrors.join('; ');}}}});</script>
 <script type="text/javascript">{_plotly_js()}</script>
 </head><body>
-<header><h1>SageMaker training costs</h1><p>Estimates at list prices (or your rates) from the published
-warehouse, {html.escape(written)}. Every figure is a query on the models; see docs/costs.md for the rules.</p></header>
+<header><h1>SageMaker training costs</h1><p>Estimates at list prices (or your rates){
+        ", beside the bill (Cost and Usage Report)," if has_bill else ""
+    } from the published warehouse, {
+        html.escape(written)
+    }. Every figure is a query on the models; see docs/costs.md for the rules.</p></header>
 <main><div id="errors" role="alert"></div><div class="kpis">{cards}</div>{sections}</main>
 </body></html>
 """

@@ -16,8 +16,8 @@ from pipelines.report import write_report
 from tests.conftest import copy_of
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHARTS = ["day", "by-team", "by-instance-type", "waste", "spot", "accelerators"]
-TABLES = ["top-jobs", "coverage", "durations"]
+CHARTS = ["day", "bill", "by-team", "by-instance-type", "waste", "spot", "accelerators"]  # the demo has a bill
+TABLES = ["reconciliation", "top-jobs", "coverage", "durations"]
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +59,12 @@ def test_every_chart_is_drawn_offline_and_the_totals_are_the_models(report: Path
         total, spot, unpriced = connection.execute(
             "select sum(total_cost_usd), sum(spot_savings_usd), count(*) filter (where not is_priced) from job_costs"
         ).fetchone()
+        (billed,) = connection.execute("select sum(effective_cost_usd) from cost_reconciliation").fetchone()
     shown = dict(re.findall(r'data-total="(\w+)" data-value="([\d.]+)"', dom))
     assert float(shown["total_cost_usd"]) == round(total, 2)
     assert float(shown["spot_savings_usd"]) == round(spot, 2)
     assert float(shown["unpriced_jobs"]) == unpriced
+    assert float(shown["billed_usd"]) == round(billed, 2)
     assert f"${total:,.2f}" in dom  # printed as money
 
     screenshot = tmp_path / "report.png"
