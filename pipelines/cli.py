@@ -321,6 +321,7 @@ def cmd_prices_refresh(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from pipelines.billing.exports import find_deliveries
     from pipelines.config import load_settings
     from pipelines.extraction.preflight import check_targets
     from pipelines.pricing.prices import effective_prices
@@ -333,6 +334,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(result.line)
     failed = [r for r in results if r.problem]
     print(f"{len(results) - len(failed)} of {len(results)} account/region targets readable.")
+    for location in settings.billing.exports:  # a problem here is a BillingExportError: one sentence, exit 2
+        periods = sorted({d.period for d in find_deliveries(location)})
+        print(f"billing export {location}: {len(periods)} billing period{"s" if len(periods) != 1 else ""} delivered ({periods[0]} to {periods[-1]})")
     return EXIT_FAILED if failed else EXIT_OK
 
 

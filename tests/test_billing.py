@@ -382,3 +382,17 @@ def test_the_demo_bill_reconciles_to_the_cent(demo_warehouse: Path) -> None:
     summary = run_summary(demo_warehouse)  # what `run` prints at its end
     assert summary is not None and summary["billed_usd"] == round(billed, 2)
     assert summary["billed_unattributed_usd"] == -250.00  # the demo's credit on no job
+
+
+def test_check_reads_the_configured_exports(
+    aws: LocalSageMaker, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMW_REGIONS", "us-east-1")
+    config = tmp_path / "warehouse.yaml"
+    config.write_text(f"billing:\n  exports: [{export(tmp_path / 'cur')}]\n")
+    assert main(["check", "--config", str(config)]) == 0
+    assert "1 billing period delivered (2026-10 to 2026-10)" in capsys.readouterr().out
+    next((tmp_path / "cur").rglob("*Manifest.json")).write_text("[]")
+    assert main(["check", "--config", str(config)]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "is not a Data Exports manifest" in err and "Traceback" not in err
