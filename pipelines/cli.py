@@ -336,7 +336,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"{len(results) - len(failed)} of {len(results)} account/region targets readable.")
     for location in settings.billing.exports:  # a problem here is a BillingExportError: one sentence, exit 2
         periods = sorted({d.period for d in find_deliveries(location)})
-        print(f"billing export {location}: {len(periods)} billing period{"s" if len(periods) != 1 else ""} delivered ({periods[0]} to {periods[-1]})")
+        plural = "s" if len(periods) != 1 else ""
+        print(
+            f"billing export {location}: {len(periods)} billing period{plural} delivered ({periods[0]} to {periods[-1]})"
+        )
     return EXIT_FAILED if failed else EXIT_OK
 
 
