@@ -338,7 +338,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         periods = sorted({d.period for d in find_deliveries(location)})
         plural = "s" if len(periods) != 1 else ""
         print(
-            f"billing export {location}: {len(periods)} billing period{plural} delivered ({periods[0]} to {periods[-1]})"
+            f"billing export {location}: {len(periods)} billing period{plural} delivered "
+            f"({periods[0]} to {periods[-1]})"
         )
     return EXIT_FAILED if failed else EXIT_OK
 
