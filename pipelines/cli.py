@@ -279,6 +279,27 @@ def _published_warehouse(args: argparse.Namespace, writable: bool) -> Path | Non
     return warehouse
 
 
+GLUE_NAME = re.compile(r"^[a-z0-9_]{1,255}\Z")
+
+
+def cmd_ddl(args: argparse.Namespace) -> int:
+    """Print the CREATE statements of every published table for Athena or Trino; with --glue-database,
+    also register them in the AWS Glue Data Catalog (through the standard AWS settings)."""
+    from pipelines.warehouse.ddl import ddl, register_in_glue
+
+    for name, flag in ((args.database, "--database"), (args.glue_database, "--glue-database")):
+        if name is not None and not GLUE_NAME.match(name):
+            print(f"error: {flag} {name!r} must be lowercase letters, digits and underscores.", file=sys.stderr)
+            return EXIT_CONFIG
+    print(";\n\n".join(ddl(args.dialect, args.location, args.database or "sagemaker_warehouse")) + ";")
+    if args.glue_database:
+        import boto3
+
+        names = register_in_glue(boto3.client("glue"), args.glue_database, args.location)
+        print(f"-- registered {len(names)} tables in the Glue database {args.glue_database}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from pipelines.report import write_report
 
@@ -458,6 +479,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--config", help="YAML config file (default: $SMW_CONFIG)")
     report.add_argument("--open", action="store_true", help="open it in the default browser")
     report.set_defaults(func=cmd_report)
+
+    ddl = commands.add_parser(
+        "ddl", help="print Athena or Trino CREATE statements for the published tables copied to S3 (from schemas/)"
+    )
+    ddl.add_argument("--dialect", choices=["athena", "trino"], required=True)
+    ddl.add_argument(
+        "--location", required=True, help="the s3:// prefix you copy warehouse/parquet to (one folder per table)"
+    )
+    ddl.add_argument("--database", help="the schema the statements create tables in (default sagemaker_warehouse)")
+    ddl.add_argument("--glue-database", help="also create or update the tables in this AWS Glue database")
+    ddl.set_defaults(func=cmd_ddl)
 
     demo = commands.add_parser("demo", help="run the whole pipeline against a local endpoint with a demo fleet")
     demo.add_argument("--jobs", type=_positive, default=2000, help="how many demo training jobs (default 2000)")
