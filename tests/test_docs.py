@@ -90,7 +90,8 @@ def test_every_documented_command_is_one_the_cli_accepts(
         command = re.sub(r"\s*\|\s*--[\w-]+", "", command)
         words = shlex.split(command.replace("[", "").replace("]", "").replace("...", ""))
         # The usage lines show placeholders (FILE, DIR, N, "SQL"): give them values of the right kind.
-        words = [{"N": "10", "S": "7", "FILE": "x.yaml", "DIR": "w"}.get(word, word) for word in words]
+        placeholders = {"N": "10", "S": "7", "FILE": "x.yaml", "DIR": "w", "DIALECT": "trino", "NAME": "ml"}
+        words = [placeholders.get(word, word) for word in words]
         if words in ([name] for name in names) or words == ["prices", "refresh"]:
             continue  # the command named in prose, without its arguments
         try:
