@@ -253,10 +253,10 @@ def test_an_unchanged_period_is_not_read_again_and_a_redelivery_replaces_it(tmp_
     warehouse, folder = tmp_path / "warehouse", tmp_path / "cur"
     first = ingest_exports(warehouse, (export(folder, BILL[:3]),))
     again = ingest_exports(warehouse, (str(folder),))
-    assert first.periods_loaded == ["smw-demo-cur/2026-10"] and again.periods_loaded == []
-    assert again.periods_unchanged == ["smw-demo-cur/2026-10"] and again.rows_read == 0
+    assert first.periods_loaded == ["123456789012-smw-demo-cur/2026-10"] and again.periods_loaded == []
+    assert again.periods_unchanged == ["123456789012-smw-demo-cur/2026-10"] and again.rows_read == 0
     redelivered = ingest_exports(warehouse, (export(folder, BILL),))  # AWS refreshed the period
-    assert redelivered.periods_loaded == ["smw-demo-cur/2026-10"]
+    assert redelivered.periods_loaded == ["123456789012-smw-demo-cur/2026-10"]
     [raw] = raw_billing_files(warehouse)
     assert pq.read_metadata(raw).num_rows == len(BILL) - 2  # replaced, not appended
 
@@ -277,6 +277,15 @@ def test_a_newer_manifest_of_the_same_period_wins(tmp_path: Path) -> None:
     [delivery] = find_deliveries(str(folder))
     assert delivery.manifest == str(newer.resolve()) and len(delivery.data_files) == 2
     assert ingest_exports(tmp_path / "warehouse", (str(folder),)).rows_kept == 5
+
+
+def test_two_accounts_exports_of_the_same_name_are_both_kept(tmp_path: Path) -> None:
+    first, second = export(tmp_path / "payer-a", BILL[:3]), export(tmp_path / "payer-b", BILL[3:5])
+    manifest = next(Path(second).rglob("*Manifest.json"))
+    manifest.write_text(manifest.read_text().replace(ACCOUNT, "210987654321"))
+    report = ingest_exports(tmp_path / "warehouse", (first, second))
+    assert sorted(report.periods_loaded) == ["123456789012-smw-demo-cur/2026-10", "210987654321-smw-demo-cur/2026-10"]
+    assert report.rows_kept == 5 and len(raw_billing_files(tmp_path / "warehouse")) == 2
 
 
 @pytest.mark.parametrize(
@@ -335,7 +344,7 @@ def test_an_export_on_s3_is_read_through_the_standard_aws_settings(aws: LocalSag
     boto3.client("s3").create_bucket(Bucket="test-billing")
     write_export(BILL, "s3://test-billing/exports")
     report = ingest_exports(tmp_path / "warehouse", ("s3://test-billing/exports",))
-    assert report.periods_loaded == ["smw-demo-cur/2026-10"] and report.rows_kept == len(BILL) - 2
+    assert report.periods_loaded == ["123456789012-smw-demo-cur/2026-10"] and report.rows_kept == len(BILL) - 2
     assert ingest_exports(tmp_path / "warehouse", ("s3://test-billing/exports",)).periods_unchanged
 
 

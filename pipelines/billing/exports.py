@@ -33,7 +33,8 @@ PRODUCT_CODE = "AmazonSageMaker"
 # (a region prefix is absent in some regions' usage types).
 TRAINING_USAGE_TYPE = r"^([A-Z0-9]+-)?Train[A-Za-z-]*:"
 PERIOD = re.compile(r"BILLING_PERIOD=(\d{4}-\d{2})")
-EXPORT_NAME_COLUMN = "smw_export_name"  # ours: which export a kept row came from
+ARN_ACCOUNT = re.compile(r"^arn:aws[a-z-]*:bcm-data-exports:[a-z0-9-]*:(\d{12}):export/")
+EXPORT_NAME_COLUMN = "smw_export_name"  # ours: which export (Delivery.export_key) a kept row came from
 
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 # The columns the models read, with the type each is cast to. Required ones must be in every data file.
@@ -80,6 +81,7 @@ class Delivery:
     location: str  # the configured export location
     export_name: str
     period: str  # YYYY-MM
+    export_key: str  # <account>-<export-name> from the manifest's exportArn: unique, wherever the copy lives
     manifest: str  # path in the export's filesystem
     data_files: tuple[str, ...]
     fingerprint: str  # changes whenever the manifest or any listed file does
@@ -176,7 +178,11 @@ def _delivery(
     digest = hashlib.sha256(text)
     for path in data_files:
         digest.update(f"\n{path[len(export_root) :]}\t{files[path].size}\t{files[path].mtime_ns}".encode())
-    return Delivery(location, export_name, period, manifest.path, tuple(data_files), digest.hexdigest())
+    # Two payer accounts may both name their export "cur2"; the account that owns it tells them apart,
+    # while a local copy of the same export keeps the same key (so it never counts twice).
+    owner = ARN_ACCOUNT.search(str(document.get("exportArn") or ""))
+    key = f"{owner.group(1)}-{export_name}" if owner else export_name
+    return Delivery(location, export_name, period, key, manifest.path, tuple(data_files), digest.hexdigest())
 
 
 def _shown(location: str, root: str, path: str) -> str:

@@ -1,5 +1,5 @@
 """Loading an export's training line items into the raw layer: one Parquet file per export and billing
-period, ``raw/billing/<export-name>/BILLING_PERIOD=YYYY-MM.parquet``.
+period, ``raw/billing/<account>-<export-name>/BILLING_PERIOD=YYYY-MM.parquet``.
 
 A period is read again only when its delivery changed (its manifest, or a file it lists). A re-delivered
 period replaces the earlier one in a single rename, so a crash leaves the old file or the new one, never
@@ -41,7 +41,7 @@ def raw_billing_dir(warehouse: Path) -> Path:
 
 
 def raw_billing_file(warehouse: Path, delivery: Delivery) -> Path:
-    return raw_billing_dir(warehouse) / delivery.export_name / f"BILLING_PERIOD={delivery.period}.parquet"
+    return raw_billing_dir(warehouse) / delivery.export_key / f"BILLING_PERIOD={delivery.period}.parquet"
 
 
 def raw_billing_files(warehouse: Path) -> list[str]:
@@ -61,7 +61,7 @@ def ingest_exports(warehouse: Path, locations: tuple[str, ...]) -> IngestReport:
     for location in locations:
         for delivery in find_deliveries(location):
             target = raw_billing_file(warehouse, delivery)
-            label = f"{delivery.export_name}/{delivery.period}"
+            label = f"{delivery.export_key}/{delivery.period}"
             if stored_fingerprint(target) == delivery.fingerprint.encode():
                 report.periods_unchanged.append(label)
                 continue
@@ -70,7 +70,7 @@ def ingest_exports(warehouse: Path, locations: tuple[str, ...]) -> IngestReport:
                 parts.append(kept)
                 rows_read += rows
             rows = pa.concat_tables(parts, promote_options="permissive") if parts else empty_line_items()
-            rows = rows.append_column(EXPORT_NAME_COLUMN, pa.array([delivery.export_name] * rows.num_rows, pa.string()))
+            rows = rows.append_column(EXPORT_NAME_COLUMN, pa.array([delivery.export_key] * rows.num_rows, pa.string()))
             metadata = {
                 FINGERPRINT: delivery.fingerprint.encode(),
                 b"smw_manifest": delivery.manifest.encode(),
