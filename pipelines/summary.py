@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,10 +10,9 @@ import duckdb
 
 from pipelines.normalization.flatten import normalized_tables
 from pipelines.report import REPORT
-from pipelines.sql import literal
-from pipelines.storage.layout import DATABASE, PARQUET
+from pipelines.storage.layout import DATABASE
 from pipelines.storage.raw import RAW_ERRORS, RAW_JOBS, parquet_files
-from pipelines.warehouse.publication import previous_version
+from pipelines.warehouse.history import newest_build
 
 _JOBS_BY_STATUS = """
 select region, training_job_status, count(*) as jobs
@@ -46,27 +46,13 @@ def print_summary(warehouse: Path, api_calls: dict[str, int] | None = None) -> N
     print(f"\nQuery it with any DuckDB client, read-only: {database}")
 
 
-_CHANGES = """
-select
-    count(*) as jobs,
-    count(*) filter (where before.training_job_arn is null) as new_jobs,
-    count(*) filter (
-        where before.training_job_arn is not null
-        and (before.training_job_status is distinct from jobs.training_job_status
-             or before.last_modified_time is distinct from jobs.last_modified_time)
-    ) as changed_jobs
-from jobs
-left join {before} as before using (training_job_arn)
-"""
-
 _SPEND = """
 select
     coalesce(sum(total_cost_usd) filter (where day = current_date - 1), 0),
     coalesce(sum(total_cost_usd) filter (where day >= date_trunc('month', current_date)), 0),
     coalesce(sum(total_cost_usd), 0)
-from {cost_daily}
+from cost_daily
 """
-
 
 _BILL = """
 select
@@ -80,36 +66,33 @@ where status <> 'no_bill'
 
 
 def run_summary(warehouse: Path) -> dict[str, Any] | None:
-    """What the current version holds against the previous one: jobs new and changed, and the estimated
-    spend (yesterday, month to date, all time; UTC days) with what this version changed in it."""
+    """What the newest build changed (its row of ``build_history``: jobs new and changed, failed fetches,
+    spend added and the days it touched, checks that failed) and the estimated spend (yesterday, month to
+    date, all time; UTC days), with the bill's figures when one is loaded."""
     database = warehouse / DATABASE
-    if not database.exists():
+    build = newest_build(warehouse)
+    if not database.exists() or build is None:
         return None
-    previous = previous_version(warehouse)
-    before_jobs = previous / PARQUET / "jobs" / "data.parquet" if previous else None
-    before_costs = previous / PARQUET / "cost_daily" / "data.parquet" if previous else None
     with duckdb.connect(str(database), read_only=True) as connection:
-        empty = "(select null::varchar as training_job_arn, null as training_job_status, null as last_modified_time)"
-        source = f"read_parquet({literal(before_jobs)})" if before_jobs and before_jobs.exists() else empty
-        jobs, new, changed = connection.execute(_CHANGES.format(before=source)).fetchone()
-        yesterday, month, total = connection.execute(_SPEND.format(cost_daily="cost_daily")).fetchone()
-        total_before = None
-        if before_costs and before_costs.exists():
-            total_before = connection.execute(
-                _SPEND.format(cost_daily=f"read_parquet({literal(before_costs)})")
-            ).fetchone()[2]
+        yesterday, month, total = connection.execute(_SPEND).fetchone()
         billed, agreeing, unattributed, billed_until = connection.execute(_BILL).fetchone()
     report = warehouse / REPORT
+    by_day = json.loads(build["spend_added_by_day"]) if build["spend_added_by_day"] else {}
     return {
         "warehouse": str(warehouse.resolve()),
-        "jobs": int(jobs),
-        "new_jobs": int(new),
-        "changed_jobs": int(changed),
-        "first_version": previous is None,
+        "build_id": build["build_id"],
+        "jobs": int(build["jobs"]),
+        "new_jobs": int(build["new_jobs"]),
+        "changed_jobs": int(build["changed_jobs"]),
+        "jobs_failed_to_fetch": int(build["jobs_failed_to_fetch"]),
+        "first_version": build["spend_added_usd"] is None,
         "spend_yesterday_usd": round(float(yesterday), 2),
         "spend_month_to_date_usd": round(float(month), 2),
         "spend_all_time_usd": round(float(total), 2),
-        "spend_change_usd": None if total_before is None else round(float(total - total_before), 2),
+        "spend_change_usd": build["spend_added_usd"],
+        "days_touched": build["days_touched"],
+        "spend_added_by_day": by_day,
+        "checks_failed": build["failed_checks"].split("\n") if build["failed_checks"] else [],
         "report": str(report.resolve()) if report.exists() else None,
         # From the bill (billing.exports), when one is loaded: what it charged, and how much of that is on
         # jobs whose estimate agrees with it (matched, or discounted below an agreeing list price).
@@ -142,6 +125,17 @@ def print_run_summary(summary: dict[str, Any]) -> None:
         f"Estimated spend: yesterday ${summary['spend_yesterday_usd']:,.2f}, month to date "
         f"${summary['spend_month_to_date_usd']:,.2f}, all time ${summary['spend_all_time_usd']:,.2f}{change}."
     )
+    if summary["spend_added_by_day"]:
+        days = list(summary["spend_added_by_day"].items())
+        shown = ", ".join(f"{day} {'+' if usd > 0 else '-'}${abs(usd):,.2f}" for day, usd in days[:3])
+        more = f" and {summary['days_touched'] - 3} more" if summary["days_touched"] > 3 else ""
+        days_word = "day" if summary["days_touched"] == 1 else "days"
+        print(f"Spend changed on {summary['days_touched']} {days_word}: {shown}{more}.")
+    if summary["jobs_failed_to_fetch"]:
+        print(
+            f"{summary['jobs_failed_to_fetch']:,} jobs failed to fetch since the previous build; "
+            "the next run retries them."
+        )
     if summary["billed_until"]:
         print(
             f"Bill: {_usd(summary['billed_usd'])} of SageMaker training billed up to {summary['billed_until'][:10]}: "

@@ -15,6 +15,7 @@ from pipelines.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, main
 from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.demo.fleet import generate_fleet
 from pipelines.summary import print_run_summary, run_summary
+from pipelines.warehouse.history import newest_build
 from tests.conftest import REGIONS, SMALL_FLEET, copy_of, renamed
 
 
@@ -130,6 +131,13 @@ def test_a_run_ends_saying_what_changed_and_what_it_cost(
     assert published["spend_change_usd"] == pytest.approx(added, abs=0.01) and added > 0
     assert published["report"] == str((warehouse / "report" / "index.html").resolve())
     assert printed["failed_checks"] == []
+    # The same night in the build history, with the warnings the run printed.
+    history = newest_build(warehouse)
+    assert history is not None and (history["new_jobs"], history["changed_jobs"]) == (1, 0)
+    assert history["spend_added_usd"] == pytest.approx(added, abs=0.01)
+    warned = [f"{w['check']}: {w['description']}" for w in printed["warnings"]]
+    assert history["checks_failed"] == len(warned)
+    assert (history["failed_checks"] or "").split("\n") == (warned or [""])
     # What a person reads at the end of `run` and `demo`: the same summary, as sentences.
     print_run_summary(run_summary(warehouse))
     out = capsys.readouterr().out

@@ -2,7 +2,16 @@
 
 from datetime import timedelta
 
-from dagster import AssetExecutionContext, AssetKey, FreshnessPolicy, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetCheckEvaluation,
+    AssetExecutionContext,
+    AssetKey,
+    DagsterEventType,
+    FreshnessPolicy,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from pipelines.assets.models import REFERENCE_AND_MODEL_NAMES
 from pipelines.assets.normalization import TABLE_NAMES
@@ -11,25 +20,46 @@ from pipelines.report import report_preview, write_report
 from pipelines.storage.layout import DATABASE, PARQUET
 from pipelines.storage.locks import BUILD, writer
 from pipelines.warehouse.build import Staging
+from pipelines.warehouse.history import BUILD_HISTORY, stage_build_history
 from pipelines.warehouse.publication import publish
 
-PUBLISHED_TABLES = [*TABLE_NAMES, *REFERENCE_AND_MODEL_NAMES]
+# Publication writes build_history itself (this build's row appended to the published ones).
+PUBLISHED_TABLES = [*TABLE_NAMES, *REFERENCE_AND_MODEL_NAMES, BUILD_HISTORY]
+
+
+def failed_checks_of_this_run(context: AssetExecutionContext) -> list[str]:
+    """The checks that failed earlier in this run (only warnings can have: a failed blocking check stops the
+    run before publication), as 'asset.check: reason'."""
+    records = context.instance.get_records_for_run(
+        context.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    failed = []
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        evaluation = event.event_specific_data if event else None
+        if isinstance(evaluation, AssetCheckEvaluation) and not evaluation.passed:
+            reason = evaluation.description or ""
+            failed.append(f"{evaluation.asset_key.to_user_string()}.{evaluation.check_name}: {reason}".strip())
+    return failed
 
 
 @asset(
-    deps=[AssetKey(name) for name in PUBLISHED_TABLES],
+    deps=[AssetKey(name) for name in PUBLISHED_TABLES if name != BUILD_HISTORY],
     group_name="warehouse",
     kinds={"duckdb", "parquet"},
     description="Makes the staged tables and models current, only after every blocking check passed: the "
-    "DuckDB file and the Parquet tables become current together, in one atomic step.",
+    "DuckDB file and the Parquet tables become current together, in one atomic step, with build_history (what "
+    "this build changed and which checks warned) appended.",
     pool=WAREHOUSE_WRITER_POOL,
     # Nightly runs keep it under a day old; past 36 hours a night was missed and Dagster flags it.
     freshness_policy=FreshnessPolicy.time_window(fail_window=timedelta(hours=36)),
 )
 def published_warehouse(context: AssetExecutionContext, warehouse_config: WarehouseConfig) -> MaterializeResult:
     settings = warehouse_config.settings()
+    staging = Staging(settings.warehouse, context.run_id)
     with writer(settings.warehouse, BUILD, context.log.info):
-        paths = publish(Staging(settings.warehouse, context.run_id), PUBLISHED_TABLES)
+        stage_build_history(staging, failed_checks_of_this_run(context))
+        paths = publish(staging, PUBLISHED_TABLES)
     database = settings.warehouse / DATABASE
     context.log.info(f"published {len(paths)} tables: {database} and {settings.warehouse / PARQUET}")
     return MaterializeResult(metadata={"database": str(database.resolve()), "tables": len(paths)})

@@ -15,6 +15,7 @@ from pipelines.config import EXPORT_URI, ConfigError
 from pipelines.models.build import REFERENCE_TABLES, model_names
 from pipelines.normalization.flatten import normalized_tables
 from pipelines.schemas import TableSchema, table
+from pipelines.warehouse.history import BUILD_HISTORY
 
 DIALECTS = ("athena", "trino")
 _TYPES = {
@@ -40,7 +41,8 @@ _TYPES = {
 
 def published_tables() -> list[TableSchema]:
     """Every table publication writes, in the order a reader meets them: tables, reference, models."""
-    return [*normalized_tables(), *(table(name) for name in (*REFERENCE_TABLES, *model_names()))]
+    names = (*REFERENCE_TABLES, *model_names(), BUILD_HISTORY)
+    return [*normalized_tables(), *(table(name) for name in names)]
 
 
 def parquet_location(location: str) -> str:
