@@ -288,6 +288,26 @@ def test_two_accounts_exports_of_the_same_name_are_both_kept(tmp_path: Path) -> 
     assert report.rows_kept == 5 and len(raw_billing_files(tmp_path / "warehouse")) == 2
 
 
+def test_a_line_item_id_repeated_in_another_file_is_still_two_lines(tmp_path: Path) -> None:
+    """AWS promises identity_line_item_id unique only within a partition: two files may repeat one."""
+    folder = tmp_path / "cur"
+    export(folder, BILL[:3])
+    [manifest] = folder.rglob("*Manifest.json")
+    [data] = folder.rglob("*.parquet")
+    pq.write_table(pq.read_table(data), data.with_name("smw-demo-cur-00002.snappy.parquet"))  # same ids
+    document = json.loads(manifest.read_text())
+    document["dataFiles"].append(document["dataFiles"][0].replace("00001", "00002"))
+    manifest.write_text(json.dumps(document))
+    ingest_exports(tmp_path / "warehouse", (str(folder),))
+    connection = normalize(JOBS)
+    build_models(connection, CostSettings(), billing_files=raw_billing_files(tmp_path / "warehouse"))
+    lines, distinct_ids = connection.execute(
+        "select count(*), count(distinct line_item_id) from billing_line_items"
+    ).fetchone()
+    assert (lines, distinct_ids) == (6, 3)
+    assert all(check(connection).passed for check in checks.MODEL_CHECKS if check.asset == "billing_line_items")
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [

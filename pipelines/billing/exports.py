@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -34,6 +35,8 @@ PRODUCT_CODE = "AmazonSageMaker"
 TRAINING_USAGE_TYPE = r"^([A-Z0-9]+-)?Train[A-Za-z-]*:"
 PERIOD = re.compile(r"BILLING_PERIOD=(\d{4}-\d{2})")
 ARN_ACCOUNT = re.compile(r"^arn:aws[a-z-]*:bcm-data-exports:[a-z0-9-]*:(\d{12}):export/")
+SOURCE_ROW_COLUMN = "smw_source_row"  # ours: the row's place in its delivery (file number x 10^12 + row)
+ROWS_PER_FILE = 10**12
 EXPORT_NAME_COLUMN = "smw_export_name"  # ours: which export (Delivery.export_key) a kept row came from
 
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -194,7 +197,7 @@ def training_line_items(delivery: Delivery) -> Iterator[tuple[pa.Table, int]]:
     """The SageMaker training line items of each data file of ``delivery``, with every column, the known
     ones cast to their types; also how many rows the file held."""
     filesystem, root = open_export(delivery.location)
-    for path in delivery.data_files:
+    for file_number, path in enumerate(delivery.data_files):
         where = _shown(delivery.location, root, path)
         try:
             parquet = pq.ParquetFile(filesystem.open_input_file(path))
@@ -206,18 +209,22 @@ def training_line_items(delivery: Delivery) -> Iterator[tuple[pa.Table, int]]:
             raise BillingExportError(
                 f"{where} has no column {missing[0]}; it is not a CUR 2.0 export (create one with Data Exports)."
             )
-        kept = []
+        kept, first_row = [], 0
         for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
-            rows = pa.Table.from_batches([batch])
+            # Where each row sat in the delivery: AWS promises identity_line_item_id unique only within a
+            # partition, so this, not the id, is what tells two kept rows apart.
+            position = file_number * ROWS_PER_FILE + first_row + np.arange(batch.num_rows, dtype=np.int64)
+            rows = pa.Table.from_batches([batch]).append_column(SOURCE_ROW_COLUMN, pa.array(position))
+            first_row += batch.num_rows
             training = pc.and_(
                 pc.equal(rows["line_item_product_code"], PRODUCT_CODE),
                 pc.match_substring_regex(rows["line_item_usage_type"].cast(pa.string()), TRAINING_USAGE_TYPE),
             )
             kept.append(_typed(rows.filter(pc.fill_null(training, False)), where))
-        yield (
-            (pa.concat_tables(kept, promote_options="permissive") if kept else _empty(parquet.schema_arrow)),
-            (parquet.metadata.num_rows),
-        )
+        if not kept:
+            empty = parquet.schema_arrow.empty_table()
+            kept = [_typed(empty.append_column(SOURCE_ROW_COLUMN, pa.array([], pa.int64())), where)]
+        yield pa.concat_tables(kept, promote_options="permissive"), parquet.metadata.num_rows
 
 
 def _typed(rows: pa.Table, where: str) -> pa.Table:
@@ -233,7 +240,3 @@ def _typed(rows: pa.Table, where: str) -> pa.Table:
                 "the file is not the CUR 2.0 AWS delivers."
             ) from None
     return rows
-
-
-def _empty(schema: pa.Schema) -> pa.Table:
-    return _typed(schema.empty_table(), "")

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from pipelines.billing.exports import (
     EXPORT_NAME_COLUMN,
     KNOWN_COLUMNS,
+    SOURCE_ROW_COLUMN,
     Delivery,
     find_deliveries,
     training_line_items,
@@ -86,4 +87,5 @@ def ingest_exports(warehouse: Path, locations: tuple[str, ...]) -> IngestReport:
 
 def empty_line_items() -> pa.Table:
     """No line items, with every column the models read (a warehouse without a bill has this)."""
-    return pa.schema([pa.field(name, kind) for name, kind in KNOWN_COLUMNS.items()]).empty_table()
+    fields = [pa.field(name, kind) for name, kind in KNOWN_COLUMNS.items()]
+    return pa.schema([*fields, pa.field(SOURCE_ROW_COLUMN, pa.int64())]).empty_table()

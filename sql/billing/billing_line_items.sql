@@ -9,6 +9,7 @@ final as (
         smw_export_name as export_name,
         -- The period as a UTC date, whatever the session time zone.
         cast(bill_billing_period_start_date at time zone 'UTC' as date) as billing_period,
+        smw_source_row as source_row,
         identity_line_item_id as line_item_id,
         line_item_usage_account_id as account_id,
         line_item_line_item_type as line_item_type,

@@ -49,6 +49,7 @@ final as (
         training_job_arn as x_TrainingJobArn,
         line_item_type as x_LineItemType,
         line_item_id as x_LineItemId,
+        source_row as x_SourceRow,
         export_name as x_ExportName
     from billing_line_items
 )
