@@ -350,11 +350,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     prices = effective_prices(settings.costs.prices_file)
     print(f"config: {settings.source}; {len(prices)} prices; warehouse {settings.warehouse}")
-    results = check_targets(settings)
-    for result in results:
-        print(result.line)
-    failed = [r for r in results if r.problem]
-    print(f"{len(results) - len(failed)} of {len(results)} account/region targets readable.")
     for location in settings.billing.exports:  # a problem here is a BillingExportError: one sentence, exit 2
         periods = sorted({d.period for d in find_deliveries(location)})
         plural = "s" if len(periods) != 1 else ""
@@ -362,6 +357,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"billing export {location}: {len(periods)} billing period{plural} delivered "
             f"({periods[0]} to {periods[-1]})"
         )
+    results = check_targets(settings)
+    for result in results:
+        print(result.line)
+    failed = [r for r in results if r.problem]
+    print(f"{len(results) - len(failed)} of {len(results)} account/region targets readable.")
     return EXIT_FAILED if failed else EXIT_OK
 
 

@@ -192,7 +192,10 @@ def export_location(value: Any, key: str) -> str:
     text = _string(value, key)
     if text.startswith("s3://"):
         if not EXPORT_URI.match(text):
-            raise ConfigError(f"{key}: {text!r} is not an S3 URI such as s3://my-billing-bucket/cur2.")
+            raise ConfigError(
+                f"{key}: {text!r} is not an S3 URI with a valid bucket name (3-63 lowercase letters, digits, dots "
+                "and hyphens), such as s3://my-billing-bucket/cur2."
+            )
         return text.rstrip("/")
     if "://" in text:
         raise ConfigError(f"{key}: {text!r} must be a local folder or an s3:// URI.")

@@ -55,13 +55,11 @@ from cost_daily
 """
 
 _BILL = """
-select
-    coalesce(sum(effective_cost_usd), 0),
-    coalesce(sum(effective_cost_usd) filter (where status in ('matched', 'discounted')), 0),
-    coalesce(sum(effective_cost_usd) filter (where status = 'unattributed'), 0),
-    max(billed_until)
+select status, sum(effective_cost_usd), max(billed_until)
 from cost_reconciliation
 where status <> 'no_bill'
+group by status
+order by abs(sum(effective_cost_usd)) desc, status
 """
 
 
@@ -75,7 +73,8 @@ def run_summary(warehouse: Path) -> dict[str, Any] | None:
         return None
     with duckdb.connect(str(database), read_only=True) as connection:
         yesterday, month, total = connection.execute(_SPEND).fetchone()
-        billed, agreeing, unattributed, billed_until = connection.execute(_BILL).fetchone()
+        by_status = connection.execute(_BILL).fetchall()
+    billed_until = max((until for _, _, until in by_status if until is not None), default=None)
     report = warehouse / REPORT
     by_day = json.loads(build["spend_added_by_day"]) if build["spend_added_by_day"] else {}
     return {
@@ -94,11 +93,12 @@ def run_summary(warehouse: Path) -> dict[str, Any] | None:
         "spend_added_by_day": by_day,
         "checks_failed": build["failed_checks"].split("\n") if build["failed_checks"] else [],
         "report": str(report.resolve()) if report.exists() else None,
-        # From the bill (billing.exports), when one is loaded: what it charged, and how much of that is on
-        # jobs whose estimate agrees with it (matched, or discounted below an agreeing list price).
-        "billed_usd": round(float(billed), 2) if billed_until else None,
-        "billed_agreeing_usd": round(float(agreeing), 2) if billed_until else None,
-        "billed_unattributed_usd": round(float(unattributed), 2) if billed_until else None,
+        # From the bill (billing.exports), when one is loaded: what it charged, by why the estimate differs
+        # (cost_reconciliation.status); the parts add up to the total.
+        "billed_usd": round(float(sum(usd for _, usd, _ in by_status)), 2) if billed_until else None,
+        "billed_by_status_usd": {status: round(float(usd), 2) for status, usd, _ in by_status}
+        if billed_until
+        else None,
         "billed_until": billed_until.isoformat() if billed_until else None,
     }
 
@@ -139,8 +139,8 @@ def print_run_summary(summary: dict[str, Any]) -> None:
     if summary["billed_until"]:
         print(
             f"Bill: {_usd(summary['billed_usd'])} of SageMaker training billed up to {summary['billed_until'][:10]}: "
-            f"{_usd(summary['billed_agreeing_usd'])} on jobs whose estimate agrees, "
-            f"{_usd(summary['billed_unattributed_usd'])} on no job; the rest in cost_reconciliation."
+            + ", ".join(f"{status} {_usd(usd)}" for status, usd in summary["billed_by_status_usd"].items())
+            + " (cost_reconciliation.status)."
         )
     if summary["report"]:
         print(f"Cost report: {summary['report']}")

@@ -410,7 +410,7 @@ def test_the_demo_bill_reconciles_to_the_cent(demo_warehouse: Path) -> None:
         assert covered > 0 and uncovered > 0  # days billed, and the lag's days not billed yet
     summary = run_summary(demo_warehouse)  # what `run` prints at its end
     assert summary is not None and summary["billed_usd"] == round(billed, 2)
-    assert summary["billed_unattributed_usd"] == -250.00  # the demo's credit on no job
+    assert summary["billed_by_status_usd"]["unattributed"] == -250.00  # the demo's credit on no job
 
 
 def test_check_reads_the_configured_exports(
@@ -425,3 +425,11 @@ def test_check_reads_the_configured_exports(
     assert main(["check", "--config", str(config)]) == EXIT_CONFIG
     err = capsys.readouterr().err
     assert "is not a Data Exports manifest" in err and "Traceback" not in err
+
+
+def test_the_export_folder_itself_is_the_same_export_as_its_prefix(tmp_path: Path) -> None:
+    prefix = export(tmp_path / "cur")
+    [from_prefix] = find_deliveries(prefix)
+    [from_folder] = find_deliveries(str(Path(prefix) / "smw-demo-cur"))
+    assert from_folder.export_key == from_prefix.export_key == "123456789012-smw-demo-cur"
+    assert from_folder.data_files == from_prefix.data_files

@@ -122,12 +122,12 @@ def find_deliveries(location: str) -> list[Delivery]:
     newest: dict[tuple[str, str], fs.FileInfo] = {}
     for path, info in files.items():
         parts = path[len(root) :].strip("/").split("/")
-        if not path.endswith("Manifest.json") or "metadata" not in parts[1:]:
-            continue
         period = PERIOD.search(path)
-        if period is None:
+        if not path.endswith("Manifest.json") or "metadata" not in parts or period is None:
             continue
-        key = (parts[parts.index("metadata", 1) - 1], period.group(1))
+        # <prefix>/<export>/metadata/...: the location may be the prefix or the export's own folder.
+        at = parts.index("metadata")
+        key = (parts[at - 1] if at else root.rstrip("/").rsplit("/", 1)[-1], period.group(1))
         if key not in newest or (info.mtime, info.path) > (newest[key].mtime, newest[key].path):
             newest[key] = info
     if not newest:

@@ -84,11 +84,17 @@ def _sql_string(text: str) -> str:
 
 
 def ddl(dialect: str, location: str, database: str = "sagemaker_warehouse") -> list[str]:
-    """One ``CREATE`` statement per published table, for ``dialect`` (athena or trino)."""
+    """The database (Athena) or schema (Trino), then one ``CREATE`` statement per published table, for
+    ``dialect`` (athena or trino)."""
     if dialect not in DIALECTS:
         raise ConfigError(f"--dialect must be one of {', '.join(DIALECTS)}, not {dialect!r}.")
     prefix = parquet_location(location)
-    return [create_statement(declared, dialect, prefix, database) for declared in published_tables()]
+    container = (
+        f"CREATE DATABASE IF NOT EXISTS `{database}`"
+        if dialect == "athena"
+        else (f'CREATE SCHEMA IF NOT EXISTS "{database}"')
+    )
+    return [container, *(create_statement(declared, dialect, prefix, database) for declared in published_tables())]
 
 
 def glue_table_input(declared: TableSchema, location: str) -> dict[str, Any]:
