@@ -433,3 +433,41 @@ def test_the_export_folder_itself_is_the_same_export_as_its_prefix(tmp_path: Pat
     [from_folder] = find_deliveries(str(Path(prefix) / "smw-demo-cur"))
     assert from_folder.export_key == from_prefix.export_key == "123456789012-smw-demo-cur"
     assert from_folder.data_files == from_prefix.data_files
+
+
+def test_one_months_bill_from_two_exports_blocks_instead_of_counting_twice(tmp_path: Path) -> None:
+    """An export recreated under a new name keeps delivering the same account's months."""
+    first = export(tmp_path / "old", BILL[:3])
+    second = tmp_path / "new"
+    write_export(BILL[:3], str(second), export_name="cur-v2")
+    ingest_exports(tmp_path / "warehouse", (first, str(second)))
+    connection = normalize(JOBS)
+    build_models(connection, CostSettings(), billing_files=raw_billing_files(tmp_path / "warehouse"))
+    outcome = checks.one_export_per_account_and_period(connection)
+    assert not outcome.passed
+    assert outcome.metadata["overlaps"] == {"123456789012 2026-10": "123456789012-cur-v2, 123456789012-smw-demo-cur"}
+
+
+def test_covered_usage_without_its_effective_cost_is_refused_not_dropped(tmp_path: Path) -> None:
+    rows = [dict(r, savings_plan_savings_plan_effective_cost=None) for r in BILL]
+    with pytest.raises(BillingExportError, match="SavingsPlanCoveredUsage lines without savings_plan_"):
+        ingest_exports(tmp_path / "warehouse", (export(tmp_path / "cur", rows),))
+
+
+def test_an_export_without_resource_ids_fails_the_explained_share(tmp_path: Path) -> None:
+    rows = [dict(r, line_item_resource_id=None) for r in BILL]
+    ingest_exports(tmp_path / "warehouse", (export(tmp_path / "cur", rows),))
+    connection = normalize(JOBS)
+    build_models(connection, CostSettings(), billing_files=raw_billing_files(tmp_path / "warehouse"))
+    outcome = checks.billed_cost_explained(connection)
+    assert not outcome.passed and "resource IDs" in outcome.description
+    assert checks.reconciles_to_bill(connection).passed  # every dollar still on an unattributed row
+
+
+def test_two_exports_of_one_name_under_one_prefix_are_two_deliveries(tmp_path: Path) -> None:
+    export(tmp_path / "all" / "payer-a", BILL[:3])
+    export(tmp_path / "all" / "payer-b", BILL[3:5])
+    manifest = next((tmp_path / "all" / "payer-b").rglob("*Manifest.json"))
+    manifest.write_text(manifest.read_text().replace(ACCOUNT, "210987654321"))
+    keys = sorted(d.export_key for d in find_deliveries(str(tmp_path / "all")))
+    assert keys == ["123456789012-smw-demo-cur", "210987654321-smw-demo-cur"]

@@ -119,7 +119,7 @@ def find_deliveries(location: str) -> list[Delivery]:
         }
     except (OSError, pa.ArrowException) as error:
         raise BillingExportError(f"Cannot list the billing export {location}: {error}.") from None
-    newest: dict[tuple[str, str], fs.FileInfo] = {}
+    newest: dict[tuple[str, str, str], fs.FileInfo] = {}  # (export folder, name, period): newest manifest
     for path, info in files.items():
         parts = path[len(root) :].strip("/").split("/")
         period = PERIOD.search(path)
@@ -127,7 +127,8 @@ def find_deliveries(location: str) -> list[Delivery]:
             continue
         # <prefix>/<export>/metadata/...: the location may be the prefix or the export's own folder.
         at = parts.index("metadata")
-        key = (parts[at - 1] if at else root.rstrip("/").rsplit("/", 1)[-1], period.group(1))
+        name = parts[at - 1] if at else root.rstrip("/").rsplit("/", 1)[-1]
+        key = ("/".join(parts[:at]), name, period.group(1))  # payerA/cur2 and payerB/cur2 are two exports
         if key not in newest or (info.mtime, info.path) > (newest[key].mtime, newest[key].path):
             newest[key] = info
     if not newest:
@@ -136,8 +137,9 @@ def find_deliveries(location: str) -> list[Delivery]:
             f"{location}; point billing.exports at the prefix the export delivers to."
         )
     return [
-        _delivery(location, filesystem, root, files, export_name, period, manifest)
-        for (export_name, period), manifest in sorted(newest.items())
+        delivery
+        for (_, export_name, period), manifest in sorted(newest.items())
+        if (delivery := _delivery(location, filesystem, root, files, export_name, period, manifest)) is not None
     ]
 
 
@@ -149,10 +151,14 @@ def _delivery(
     export_name: str,
     period: str,
     manifest: fs.FileInfo,
-) -> Delivery:
+) -> Delivery | None:
+    """The delivery a manifest describes; None when it exports another table than CUR 2.0."""
     where = _shown(location, root, manifest.path)
-    with filesystem.open_input_stream(manifest.path) as handle:
-        text = handle.read()
+    try:
+        with filesystem.open_input_stream(manifest.path) as handle:
+            text = handle.read()
+    except (OSError, pa.ArrowException) as error:
+        raise BillingExportError(f"Cannot read {where}: {error}.") from None
     try:
         document = json.loads(text)
         listed = document["dataFiles"]
@@ -162,6 +168,9 @@ def _delivery(
         raise BillingExportError(
             f"{where} is not a Data Exports manifest: it must be JSON with a dataFiles list of file URIs."
         ) from None
+    listed_columns = {c.get("name") for c in document.get("columns") or [] if isinstance(c, dict)}
+    if listed_columns and not {"identity_line_item_id", "line_item_usage_type"} <= listed_columns:
+        return None  # another table's export in the same prefix (FOCUS, say): not a CUR 2.0 one
     # A manifest names its files by full S3 URI; the part from <export-name>/data/ on is the same in a
     # local copy of the export, so files are found relative to the export's folder.
     export_root = manifest.path[: manifest.path.index(f"/{export_name}/metadata/")]
@@ -209,22 +218,44 @@ def training_line_items(delivery: Delivery) -> Iterator[tuple[pa.Table, int]]:
             raise BillingExportError(
                 f"{where} has no column {missing[0]}; it is not a CUR 2.0 export (create one with Data Exports)."
             )
-        kept, first_row = [], 0
-        for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
-            # Where each row sat in the delivery: AWS promises identity_line_item_id unique only within a
-            # partition, so this, not the id, is what tells two kept rows apart.
-            position = file_number * ROWS_PER_FILE + first_row + np.arange(batch.num_rows, dtype=np.int64)
-            rows = pa.Table.from_batches([batch]).append_column(SOURCE_ROW_COLUMN, pa.array(position))
-            first_row += batch.num_rows
-            training = pc.and_(
-                pc.equal(rows["line_item_product_code"], PRODUCT_CODE),
-                pc.match_substring_regex(rows["line_item_usage_type"].cast(pa.string()), TRAINING_USAGE_TYPE),
-            )
-            kept.append(_typed(rows.filter(pc.fill_null(training, False)), where))
-        if not kept:
-            empty = parquet.schema_arrow.empty_table()
-            kept = [_typed(empty.append_column(SOURCE_ROW_COLUMN, pa.array([], pa.int64())), where)]
-        yield pa.concat_tables(kept, promote_options="permissive"), parquet.metadata.num_rows
+        try:
+            kept = _kept_rows(parquet, file_number, where)
+        except (OSError, pa.ArrowException) as error:
+            raise BillingExportError(f"{where} cannot be read ({error}); AWS may still be delivering it.") from None
+        yield kept, parquet.metadata.num_rows
+
+
+def _kept_rows(parquet: pq.ParquetFile, file_number: int, where: str) -> pa.Table:
+    """The training rows of one data file, typed, with their place in the delivery."""
+    kept, first_row = [], 0
+    for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
+        # Where each row sat in the delivery: AWS promises identity_line_item_id unique only within a
+        # partition, so this, not the id, is what tells two kept rows apart.
+        position = file_number * ROWS_PER_FILE + first_row + np.arange(batch.num_rows, dtype=np.int64)
+        rows = pa.Table.from_batches([batch]).append_column(SOURCE_ROW_COLUMN, pa.array(position))
+        first_row += batch.num_rows
+        training = pc.and_(
+            pc.equal(rows["line_item_product_code"], PRODUCT_CODE),
+            pc.match_substring_regex(rows["line_item_usage_type"].cast(pa.string()), TRAINING_USAGE_TYPE),
+        )
+        kept.append(_typed(rows.filter(pc.fill_null(training, False)), where))
+    if not kept:
+        empty = parquet.schema_arrow.empty_table()
+        kept = [_typed(empty.append_column(SOURCE_ROW_COLUMN, pa.array([], pa.int64())), where)]
+    return _covered_usage_priced(pa.concat_tables(kept, promote_options="permissive"), where)
+
+
+def _covered_usage_priced(rows: pa.Table, where: str) -> pa.Table:
+    """Savings Plan covered usage costs its effective cost: without it, the plan's dollars would vanish."""
+    covered = pc.equal(rows["line_item_line_item_type"], "SavingsPlanCoveredUsage")
+    if not pc.any(covered).as_py():
+        return rows
+    column = "savings_plan_savings_plan_effective_cost"
+    if column not in rows.column_names or pc.any(pc.is_null(rows.filter(covered)[column])).as_py():
+        raise BillingExportError(
+            f"{where}: SavingsPlanCoveredUsage lines without {column}; include the Savings Plan columns in the export."
+        )
+    return rows
 
 
 def _typed(rows: pa.Table, where: str) -> pa.Table:

@@ -19,6 +19,7 @@ from pipelines.billing.exports import (
     EXPORT_NAME_COLUMN,
     KNOWN_COLUMNS,
     SOURCE_ROW_COLUMN,
+    BillingExportError,
     Delivery,
     find_deliveries,
     training_line_items,
@@ -70,7 +71,12 @@ def ingest_exports(warehouse: Path, locations: tuple[str, ...]) -> IngestReport:
             for kept, rows in training_line_items(delivery):
                 parts.append(kept)
                 rows_read += rows
-            rows = pa.concat_tables(parts, promote_options="permissive") if parts else empty_line_items()
+            try:
+                rows = pa.concat_tables(parts, promote_options="permissive") if parts else empty_line_items()
+            except pa.ArrowException as error:
+                raise BillingExportError(
+                    f"The data files of {delivery.manifest} disagree on a column's type ({error})."
+                ) from None
             rows = rows.append_column(EXPORT_NAME_COLUMN, pa.array([delivery.export_key] * rows.num_rows, pa.string()))
             metadata = {
                 FINGERPRINT: delivery.fingerprint.encode(),

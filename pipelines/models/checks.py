@@ -110,7 +110,8 @@ def reconciles_to_bill(connection: duckdb.DuckDBPyConnection) -> CheckOutcome:
     )[0]
     return CheckOutcome(
         "reconciles_to_bill",
-        round(reconciled, 2) == round(billed, 2) == round(daily, 2),
+        # To the cent, without float noise deciding it (two sums of the same lines can differ by 1e-15).
+        abs(reconciled - billed) < 0.005 and abs(daily - billed) < 0.005,
         f"cost_reconciliation accounts for ${reconciled:,.2f} and cost_daily for ${daily:,.2f} of the bill's "
         f"${billed:,.2f} of SageMaker training (${unattributed:,.2f} of it on no job)",
         {
@@ -142,13 +143,44 @@ def billed_cost_explained(connection: duckdb.DuckDBPyConnection) -> CheckOutcome
     )[0]
     if not total:
         return CheckOutcome("billed_cost_explained", True, "no bill loaded (billing.exports): nothing to explain", {})
-    share = explained / comparable if comparable else 1.0
+    if not comparable:
+        return CheckOutcome(
+            "billed_cost_explained",
+            False,
+            f"none of the bill's ${total:,.2f} is on a finished job the warehouse estimated: does the export "
+            "include resource IDs, and the accounts you read?",
+            {"explained_usd": 0.0, "comparable_usd": 0.0, "share": 0.0},
+        )
+    share = explained / comparable
     return CheckOutcome(
         "billed_cost_explained",
         share >= EXPLAINED_SHARE_LIMIT,
         f"the estimates agree with the bill on {share:.1%} of the billed cost of finished jobs "
         f"(${explained:,.2f} of ${comparable:,.2f}); see cost_reconciliation.status for the rest",
         {"explained_usd": round(float(explained), 2), "comparable_usd": round(float(comparable), 2), "share": share},
+    )
+
+
+def one_export_per_account_and_period(connection: duckdb.DuckDBPyConnection) -> CheckOutcome:
+    rows = run(
+        connection,
+        """
+        select account_id, strftime(billing_period, '%Y-%m'), string_agg(distinct export_name, ', ')
+        from billing_line_items
+        group by account_id, billing_period
+        having count(distinct export_name) > 1
+        order by all
+        """,
+    )
+    overlaps = {f"{account} {period}": exports for account, period, exports in rows}
+    return CheckOutcome(
+        "one_export_per_account_and_period",
+        not overlaps,
+        f"the same account's usage of the same month comes from several exports, which would count it twice: "
+        f"{overlaps}; keep one export per payer (remove the others' folders under raw/billing)"
+        if overlaps
+        else "each account's month comes from one export",
+        {"overlaps": overlaps},
     )
 
 
@@ -224,6 +256,14 @@ MODEL_CHECKS = [
         "Every billed dollar of SageMaker training is on a job or on an explicit unattributed row: "
         "cost_reconciliation and cost_daily's billed column sum to the bill's training total, to the cent.",
         reconciles_to_bill,
+    ),
+    ModelCheck(
+        "one_export_per_account_and_period",
+        "billing_line_items",
+        True,
+        "No account's month is loaded from two exports (an hourly and a daily export of one payer, or an export "
+        "recreated under a new name), which would count its bill twice.",
+        one_export_per_account_and_period,
     ),
     ModelCheck(
         "billed_cost_explained",

@@ -53,8 +53,10 @@ billed as (
 ),
 
 coverage as (
+    -- Usage lines only: a credit or an adjustment may span the whole month without the usage being billed.
     select account_id, max(usage_end) as billed_until
     from billing_line_items
+    where line_item_type in ('Usage', 'SavingsPlanCoveredUsage', 'DiscountedUsage')
     group by account_id
 ),
 

@@ -20,13 +20,17 @@ billing_line_items as (
 
 coverage as (
     -- How far the bill reaches for each account: the end of the newest usage it bills.
+    -- Usage lines only: a credit or an adjustment may span the whole month without the usage being billed.
     select account_id, max(usage_end) as billed_until
     from billing_line_items
+    where line_item_type in ('Usage', 'SavingsPlanCoveredUsage', 'DiscountedUsage')
     group by account_id
 ),
 
 whole_bill as (
-    select max(usage_end) as billed_until from billing_line_items
+    select max(usage_end) as billed_until
+    from billing_line_items
+    where line_item_type in ('Usage', 'SavingsPlanCoveredUsage', 'DiscountedUsage')
 ),
 
 estimates as (
