@@ -48,7 +48,8 @@ def _rows(connection: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:
     return connection.execute(sql).fetchall()
 
 
-def _money(value: float | None) -> str:
+def money(value: float | None) -> str:
+    """Dollars and cents, the sign before the dollar sign; a dash for no value."""
     return "—" if value is None else f"{'-' if value < 0 else ''}${abs(value):,.2f}"
 
 
@@ -105,7 +106,7 @@ def _totals(connection: duckdb.DuckDBPyConnection) -> dict[str, float]:
         from months
         """,
     )[0]
-    return {
+    totals = {
         "total_cost_usd": float(total),
         "this_month_usd": float(month),
         "last_month_usd": float(last_month),
@@ -113,12 +114,10 @@ def _totals(connection: duckdb.DuckDBPyConnection) -> dict[str, float]:
         "wasted_cost_usd": float(wasted),
         "accelerator_hours": float(accelerator_hours),
         "unpriced_jobs": float(unpriced),
-        "billed_usd": float(
-            _rows(connection, "select coalesce(sum(effective_cost_usd), 0) from billing_line_items")[0][0]
-            if _has_bill(connection)
-            else 0.0
-        ),
     }
+    if _has_bill(connection):
+        totals["billed_usd"] = float(_rows(connection, "select sum(effective_cost_usd) from billing_line_items")[0][0])
+    return totals
 
 
 def _spend_by_day(connection: duckdb.DuckDBPyConnection, tag: str | None) -> Figure:
@@ -187,7 +186,7 @@ def _top_jobs(connection: duckdb.DuckDBPyConnection) -> Figure:
     rows = _most_expensive_jobs(connection, 20)
     table = _table(
         ["job", "region", "instance type", "status", "basis", "cost"],
-        [[str(v or "") for v in r[:5]] + [_money(r[5])] for r in rows],
+        [[str(v or "") for v in r[:5]] + [money(r[5])] for r in rows],
         numeric={5},
     )
     return Figure("top-jobs", "The 20 most expensive jobs, all time (USD)", table)
@@ -269,7 +268,7 @@ def _coverage(connection: duckdb.DuckDBPyConnection) -> Figure:
     )
     table = _table(
         ["region", "instance type", "jobs", "priced", "cost", "on unchecked prices"],
-        [[r[0], r[1], f"{r[2]:,}", f"{r[3]:,}", _money(r[4]), _money(r[5])] for r in rows],
+        [[r[0], r[1], f"{r[2]:,}", f"{r[3]:,}", money(r[4]), money(r[5])] for r in rows],
         numeric={2, 3, 4, 5},
     )
     return Figure("coverage", "Unpriced usage and cost resting on unchecked prices, by region and instance type", table)
@@ -320,7 +319,7 @@ def _reconciliation(connection: duckdb.DuckDBPyConnection) -> Figure:
     )
     table = _table(
         ["why they differ (status)", "rows", "estimated", "billed", "difference"],
-        [[r[0], f"{r[1]:,}", _money(r[2]), _money(r[3]), _money(r[4])] for r in rows],
+        [[r[0], f"{r[1]:,}", money(r[2]), money(r[3]), money(r[4])] for r in rows],
         numeric={1, 2, 3, 4},
     )
     return Figure("reconciliation", "Estimates against the bill, by reason, all billed time (USD)", table)
@@ -367,7 +366,7 @@ def render_report(database: Path) -> str:
     with duckdb.connect(str(database), read_only=True) as connection:
         totals = _totals(connection)
         tag = _first_tag(connection)
-        has_bill = _has_bill(connection)
+
         figures = [
             _spend_by_day(connection, tag),
             _month_over_month(connection, "allocation_tag_value", tag or "tag", "by-team"),
@@ -379,19 +378,20 @@ def render_report(database: Path) -> str:
             _coverage(connection),
             _durations(connection),
         ]
+        has_bill = "billed_usd" in totals  # the bill's figures are there only when one is loaded
         if has_bill:
             figures[1:1] = [_estimate_vs_bill(connection), _reconciliation(connection)]
     kpis = [
-        ("total_cost_usd", "Estimated spend, all time", _money(totals["total_cost_usd"])),
-        ("this_month_usd", "This month", _money(totals["this_month_usd"])),
-        ("last_month_usd", "Last month", _money(totals["last_month_usd"])),
-        ("spot_savings_usd", "Saved by managed spot", _money(totals["spot_savings_usd"])),
-        ("wasted_cost_usd", "Failed, stopped, idle", _money(totals["wasted_cost_usd"])),
+        ("total_cost_usd", "Estimated spend, all time", money(totals["total_cost_usd"])),
+        ("this_month_usd", "This month", money(totals["this_month_usd"])),
+        ("last_month_usd", "Last month", money(totals["last_month_usd"])),
+        ("spot_savings_usd", "Saved by managed spot", money(totals["spot_savings_usd"])),
+        ("wasted_cost_usd", "Failed, stopped, idle", money(totals["wasted_cost_usd"])),
         ("accelerator_hours", "Accelerator-hours", f"{totals['accelerator_hours']:,.0f} h"),
         ("unpriced_jobs", "Jobs without a cost", f"{totals['unpriced_jobs']:,.0f}"),
     ]
     if has_bill:
-        kpis.insert(1, ("billed_usd", "Billed, after discounts", _money(totals["billed_usd"])))
+        kpis.insert(1, ("billed_usd", "Billed, after discounts", money(totals["billed_usd"])))
     cards = "".join(
         f'<div class="kpi" data-total="{key}" data-value="{totals[key]:.2f}"><div class="label">{label}</div>'
         f'<div class="value">{shown}</div></div>'
@@ -426,15 +426,15 @@ def report_preview(warehouse: Path) -> tuple[dict[str, float], str]:
     lines = [
         "| estimated spend | USD |",
         "|---|---:|",
-        f"| all time | {_money(totals['total_cost_usd'])} |",
-        f"| this month | {_money(totals['this_month_usd'])} |",
-        f"| last month | {_money(totals['last_month_usd'])} |",
-        f"| saved by managed spot | {_money(totals['spot_savings_usd'])} |",
-        f"| failed, stopped, idle | {_money(totals['wasted_cost_usd'])} |",
+        f"| all time | {money(totals['total_cost_usd'])} |",
+        f"| this month | {money(totals['this_month_usd'])} |",
+        f"| last month | {money(totals['last_month_usd'])} |",
+        f"| saved by managed spot | {money(totals['spot_savings_usd'])} |",
+        f"| failed, stopped, idle | {money(totals['wasted_cost_usd'])} |",
         "",
         "| most expensive job | instance type | USD |",
         "|---|---|---:|",
-        *(f"| {name} | {instance_type or ''} | {_money(cost)} |" for name, _, instance_type, *_, cost in top),
+        *(f"| {name} | {instance_type or ''} | {money(cost)} |" for name, _, instance_type, *_, cost in top),
     ]
     return totals, "\n".join(lines)
 

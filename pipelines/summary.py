@@ -9,7 +9,7 @@ from typing import Any
 import duckdb
 
 from pipelines.normalization.flatten import normalized_tables
-from pipelines.report import REPORT
+from pipelines.report import REPORT, money
 from pipelines.storage.layout import DATABASE
 from pipelines.storage.raw import RAW_ERRORS, RAW_JOBS, parquet_files
 from pipelines.warehouse.history import newest_build
@@ -103,10 +103,6 @@ def run_summary(warehouse: Path) -> dict[str, Any] | None:
     }
 
 
-def _usd(amount: float) -> str:
-    return f"{'-' if amount < 0 else ''}${abs(amount):,.2f}"
-
-
 def print_run_summary(summary: dict[str, Any]) -> None:
     since = "(the first version)" if summary["first_version"] else "since the previous version"
     print(
@@ -138,8 +134,8 @@ def print_run_summary(summary: dict[str, Any]) -> None:
         )
     if summary["billed_until"]:
         print(
-            f"Bill: {_usd(summary['billed_usd'])} of SageMaker training billed up to {summary['billed_until'][:10]}: "
-            + ", ".join(f"{status} {_usd(usd)}" for status, usd in summary["billed_by_status_usd"].items())
+            f"Bill: {money(summary['billed_usd'])} of SageMaker training billed up to {summary['billed_until'][:10]}: "
+            + ", ".join(f"{status} {money(usd)}" for status, usd in summary["billed_by_status_usd"].items())
             + " (cost_reconciliation.status)."
         )
     if summary["report"]:

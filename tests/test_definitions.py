@@ -43,7 +43,7 @@ def test_definitions_load_with_every_asset_check_and_resource() -> None:
         map(AssetKey, ["jobs", "instance_groups", "instance_prices", "instance_types", "job_durations"])
     )
     assert graph.get(AssetKey("cost_daily")).parent_keys == set(
-        map(AssetKey, ["job_cost_days_tagged", "billed_cost_days_tagged", "billing_line_items"])
+        map(AssetKey, ["job_cost_days_tagged", "billed_cost_days_tagged", "bill_coverage"])
     )
     assert graph.get(AssetKey("billing_line_items")).parent_keys == {AssetKey("raw_billing_line_items")}
     tagged = graph.get(AssetKey("job_cost_days_tagged")).parent_keys

@@ -9,9 +9,7 @@ billed_cost_days_tagged as (
     select * from billed_cost_days_tagged
 ),
 
-billing_line_items as (
-    select * from billing_line_items
-),
+
 
 estimated as (
     select
@@ -52,11 +50,7 @@ billed as (
 ),
 
 coverage as (
-    -- Usage lines only: a credit or an adjustment may span the whole month without the usage being billed.
-    select account_id, max(usage_end) as billed_until
-    from billing_line_items
-    where line_item_type in ('Usage', 'SavingsPlanCoveredUsage', 'DiscountedUsage')
-    group by account_id
+    select * from bill_coverage
 ),
 
 joined as (

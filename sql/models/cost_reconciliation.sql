@@ -19,18 +19,11 @@ billing_line_items as (
 ),
 
 coverage as (
-    -- How far the bill reaches for each account: the end of the newest usage it bills.
-    -- Usage lines only: a credit or an adjustment may span the whole month without the usage being billed.
-    select account_id, max(usage_end) as billed_until
-    from billing_line_items
-    where line_item_type in ('Usage', 'SavingsPlanCoveredUsage', 'DiscountedUsage')
-    group by account_id
+    select * from bill_coverage
 ),
 
 whole_bill as (
-    select max(usage_end) as billed_until
-    from billing_line_items
-    where line_item_type in ('Usage', 'SavingsPlanCoveredUsage', 'DiscountedUsage')
+    select max(billed_until) as billed_until from coverage
 ),
 
 estimates as (
