@@ -9,7 +9,6 @@ billed_cost_days_tagged as (
 ),
 
 
-
 estimated as (
     select
         day,

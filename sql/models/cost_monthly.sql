@@ -10,7 +10,6 @@ billed_cost_days_tagged as (
 ),
 
 
-
 estimated as (
     select
         month,
