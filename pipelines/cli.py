@@ -29,9 +29,10 @@ from dagster import (
     ExecuteInProcessResult,
 )
 
-from pipelines.config import ConfigError, warehouse_path
+from pipelines.config import ConfigError, remote_origin, warehouse_location, warehouse_path
 from pipelines.interrupts import on_hard_exit, run_interruptibly, stop_requested
 from pipelines.storage.locks import WarehouseBusy
+from pipelines.storage.remote import PublicationConflict
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -149,7 +150,8 @@ def _run_and_report(
     # Preflight, before Dagster starts: a malformed config or price file, missing credentials or an
     # unknown region is one sentence on stderr, not a step failure buried in a run log.
     settings = load_settings(config_file)
-    target = warehouse_path(Path(warehouse) if warehouse else settings.warehouse)  # a directory this user can write
+    # A directory this user can write (for an s3:// warehouse, its local working copy).
+    target = warehouse_path(warehouse_location(warehouse) if warehouse else settings.warehouse)
     effective_prices(Path(prices_file) if prices_file else settings.costs.prices_file)
     for location in (export_location(billing, "--billing"),) if billing else settings.billing.exports:
         find_deliveries(location)  # a wrong path or a malformed manifest is one sentence, before anything runs
@@ -161,6 +163,9 @@ def _run_and_report(
         )
     except WarehouseBusy as busy:
         print(f"error: another run holds {target} ({busy}); try again when it has finished.", file=sys.stderr)
+        return EXIT_FAILED
+    except PublicationConflict as conflict:
+        print(f"error: {conflict}", file=sys.stderr)
         return EXIT_FAILED
     if result.interrupted:
         if result.materializations("published_warehouse"):
@@ -236,7 +241,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.demo.fleet import FleetSpec
     from pipelines.summary import print_summary
 
-    warehouse = warehouse_path(Path(args.warehouse))
+    warehouse = warehouse_path(warehouse_location(args.warehouse, "--warehouse"))
     print(f"Starting a local SageMaker endpoint with a demo fleet of {args.jobs} training jobs ...")
     endpoint = LocalSageMaker.start()
     on_hard_exit(endpoint.stop)  # a second Ctrl-C must not leave the server running
@@ -253,6 +258,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         with aws_environment({**settings, "SMW_REGIONS": "us-east-1,eu-west-1"}):
             # The bill for the same fleet, delivered into the endpoint's S3 as AWS Data Exports would.
             periods = deliver_demo_bill(spec, DEMO_BILLING_EXPORT)
+            origin = remote_origin(warehouse)
+            if origin:  # an s3:// warehouse in the endpoint's S3: it lasts as long as the demo does
+                import boto3
+
+                boto3.client("s3").create_bucket(Bucket=origin.removeprefix("s3://").split("/")[0])
+                print(f"Created the bucket of {origin} in the demo endpoint's S3 (it is gone when the demo ends).")
             print(f"Delivered a CUR 2.0 export of {len(periods)} billing periods to {DEMO_BILLING_EXPORT} ...")
             code = _run_and_report(None, str(warehouse), full_refresh=False, billing=DEMO_BILLING_EXPORT)
         calls = endpoint.stats()["calls"]
@@ -267,9 +278,13 @@ def _published_warehouse(args: argparse.Namespace, writable: bool) -> Path | Non
     """The warehouse ``--warehouse`` or the config names, if it has published; else says so and None."""
     from pipelines.config import load_settings
     from pipelines.storage.layout import DATABASE
+    from pipelines.storage.remote import pull_published
 
-    chosen = Path(args.warehouse) if args.warehouse else load_settings(args.config).warehouse
+    chosen = (
+        warehouse_location(args.warehouse, "--warehouse") if args.warehouse else load_settings(args.config).warehouse
+    )
     warehouse = warehouse_path(chosen, writable=writable)
+    pull_published(warehouse)  # for an s3:// warehouse: its published version, into the working copy
     if not (warehouse / DATABASE).exists():
         print(
             f"error: no warehouse at {warehouse / DATABASE}; run `sagemaker-warehouse run` (or `demo`) first.",
@@ -277,6 +292,17 @@ def _published_warehouse(args: argparse.Namespace, writable: bool) -> Path | Non
         )
         return None
     return warehouse
+
+
+def _published_parquet_prefix(args: argparse.Namespace) -> str | None:
+    """For an s3:// warehouse, where its current tables are at fixed keys: ``<warehouse>/parquet``."""
+    from pipelines.config import load_settings, remote_origin
+
+    folder = (
+        warehouse_location(args.warehouse, "--warehouse") if args.warehouse else load_settings(args.config).warehouse
+    )
+    origin = remote_origin(folder)
+    return f"{origin}/parquet" if origin else None
 
 
 GLUE_NAME = re.compile(r"^[a-z0-9_]{1,255}\Z")
@@ -291,11 +317,19 @@ def cmd_ddl(args: argparse.Namespace) -> int:
         if name is not None and not GLUE_NAME.match(name):
             print(f"error: {flag} {name!r} must be lowercase letters, digits and underscores.", file=sys.stderr)
             return EXIT_CONFIG
-    print(";\n\n".join(ddl(args.dialect, args.location, args.database or "sagemaker_warehouse")) + ";")
+    location = args.location or _published_parquet_prefix(args)
+    if location is None:
+        print(
+            "error: --location is needed for a local warehouse: the s3:// prefix you copy warehouse/parquet to "
+            "(an s3:// warehouse publishes its tables under <warehouse>/parquet itself).",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    print(";\n\n".join(ddl(args.dialect, location, args.database or "sagemaker_warehouse")) + ";")
     if args.glue_database:
         import boto3
 
-        names = register_in_glue(boto3.client("glue"), args.glue_database, args.location)
+        names = register_in_glue(boto3.client("glue"), args.glue_database, location)
         print(f"-- registered {len(names)} tables in the Glue database {args.glue_database}", file=sys.stderr)
     return EXIT_OK
 
@@ -306,7 +340,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     warehouse = _published_warehouse(args, writable=True)  # the report is written into it
     if warehouse is None:
         return EXIT_CONFIG
-    report = write_report(warehouse)
+    from pipelines.storage.locks import BUILD, writer
+
+    with writer(warehouse, BUILD):  # for an s3:// warehouse, the report is sent there too
+        report = write_report(warehouse)
     print(f"Cost report: {report.resolve()}")
     if args.open:
         import webbrowser
@@ -324,7 +361,7 @@ def cmd_prices_refresh(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     if args.warehouse:
-        settings = replace(settings, warehouse=Path(args.warehouse))
+        settings = replace(settings, warehouse=warehouse_location(args.warehouse, "--warehouse"))
     warehouse_path(settings.warehouse)  # written to: a directory this user can write
     session = base_session()
     regions = resolve_regions(session, settings.regions)
@@ -336,7 +373,10 @@ def cmd_prices_refresh(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
-    path = write_price_list(settings.warehouse, prices)
+    from pipelines.storage.locks import BUILD, writer
+
+    with writer(settings.warehouse, BUILD):  # for an s3:// warehouse, the price list is sent there too
+        path = write_price_list(settings.warehouse, prices)
     print(f"Wrote {len(prices)} training prices for {', '.join(regions)} to {path}; the next run uses them.")
     return EXIT_OK
 
@@ -346,10 +386,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     from pipelines.config import load_settings
     from pipelines.extraction.preflight import check_targets
     from pipelines.pricing.prices import effective_prices
+    from pipelines.storage.remote import working_copy
 
     settings = load_settings(args.config)
     prices = effective_prices(settings.costs.prices_file)
     print(f"config: {settings.source}; {len(prices)} prices; warehouse {settings.warehouse}")
+    copy = working_copy(settings.warehouse)
+    if copy is not None:  # an s3:// warehouse: a missing bucket or a refusal is one sentence, exit 2
+        print(copy.status())
     for location in settings.billing.exports:  # a problem here is a BillingExportError: one sentence, exit 2
         periods = sorted({d.period for d in find_deliveries(location)})
         plural = "s" if len(periods) != 1 else ""
@@ -485,8 +529,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ddl.add_argument("--dialect", choices=["athena", "trino"], required=True)
     ddl.add_argument(
-        "--location", required=True, help="the s3:// prefix you copy warehouse/parquet to (one folder per table)"
+        "--location",
+        help="the s3:// prefix of the tables' folders (default, for an s3:// warehouse: its parquet/ prefix; "
+        "else the prefix you copy warehouse/parquet to)",
     )
+    ddl.add_argument("--warehouse", help="warehouse folder or s3:// URI (default: the config's, else ./warehouse)")
+    ddl.add_argument("--config", help="YAML config file (default: $SMW_CONFIG)")
     ddl.add_argument("--database", help="the schema the statements create tables in (default sagemaker_warehouse)")
     ddl.add_argument("--glue-database", help="also create or update the tables in this AWS Glue database")
     ddl.set_defaults(func=cmd_ddl)

@@ -20,6 +20,8 @@ import yaml
 CONFIG_ENV = "SMW_CONFIG"
 WAREHOUSE_ENV = "SMW_WAREHOUSE"
 REGIONS_ENV = "SMW_REGIONS"
+SCRATCH_ENV = "SMW_SCRATCH"  # the local working copy of an s3:// warehouse (default: the user's cache)
+ORIGIN_FILE = ".remote"  # in a working copy: the s3:// warehouse it is a copy of
 
 # ASCII only, and \Z (not $, which also matches before a final newline): these become paths and ARNs.
 ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]{1,512}\Z")
@@ -127,10 +129,50 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         document, source = loaded, str(config_path)
     settings = parse_settings(document, source)
     if environ.get(WAREHOUSE_ENV):
-        settings = replace(settings, warehouse=Path(environ[WAREHOUSE_ENV]))
+        settings = replace(settings, warehouse=warehouse_location(environ[WAREHOUSE_ENV], WAREHOUSE_ENV, environ))
     if environ.get(REGIONS_ENV):
         settings = replace(settings, regions=_regions(environ[REGIONS_ENV].split(","), REGIONS_ENV))
     return settings
+
+
+def warehouse_location(value: Any, key: str = "warehouse", environ: Mapping[str, str] | None = None) -> Path:
+    """The local folder of a warehouse: the folder itself, or for ``s3://bucket/prefix`` its working copy
+    (``$SMW_SCRATCH``, else under the user's cache folder), which records its origin in ``.remote`` so
+    that every writer and reader of the folder knows to synchronise it (``storage.remote``)."""
+    text = _string(value, key)
+    if not text.startswith("s3://"):
+        if "://" in text:
+            raise ConfigError(f"{key}: {text!r} is neither a folder nor an s3://bucket/prefix URI.")
+        return Path(text)
+    if not EXPORT_URI.match(text):
+        raise ConfigError(
+            f"{key}: {text!r} is not an S3 URI with a valid bucket name (3-63 lowercase letters, digits, dots "
+            "and hyphens), such as s3://my-bucket/sagemaker-warehouse."
+        )
+    origin = text.rstrip("/")
+    environ = os.environ if environ is None else environ
+    if environ.get(SCRATCH_ENV):
+        scratch = Path(environ[SCRATCH_ENV])
+    else:
+        cache = Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        scratch = cache / "sagemaker-warehouse" / origin.removeprefix("s3://")
+    marker = scratch / ORIGIN_FILE
+    if marker.is_file() and marker.read_text().strip() != origin:
+        raise ConfigError(
+            f"The scratch folder {scratch} is the working copy of {marker.read_text().strip()}, not {origin}; "
+            f"point {SCRATCH_ENV} at another folder."
+        )
+    if not marker.is_file():
+        warehouse_path(scratch)  # a directory this user can create
+        scratch.mkdir(parents=True, exist_ok=True)
+        marker.write_text(origin + "\n")
+    return scratch
+
+
+def remote_origin(warehouse: Path) -> str | None:
+    """The s3:// warehouse that the folder ``warehouse`` is a working copy of, or None for a local one."""
+    marker = warehouse / ORIGIN_FILE
+    return marker.read_text().strip() if marker.is_file() else None
 
 
 def warehouse_path(path: Path, writable: bool = True) -> Path:
@@ -157,7 +199,7 @@ def parse_settings(document: Mapping[str, Any], source: str = "config") -> Setti
         raise ConfigError(f"Unknown key {unknown[0]!r} in {source}; the known top-level keys are {sorted(known)}.")
     settings = Settings(source=source)
     if "warehouse" in document:
-        settings = replace(settings, warehouse=Path(_string(document["warehouse"], "warehouse")))
+        settings = replace(settings, warehouse=warehouse_location(document["warehouse"], "warehouse"))
     if "accounts" in document:
         settings = replace(settings, accounts=_accounts(document["accounts"]))
     if "regions" in document:

@@ -8,6 +8,7 @@ from typing import Any
 
 import duckdb
 
+from pipelines.config import remote_origin
 from pipelines.normalization.flatten import normalized_tables
 from pipelines.report import REPORT, money
 from pipelines.storage.layout import DATABASE
@@ -24,7 +25,12 @@ order by all
 
 def print_summary(warehouse: Path, api_calls: dict[str, int] | None = None) -> None:
     database = warehouse / DATABASE
-    print(f"\nWarehouse: {warehouse.resolve()}")
+    origin = remote_origin(warehouse)
+    print(
+        f"\nWarehouse: {origin} (working copy {warehouse.resolve()})"
+        if origin
+        else f"\nWarehouse: {warehouse.resolve()}"
+    )
     print(f"  raw layer: {len(parquet_files(warehouse, RAW_JOBS))} Parquet files under {warehouse / 'raw'}")
     if not database.exists():
         print("  no published tables yet")
@@ -77,8 +83,10 @@ def run_summary(warehouse: Path) -> dict[str, Any] | None:
     billed_until = max((until for _, _, until in by_status if until is not None), default=None)
     report = warehouse / REPORT
     by_day = json.loads(build["spend_added_by_day"]) if build["spend_added_by_day"] else {}
+    origin = remote_origin(warehouse)  # an s3:// warehouse, of which ``warehouse`` is the working copy
     return {
-        "warehouse": str(warehouse.resolve()),
+        "warehouse": origin or str(warehouse.resolve()),
+        "working_copy": str(warehouse.resolve()) if origin else None,
         "build_id": build["build_id"],
         "jobs": int(build["jobs"]),
         "new_jobs": int(build["new_jobs"]),
@@ -93,6 +101,7 @@ def run_summary(warehouse: Path) -> dict[str, Any] | None:
         "spend_added_by_day": by_day,
         "checks_failed": build["failed_checks"].split("\n") if build["failed_checks"] else [],
         "report": str(report.resolve()) if report.exists() else None,
+        "report_uri": f"{origin}/{REPORT.as_posix()}" if origin and report.exists() else None,
         # From the bill (billing.exports), when one is loaded: what it charged, by why the estimate differs
         # (cost_reconciliation.status); the parts add up to the total.
         "billed_usd": round(float(sum(usd for _, usd, _ in by_status)), 2) if billed_until else None,
@@ -139,4 +148,5 @@ def print_run_summary(summary: dict[str, Any]) -> None:
             + " (cost_reconciliation.status)."
         )
     if summary["report"]:
-        print(f"Cost report: {summary['report']}")
+        also = f" (and {summary['report_uri']})" if summary["report_uri"] else ""
+        print(f"Cost report: {summary['report']}{also}")

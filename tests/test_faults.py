@@ -213,7 +213,7 @@ def test_a_deleted_raw_file_never_shrinks_the_published_warehouse(
 def test_a_failure_during_publication_leaves_the_previous_version_whole(
     aws: LocalSageMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, published_small: Path
 ) -> None:
-    from pipelines.warehouse import publication as storage
+    from pipelines.storage import versions
 
     warehouse = published_small
     aws.upsert_jobs([renamed(record, f"late-{i}") for i, record in enumerate(list(generate_fleet(SMALL_FLEET))[-3:])])
@@ -221,10 +221,10 @@ def test_a_failure_during_publication_leaves_the_previous_version_whole(
     def failing_swap(link: Path, target: Path) -> None:
         raise OSError("injected: the disk went away")
 
-    working_swap = storage._swap_symlink
-    monkeypatch.setattr(storage, "_swap_symlink", failing_swap)
+    working_swap = versions.swap_symlink
+    monkeypatch.setattr(versions, "swap_symlink", failing_swap)
     assert main(["run", "--warehouse", str(warehouse)]) == EXIT_FAILED
-    monkeypatch.setattr(storage, "_swap_symlink", working_swap)
+    monkeypatch.setattr(versions, "swap_symlink", working_swap)
     assert len(published_arns(warehouse)) == SMALL_FLEET.jobs
     assert pq.read_metadata(warehouse / "parquet" / "jobs" / "data.parquet").num_rows == SMALL_FLEET.jobs
     assert main(["run", "--warehouse", str(warehouse)]) == EXIT_OK

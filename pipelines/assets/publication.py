@@ -75,7 +75,8 @@ def published_warehouse(context: AssetExecutionContext, warehouse_config: Wareho
 )
 def cost_report(context: AssetExecutionContext, warehouse_config: WarehouseConfig) -> MaterializeResult:
     warehouse = warehouse_config.settings().warehouse
-    report = write_report(warehouse)
+    with writer(warehouse, BUILD, context.log.info):  # for an s3:// warehouse, the report is sent there too
+        report = write_report(warehouse)
     context.log.info(f"wrote the cost report: {report}")
     totals, preview = report_preview(warehouse)
     return MaterializeResult(

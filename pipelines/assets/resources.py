@@ -5,7 +5,14 @@ from pathlib import Path
 
 from dagster import ConfigurableResource
 
-from pipelines.config import BillingSettings, Settings, export_location, load_settings, warehouse_path
+from pipelines.config import (
+    BillingSettings,
+    Settings,
+    export_location,
+    load_settings,
+    warehouse_location,
+    warehouse_path,
+)
 
 # Steps that write the warehouse's DuckDB files run one at a time (set the pool's limit to 1 in dagster.yaml).
 WAREHOUSE_WRITER_POOL = "sagemaker_warehouse_writer"
@@ -22,7 +29,7 @@ class WarehouseConfig(ConfigurableResource):
     def settings(self) -> Settings:
         settings = load_settings(self.config_file)
         if self.warehouse:
-            settings = replace(settings, warehouse=Path(self.warehouse))
+            settings = replace(settings, warehouse=warehouse_location(self.warehouse))
         if self.prices_file:
             settings = replace(settings, costs=replace(settings.costs, prices_file=Path(self.prices_file)))
         if self.billing:

@@ -10,6 +10,9 @@ Two levels, so that Dagster can still extract several accounts at once:
 A thread that holds the warehouse lock exclusively already owns everything, so the steps it runs
 in-process (on the same thread) take nothing more. Locks are released by the kernel when the process
 dies, so a crash never leaves a stale lock behind. Readers never take a lock.
+
+For a working copy of an s3:// warehouse, each of these also holds the role's lease on S3 (``storage.remote``;
+a whole run holds the build's) and keeps the copy in step: pulled when taken, pushed when released.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+
+from pipelines.storage import remote
 
 LOCKS = ".locks"
 WAREHOUSE = "warehouse"
@@ -34,6 +39,16 @@ _held_lock = threading.Lock()
 
 class WarehouseBusy(RuntimeError):
     """Another process holds the lock and the caller chose not to wait."""
+
+
+@contextmanager
+def _remote_session(warehouse: Path, role: str, wait: bool, on_wait: Callable[[str], None] | None) -> Iterator[None]:
+    """For a working copy of an s3:// warehouse, the role's lease on S3 and the copy kept in step."""
+    try:
+        with remote.session(warehouse, role, wait=wait, on_wait=on_wait):
+            yield
+    except remote.WarehouseLeaseBusy as busy:
+        raise WarehouseBusy(str(busy)) from None
 
 
 def extraction_lock_name(account_id: str, region: str) -> str:
@@ -96,7 +111,8 @@ def exclusive_warehouse(
         with _held_lock:
             _held[key] = 1
         try:
-            yield
+            with _remote_session(warehouse, BUILD, wait, on_wait):  # a whole run publishes: the build's lease
+                yield
         finally:
             with _held_lock:
                 del _held[key]
@@ -116,5 +132,6 @@ def writer(warehouse: Path, name: str, on_wait: Callable[[str], None] | None = N
     with (
         _flock(_lock_path(warehouse, WAREHOUSE), shared=True, wait=True, on_wait=waiting),
         _flock(_lock_path(warehouse, name), shared=False, wait=True, on_wait=waiting),
+        _remote_session(warehouse, name, wait=True, on_wait=waiting),
     ):
         yield

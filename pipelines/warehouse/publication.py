@@ -23,11 +23,9 @@ from pipelines.interrupts import stop_requested
 from pipelines.normalization.checks import GONE_FROM_SAGEMAKER, JOBS, published_jobs_kept
 from pipelines.normalization.flatten import LEFT_OUT, RAW_JSON
 from pipelines.sql import identifier, literal, run
-from pipelines.storage.layout import CURRENT, DATABASE, PARQUET, VERSIONS, published_parquet
+from pipelines.storage.layout import PARQUET, VERSIONS, published_parquet
+from pipelines.storage.versions import make_current
 from pipelines.warehouse.build import Staging
-
-KEEP_VERSIONS = 2  # the current version and the one before, for readers still on it
-
 
 # What a reader of the published warehouse may do: read its tables, nothing else. No file outside the
 # database (read_csv, COPY, ATTACH, EXPORT), no extension installed or loaded, and no way to change that
@@ -81,10 +79,7 @@ def publish(staging: Staging, table_names: list[str]) -> dict[str, Path]:
     version.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(version, ignore_errors=True)
     os.replace(staging.root, version)
-    os.utime(version)  # its age orders the versions kept for readers
-    _swap_symlink(warehouse / CURRENT, Path(VERSIONS) / staging.run_id)  # the one step that publishes
-    _ensure_stable_links(warehouse)
-    _remove_old_versions(warehouse, keep=staging.run_id)
+    make_current(warehouse, staging.run_id)
     return paths
 
 
@@ -94,45 +89,3 @@ def _sync_tree(root: Path) -> None:
         if path.is_file():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
-
-
-def _ensure_stable_links(warehouse: Path) -> None:
-    """``sagemaker.duckdb`` and ``parquet`` point through ``current``. Made once; a warehouse from the
-    older layout (a real file and a link to a version) is converted here, each path in one rename."""
-    for name in (DATABASE, PARQUET):
-        link = warehouse / name
-        target = Path(CURRENT) / name
-        if link.is_symlink() and Path(os.readlink(link)) == target:
-            continue
-        if link.is_dir() and not link.is_symlink():
-            link.rename(link.with_name(f"{name}.old"))  # a real directory from the oldest layout
-        _swap_symlink(link, target)
-
-
-def _swap_symlink(link: Path, target: Path) -> None:
-    temporary = link.with_name(f"{link.name}.tmp-{os.getpid()}")
-    temporary.unlink(missing_ok=True)
-    os.symlink(target, temporary)
-    os.replace(temporary, link)
-
-
-def _versions(warehouse: Path) -> list[Path]:
-    """The published versions still kept, oldest first (publication touches each one as it becomes current)."""
-    folder = warehouse / VERSIONS
-    if not folder.is_dir():
-        return []
-    return sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
-
-
-def previous_version(warehouse: Path) -> Path | None:
-    """The version published before the current one, if it is still kept."""
-    current = (warehouse / CURRENT).resolve()
-    older = [p for p in _versions(warehouse) if p.resolve() != current]
-    return older[-1] if older else None
-
-
-def _remove_old_versions(warehouse: Path, keep: str) -> None:
-    versions = _versions(warehouse)
-    for old in versions[:-KEEP_VERSIONS]:
-        if old.name != keep:
-            shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,474 @@
+"""A warehouse on S3: a local working copy kept in step with ``s3://bucket/prefix``.
+
+Every command works on a local folder. For an ``s3://`` warehouse that folder is a working copy
+(``config.warehouse_location``), and a writer's session (:func:`session`) brings it up to date before the
+step and sends its changes back after it:
+
+```
+s3://bucket/prefix/
+  current.json                the pointer: which version is published, replaced by a conditional write
+  versions/<run>/             sagemaker.duckdb and parquet/<table>/data.parquet of each kept version
+  sagemaker.duckdb parquet/   copies of the current version at fixed keys, made after the pointer moves
+  raw/ quarantine/ report/ …  the same files as in a local warehouse, one object each
+  locks/<role>.json           leases: one writer per role, taken by a conditional write, with an expiry
+```
+
+- A session takes its role's lease: ``locks/<role>.json`` is created only if it does not exist
+  (``If-None-Match: *``), renewed by a background thread before it expires, and removed only by its holder
+  (``If-Match``). A lease whose holder died expires and the next writer takes it over.
+- Pulling downloads the objects that changed since this copy last saw them and the published version.
+- Pushing uploads new and changed files first (the raw layer before anything that reads it), then a new
+  version's files, and last replaces ``current.json`` on the condition that it is still the one this session
+  pulled: two writers cannot both publish, and readers always find one complete version.
+
+Readers (``query``, BI tools) need no lease: the pointer names a version whose objects are all written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from pipelines.config import ORIGIN_FILE, ConfigError, remote_origin
+from pipelines.storage.layout import CURRENT, DATABASE, PARQUET, STAGING, VERSIONS
+from pipelines.storage.versions import current_version, make_current
+
+POINTER = "current.json"
+REMOTE_VERSIONS = "versions"
+LOCKS = "locks"
+SYNCED_FILE = ".synced.json"  # what this copy last saw of each remote object: etag, and the local file's stat
+LEASE_SECONDS = 600  # a lease outlives a dead holder by at most this long
+POLL_SECONDS = 5.0
+# Local only: locks, builds in progress, versions (sent as versions/), the links, and the copy's own records.
+LOCAL_ONLY = {".locks", STAGING, VERSIONS, CURRENT, DATABASE, PARQUET, ORIGIN_FILE, SYNCED_FILE}
+
+
+class RemoteWarehouseError(ConfigError):
+    """S3 refused or could not be reached; one sentence that says what to fix."""
+
+
+class PublicationConflict(RuntimeError):
+    """Another writer published while this session held no valid lease or built on an older version."""
+
+
+class WarehouseLeaseBusy(RuntimeError):
+    """Another writer holds the lease and the caller chose not to wait (its holder text is the message)."""
+
+
+@dataclass(frozen=True)
+class Remote:
+    bucket: str
+    prefix: str  # without a trailing slash; may be empty
+
+    @classmethod
+    def of(cls, uri: str) -> Remote:
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        return cls(bucket, prefix.strip("/"))
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def key(self, relative: str) -> str:
+        return f"{self.prefix}/{relative}" if self.prefix else relative
+
+    def relative(self, key: str) -> str:
+        return key[len(self.prefix) + 1 :] if self.prefix else key
+
+
+def _client() -> Any:
+    """An S3 client from the standard AWS settings (``AWS_ENDPOINT_URL`` reaches a local endpoint)."""
+    return boto3.client("s3")
+
+
+def _explain(error: Exception, remote: Remote, doing: str) -> RemoteWarehouseError:
+    if isinstance(error, NoCredentialsError):
+        return RemoteWarehouseError(
+            f"No AWS credentials to {doing} {remote.uri}; configure them (AWS_PROFILE, environment variables or "
+            "an instance role)."
+        )
+    if isinstance(error, ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchBucket", "404"):
+            return RemoteWarehouseError(
+                f"The warehouse bucket {remote.bucket} does not exist; create it or point warehouse elsewhere."
+            )
+        if code in ("AccessDenied", "403", "AllAccessDisabled"):
+            return RemoteWarehouseError(
+                f"Access denied when trying to {doing} {remote.uri}; the warehouse needs s3:ListBucket on the "
+                "bucket and s3:GetObject, s3:PutObject and s3:DeleteObject under the prefix."
+            )
+        return RemoteWarehouseError(f"S3 refused to {doing} {remote.uri}: {code or error}.")
+    return RemoteWarehouseError(f"Could not {doing} {remote.uri}: {str(error).splitlines()[0]}.")
+
+
+def _is_precondition_failure(error: ClientError) -> bool:
+    code = error.response.get("Error", {}).get("Code", "")
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412)
+
+
+def _listing(client: Any, remote: Remote, under: str = "") -> dict[str, tuple[str, int]]:
+    """Relative key -> (etag, size) of every object under ``under`` (relative to the prefix)."""
+    found: dict[str, tuple[str, int]] = {}
+    prefix = remote.key(under) if under else (f"{remote.prefix}/" if remote.prefix else "")
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=remote.bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            found[remote.relative(item["Key"])] = (item["ETag"], item["Size"])
+    return found
+
+
+def _synced_files(relative: str) -> bool:
+    """Whether a relative path is kept in step as a plain object (not a local-only or version path)."""
+    first = relative.split("/", 1)[0]
+    name = relative.rsplit("/", 1)[-1]
+    return (
+        first not in LOCAL_ONLY
+        and first not in (POINTER, REMOTE_VERSIONS, LOCKS)
+        and ".tmp" not in name  # a file being written; it arrives under its final name
+    )
+
+
+class WorkingCopy:
+    """The local folder of an s3:// warehouse and what it last saw of the bucket."""
+
+    def __init__(self, warehouse: Path, remote: Remote, client: Any | None = None) -> None:
+        self.warehouse = warehouse
+        self.remote = remote
+        self.client = client or _client()
+        self.pointer_etag: str | None = None  # the pointer this copy pulled; publication requires it unchanged
+        self.pointer_version: str | None = None
+
+    # -- what this copy last saw -------------------------------------------------------------------------------
+    def _read_synced(self) -> dict[str, dict[str, Any]]:
+        path = self.warehouse / SYNCED_FILE
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def _write_synced(self, synced: dict[str, dict[str, Any]]) -> None:
+        path = self.warehouse / SYNCED_FILE
+        temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        temporary.write_text(json.dumps(synced, sort_keys=True))
+        os.replace(temporary, path)
+
+    @staticmethod
+    def _stat(path: Path) -> list[int]:
+        info = path.stat()
+        return [info.st_size, info.st_mtime_ns]
+
+    def status(self) -> str:
+        """One line on the S3 warehouse for ``check``: reachable, and what is published. Raises
+        RemoteWarehouseError naming what to fix when it cannot be listed or read."""
+        try:
+            self.client.list_objects_v2(Bucket=self.remote.bucket, Prefix=self.remote.key(""), MaxKeys=1)
+            _, version = self._read_pointer()
+        except (ClientError, BotoCoreError) as error:
+            raise _explain(error, self.remote, "read") from None
+        published = f"version {version} published" if version else "nothing published yet"
+        return f"warehouse {self.remote.uri}: readable, {published}; working copy {self.warehouse}"
+
+    # -- pull ------------------------------------------------------------------------------------------------------
+    def pull(self, published_only: bool = False) -> None:
+        """Bring the copy up to date: the published version, and (unless ``published_only``) every other
+        object that changed since this copy last saw it. Files only this copy has are left to be pushed."""
+        try:
+            if not published_only:
+                self._pull_files()
+            self._pull_version()
+        except (ClientError, BotoCoreError) as error:
+            raise _explain(error, self.remote, "read") from None
+
+    def _pull_files(self) -> None:
+        synced = self._read_synced()
+        listed = {key: found for key, found in _listing(self.client, self.remote).items() if _synced_files(key)}
+        for relative, (etag, _size) in listed.items():
+            local = self.warehouse / relative
+            seen = synced.get(relative)
+            if seen and seen["etag"] == etag and local.is_file() and self._stat(local) == seen["stat"]:
+                continue
+            local.parent.mkdir(parents=True, exist_ok=True)
+            temporary = local.with_name(f"{local.name}.tmp-{os.getpid()}")
+            self.client.download_file(self.remote.bucket, self.remote.key(relative), str(temporary))
+            os.replace(temporary, local)
+            synced[relative] = {"etag": etag, "stat": self._stat(local)}
+        for relative in [r for r in synced if r not in listed]:  # removed by another writer since
+            local = self.warehouse / relative
+            if local.is_file() and self._stat(local) == synced[relative]["stat"]:
+                local.unlink()
+            del synced[relative]
+        self._write_synced(synced)
+
+    def _read_pointer(self) -> tuple[str | None, str | None]:
+        try:
+            response = self.client.get_object(Bucket=self.remote.bucket, Key=self.remote.key(POINTER))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None, None
+            raise
+        pointer = json.loads(response["Body"].read())
+        return response["ETag"], pointer["version"]
+
+    def _pull_version(self) -> None:
+        self.pointer_etag, self.pointer_version = self._read_pointer()
+        version = self.pointer_version
+        if version is None or current_version(self.warehouse) == version:
+            return
+        folder = self.warehouse / VERSIONS / version
+        if not folder.is_dir():
+            partial = folder.with_name(f"{version}.download-{os.getpid()}")
+            shutil.rmtree(partial, ignore_errors=True)
+            for relative in _listing(self.client, self.remote, f"{REMOTE_VERSIONS}/{version}/"):
+                target = partial / relative.removeprefix(f"{REMOTE_VERSIONS}/{version}/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self.client.download_file(self.remote.bucket, self.remote.key(relative), str(target))
+            os.replace(partial, folder)
+        make_current(self.warehouse, version)
+
+    # -- push ------------------------------------------------------------------------------------------------------
+    def push(self, lease: Lease | None = None) -> None:
+        """Send this copy's new and changed files, then its newly published version, if any. The pointer is
+        replaced last, only if it is still the one this copy pulled and the lease (if any) was never lost."""
+        try:
+            self._push_files()
+            self._push_version(lease)
+        except (ClientError, BotoCoreError) as error:
+            raise _explain(error, self.remote, "write") from None
+
+    def _push_files(self) -> None:
+        synced = self._read_synced()
+        present: set[str] = set()
+        tops = [p for p in self.warehouse.iterdir() if p.name not in LOCAL_ONLY and not p.is_symlink()]
+        for path in sorted(p for top in tops for p in ([top] if top.is_file() else top.rglob("*"))):
+            relative = path.relative_to(self.warehouse).as_posix()
+            if not path.is_file() or path.is_symlink() or not _synced_files(relative):
+                continue
+            present.add(relative)
+            seen = synced.get(relative)
+            if seen and self._stat(path) == seen["stat"]:
+                continue
+            with open(path, "rb") as body:
+                response = self.client.put_object(Bucket=self.remote.bucket, Key=self.remote.key(relative), Body=body)
+            synced[relative] = {"etag": response["ETag"], "stat": self._stat(path)}
+        for relative in [r for r in synced if r not in present]:  # removed here (quarantined, replaced)
+            try:
+                self.client.delete_object(
+                    Bucket=self.remote.bucket, Key=self.remote.key(relative), IfMatch=synced[relative]["etag"]
+                )
+            except ClientError as error:
+                if not _is_precondition_failure(error) and error.response.get("Error", {}).get("Code") != "NoSuchKey":
+                    raise
+                # changed or removed by another writer since: theirs stands
+            del synced[relative]
+        self._write_synced(synced)
+
+    def _push_version(self, lease: Lease | None) -> None:
+        version = current_version(self.warehouse)
+        if version is None or version == self.pointer_version:
+            return
+        folder = self.warehouse / VERSIONS / version
+        tables = {}
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            relative = f"{REMOTE_VERSIONS}/{version}/{path.relative_to(folder).as_posix()}"
+            self.client.upload_file(str(path), self.remote.bucket, self.remote.key(relative))
+            if path.name == "data.parquet":
+                tables[path.parent.name] = f"{self.remote.uri}/{relative}"
+        if lease is not None and lease.lost:
+            raise PublicationConflict(
+                f"Not published to {self.remote.uri}: this run's lease expired while it ran and another writer may "
+                f"have taken over; version {version} was uploaded but is not current. Run again."
+            )
+        pointer = {
+            "version": version,
+            "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "database": f"{self.remote.uri}/{REMOTE_VERSIONS}/{version}/{DATABASE}",
+            "tables": tables,
+        }
+        etag = self._replace_pointer(pointer, version)
+        previous = self.pointer_version
+        self.pointer_etag, self.pointer_version = etag, version
+        self._refresh_stable_copies(version, folder)
+        self._remove_old_versions(keep={version, previous})
+
+    def _replace_pointer(self, pointer: dict[str, Any], version: str) -> str:
+        """The one write that publishes: only if the pointer is still the one this copy pulled (or, before
+        the first publication, still absent). Returns the new pointer's etag."""
+        condition = {"IfMatch": self.pointer_etag} if self.pointer_etag else {"IfNoneMatch": "*"}
+        try:
+            response = self.client.put_object(
+                Bucket=self.remote.bucket,
+                Key=self.remote.key(POINTER),
+                Body=json.dumps(pointer, indent=2).encode(),
+                ContentType="application/json",
+                **condition,
+            )
+        except ClientError as error:
+            if _is_precondition_failure(error):
+                raise PublicationConflict(
+                    f"Not published to {self.remote.uri}: another writer published since this run read the "
+                    f"warehouse; version {version} was uploaded but is not current. Run again."
+                ) from None
+            raise
+        return str(response["ETag"])
+
+    def _refresh_stable_copies(self, version: str, folder: Path) -> None:
+        """``parquet/<table>/data.parquet`` and ``sagemaker.duckdb`` at fixed keys, for tools that need a fixed
+        location (Athena and Trino tables, a DuckDB ATTACH): server-side copies of the version just published.
+        Each object is replaced whole; across tables they can differ by one version for the seconds this takes."""
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            relative = path.relative_to(folder).as_posix()
+            source = {"Bucket": self.remote.bucket, "Key": self.remote.key(f"{REMOTE_VERSIONS}/{version}/{relative}")}
+            self.client.copy(source, self.remote.bucket, self.remote.key(relative))
+
+    def _remove_old_versions(self, keep: set[str | None]) -> None:
+        """Drop remote versions other than the new one and the one before it (readers may still be on it)."""
+        stale = [
+            key for key in _listing(self.client, self.remote, f"{REMOTE_VERSIONS}/") if key.split("/")[1] not in keep
+        ]
+        for start in range(0, len(stale), 1000):
+            batch = [{"Key": self.remote.key(key)} for key in stale[start : start + 1000]]
+            self.client.delete_objects(Bucket=self.remote.bucket, Delete={"Objects": batch, "Quiet": True})
+
+
+class Lease:
+    """``locks/<role>.json`` held by this process: created only if absent, renewed before it expires."""
+
+    def __init__(self, copy: WorkingCopy, role: str, seconds: int = LEASE_SECONDS) -> None:
+        self.client, self.remote = copy.client, copy.remote
+        self.key = copy.remote.key(f"{LOCKS}/{role}.json")
+        self.role = role
+        self.seconds = seconds
+        self.etag: str | None = None
+        self.lost = False
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def _body(self) -> bytes:
+        now = datetime.now(UTC)
+        return json.dumps(
+            {
+                "holder": f"pid {os.getpid()} on {socket.gethostname()}",
+                "since": now.isoformat(timespec="seconds"),
+                "expires": (now + timedelta(seconds=self.seconds)).isoformat(timespec="seconds"),
+            }
+        ).encode()
+
+    def acquire(self, wait: bool, on_wait: Callable[[str], None] | None) -> None:
+        told = False
+        while True:
+            try:
+                response = self.client.put_object(
+                    Bucket=self.remote.bucket, Key=self.key, Body=self._body(), IfNoneMatch="*"
+                )
+                self.etag = response["ETag"]
+                break
+            except ClientError as error:
+                if not _is_precondition_failure(error):
+                    raise
+            holder, expires, etag = self._current()
+            if etag is None:
+                continue  # released between the two calls
+            if expires is not None and expires < datetime.now(UTC):
+                self._take_over(etag)
+                continue
+            if not wait:
+                raise WarehouseLeaseBusy(f"{holder}, until {expires:%Y-%m-%d %H:%M:%S} UTC" if expires else holder)
+            if on_wait and not told:
+                on_wait(f"{holder}, through s3://{self.remote.bucket}/{self.key}")
+                told = True
+            time.sleep(POLL_SECONDS)
+        self._renewer = threading.Thread(target=self._renew, name=f"lease-{self.role}", daemon=True)
+        self._renewer.start()
+
+    def _current(self) -> tuple[str, datetime | None, str | None]:
+        try:
+            response = self.client.get_object(Bucket=self.remote.bucket, Key=self.key)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return "nobody", None, None
+            raise
+        try:
+            lease = json.loads(response["Body"].read())
+            return str(lease["holder"]), datetime.fromisoformat(lease["expires"]), response["ETag"]
+        except (ValueError, KeyError, TypeError):  # unreadable: treat as expired, so it cannot block forever
+            return "an unreadable lease", datetime.min.replace(tzinfo=UTC), response["ETag"]
+
+    def _take_over(self, etag: str) -> None:
+        """Remove an expired lease, only if it is still the one that was read (another writer may be faster)."""
+        try:
+            self.client.delete_object(Bucket=self.remote.bucket, Key=self.key, IfMatch=etag)
+        except ClientError as error:
+            if not _is_precondition_failure(error) and error.response.get("Error", {}).get("Code") != "NoSuchKey":
+                raise
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.seconds / 3):
+            try:
+                response = self.client.put_object(
+                    Bucket=self.remote.bucket, Key=self.key, Body=self._body(), IfMatch=self.etag
+                )
+                self.etag = response["ETag"]
+            except (ClientError, BotoCoreError):
+                self.lost = True  # taken over after it expired (or S3 unreachable): never publish on it
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        if self.lost or self.etag is None:
+            return
+        try:
+            self.client.delete_object(Bucket=self.remote.bucket, Key=self.key, IfMatch=self.etag)
+        except ClientError as error:
+            if not _is_precondition_failure(error) and error.response.get("Error", {}).get("Code") != "NoSuchKey":
+                raise
+
+
+def working_copy(warehouse: Path) -> WorkingCopy | None:
+    """The working copy of an s3:// warehouse at ``warehouse``, or None for a local warehouse."""
+    origin = remote_origin(warehouse)
+    return WorkingCopy(warehouse, Remote.of(origin)) if origin else None
+
+
+@contextmanager
+def session(
+    warehouse: Path, role: str, wait: bool = True, on_wait: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """For an s3:// warehouse: hold ``role``'s lease, pull before, push after (also after a failure: what
+    was fetched from AWS is kept). For a local warehouse: nothing."""
+    copy = working_copy(warehouse)
+    if copy is None:
+        yield
+        return
+    lease = Lease(copy, role)
+    try:
+        lease.acquire(wait, on_wait)
+    except (ClientError, BotoCoreError) as error:
+        raise _explain(error, copy.remote, "lock") from None
+    try:
+        copy.pull()
+        try:
+            yield
+        finally:
+            copy.push(lease)
+    finally:
+        lease.release()
+
+
+def pull_published(warehouse: Path) -> None:
+    """For a reader of an s3:// warehouse: bring the published version into the working copy."""
+    copy = working_copy(warehouse)
+    if copy is not None:
+        copy.pull(published_only=True)

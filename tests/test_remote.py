@@ -1,0 +1,275 @@
+"""A warehouse on S3 (moto's server, over HTTP, through the standard AWS settings): runs from different empty
+folders share it incrementally, readers find one complete version, and two writers cannot both publish."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import boto3
+import duckdb
+import pytest
+
+from pipelines.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, main
+from pipelines.config import ConfigError, warehouse_location
+from pipelines.demo.endpoint import LocalSageMaker
+from pipelines.storage import remote
+from pipelines.storage.layout import VERSIONS
+from pipelines.storage.versions import current_version, make_current
+from tests.conftest import REGIONS, SMALL_FLEET, copy_of
+
+
+@pytest.fixture
+def bucket(aws: LocalSageMaker, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new, empty bucket on the local endpoint, and the regions of the demo fleet."""
+    name = f"smw-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    monkeypatch.setenv("SMW_REGIONS", ",".join(REGIONS))
+    return name
+
+
+def scratch(monkeypatch: pytest.MonkeyPatch, folder: Path) -> Path:
+    monkeypatch.setenv("SMW_SCRATCH", str(folder))
+    return folder
+
+
+def pointer(bucket: str, prefix: str = "wh") -> dict:
+    body = boto3.client("s3").get_object(Bucket=bucket, Key=f"{prefix}/current.json")["Body"].read()
+    return json.loads(body)
+
+
+def jobs_published(uri: str, fixed_key: bool = False) -> int:
+    """The jobs of the published version, read as a BI tool would: DuckDB over the Parquet objects on S3,
+    found through the pointer, or (``fixed_key``) at the fixed key that Athena and Trino tables use."""
+    from fsspec.implementations.arrow import ArrowFSWrapper
+    from pyarrow import fs
+
+    with duckdb.connect() as connection:
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        s3, _ = fs.FileSystem.from_uri(f"s3://{bucket}")  # the standard AWS settings, AWS_ENDPOINT_URL included
+        connection.register_filesystem(ArrowFSWrapper(s3))
+        jobs = f"{uri}/parquet/jobs/data.parquet" if fixed_key else pointer(bucket, prefix)["tables"]["jobs"]
+        return connection.execute("select count(*) from read_parquet(?)", [jobs]).fetchall()[0][0]
+
+
+def test_runs_from_two_empty_folders_share_one_s3_warehouse_incrementally(
+    aws: LocalSageMaker,
+    bucket: str,
+    fleet: list[dict],
+    demo_warehouse: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    uri = f"s3://{bucket}/wh"
+    scratch(monkeypatch, tmp_path / "first")
+    assert main(["run", "--warehouse", uri]) == EXIT_OK
+    assert jobs_published(uri) == SMALL_FLEET.jobs
+    first = pointer(bucket)["version"]
+
+    # The same night's second run, on a machine that has never seen the warehouse.
+    aws.reset_stats()
+    scratch(monkeypatch, tmp_path / "second")
+    assert main(["run", "--warehouse", uri]) == EXIT_OK
+    from_s3 = aws.stats()["calls"]
+    assert f"Published {SMALL_FLEET.jobs:,} jobs to {uri}: 0 new and 0 changed" in capsys.readouterr().out
+    assert pointer(bucket)["version"] != first
+
+    # It made the calls a second run on a local warehouse makes: only what can still change is read again.
+    aws.reset_stats()
+    local = copy_of(demo_warehouse, tmp_path / "local")
+    assert main(["run", "--warehouse", str(local)]) == EXIT_OK
+    assert from_s3 == aws.stats()["calls"]
+    assert "Search" not in from_s3 and from_s3.get("DescribeTrainingJob", 0) < SMALL_FLEET.jobs / 10
+
+    # A reader in a third empty folder queries the published version; two versions are kept on S3.
+    capsys.readouterr()
+    scratch(monkeypatch, tmp_path / "reader")
+    assert main(["query", "--warehouse", uri, "select count(*) as jobs from jobs"]) == EXIT_OK
+    assert f"{SMALL_FLEET.jobs}" in capsys.readouterr().out
+    assert main(["ddl", "--dialect", "athena", "--warehouse", uri]) == EXIT_OK
+    assert f"LOCATION '{uri}/parquet/jobs/'" in capsys.readouterr().out
+    assert jobs_published(uri, fixed_key=True) == SMALL_FLEET.jobs
+    versions = {key.split("/")[2] for key in _keys(bucket, "wh/versions/")}
+    assert versions == {first, pointer(bucket)["version"]}
+    assert not _keys(bucket, "wh/locks/"), "every lease was released"
+
+
+def test_dagster_steps_each_keep_the_s3_warehouse_in_step(
+    aws: LocalSageMaker, bucket: str, fleet: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a Dagster deployment runs it: no run-wide lock, every step takes its own lease, pulls and pushes."""
+    from pipelines.cli import _materialize_all
+    from pipelines.definitions import build_resources
+
+    uri = f"s3://{bucket}/wh"
+    scratch(monkeypatch, tmp_path / "container")
+    result = _materialize_all(build_resources(warehouse=uri), full_refresh=False)
+    assert result.success
+    assert jobs_published(uri) == SMALL_FLEET.jobs
+    assert _keys(bucket, "wh/report/index.html") and _keys(bucket, "wh/raw/")
+    assert not _keys(bucket, "wh/locks/")
+
+
+def _keys(bucket: str, prefix: str) -> list[str]:
+    listed = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return [item["Key"] for item in listed.get("Contents", [])]
+
+
+def test_a_publication_stopped_before_the_pointer_leaves_the_previous_version_current(
+    aws: LocalSageMaker, bucket: str, fleet: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = f"s3://{bucket}/wh"
+    scratch(monkeypatch, tmp_path / "first")
+    assert main(["run", "--warehouse", uri]) == EXIT_OK
+    published = pointer(bucket)
+
+    def dies(*args: object, **kwargs: object) -> None:
+        raise remote.RemoteWarehouseError("injected: the machine died before replacing the pointer")
+
+    # Every object of the new version is uploaded; the process dies before the one write that publishes.
+    replace_pointer = remote.WorkingCopy._replace_pointer
+    monkeypatch.setattr(remote.WorkingCopy, "_replace_pointer", dies)
+    assert main(["run", "--warehouse", uri]) == EXIT_CONFIG
+    assert pointer(bucket) == published
+    assert len({key.split("/")[2] for key in _keys(bucket, "wh/versions/")}) == 2  # the orphan is there
+    assert jobs_published(uri) == SMALL_FLEET.jobs
+
+    # The next run, from another folder, publishes; the orphan goes with the versions no reader needs.
+    monkeypatch.setattr(remote.WorkingCopy, "_replace_pointer", replace_pointer)
+    scratch(monkeypatch, tmp_path / "second")
+    assert main(["run", "--warehouse", uri]) == EXIT_OK
+    now = pointer(bucket)["version"]
+    assert {key.split("/")[2] for key in _keys(bucket, "wh/versions/")} == {published["version"], now}
+
+
+def _fake_version(copy: remote.WorkingCopy, run_id: str) -> None:
+    """A new local version, as a build would publish into the working copy."""
+    folder = copy.warehouse / VERSIONS / run_id
+    (folder / "parquet" / "jobs").mkdir(parents=True)
+    (folder / "parquet" / "jobs" / "data.parquet").write_bytes(b"not read by this test")
+    (folder / "sagemaker.duckdb").write_bytes(b"")
+    make_current(copy.warehouse, run_id)
+
+
+def test_two_writers_cannot_both_publish(bucket: str, tmp_path: Path) -> None:
+    one = remote.WorkingCopy(tmp_path / "one", remote.Remote(bucket, "wh"))
+    two = remote.WorkingCopy(tmp_path / "two", remote.Remote(bucket, "wh"))
+    for copy in (one, two):
+        copy.warehouse.mkdir()
+        copy.pull()
+    _fake_version(one, "run-one")
+    _fake_version(two, "run-two")
+    one.push()
+    with pytest.raises(remote.PublicationConflict, match="another writer published"):
+        two.push()
+    assert pointer(bucket)["version"] == "run-one"
+
+    two.pull()  # catching up makes the other writer's version current here too
+    assert current_version(two.warehouse) == "run-one"
+
+
+def test_files_removed_by_one_copy_are_removed_from_the_others(bucket: str, tmp_path: Path) -> None:
+    one = remote.WorkingCopy(tmp_path / "one", remote.Remote(bucket, "wh"))
+    two = remote.WorkingCopy(tmp_path / "two", remote.Remote(bucket, "wh"))
+    for copy in (one, two):
+        copy.warehouse.mkdir()
+    kept, moved = one.warehouse / "raw" / "kept.parquet", one.warehouse / "raw" / "moved.parquet"
+    moved.parent.mkdir()
+    kept.write_text("kept")
+    moved.write_text("moved")
+    (one.warehouse / "raw" / "half.parquet.tmp-1").write_text("a file still being written stays local")
+    one.push()
+    two.pull()
+    assert sorted(p.name for p in (two.warehouse / "raw").iterdir()) == ["kept.parquet", "moved.parquet"]
+
+    (one.warehouse / "quarantine").mkdir()
+    moved.rename(one.warehouse / "quarantine" / "moved.parquet")  # as quarantining an unreadable file does
+    kept.write_text("kept, rewritten")
+    one.push()
+    (two.warehouse / "raw" / "only-here.parquet").write_text("fetched here, not pushed yet")
+    two.pull()
+    assert sorted(p.name for p in (two.warehouse / "raw").iterdir()) == ["kept.parquet", "only-here.parquet"]
+    assert (two.warehouse / "raw" / "kept.parquet").read_text() == "kept, rewritten"
+    assert (two.warehouse / "quarantine" / "moved.parquet").read_text() == "moved"
+
+
+def test_a_lease_admits_one_writer_and_an_expired_one_is_taken_over(bucket: str, tmp_path: Path) -> None:
+    copy = remote.WorkingCopy(tmp_path, remote.Remote(bucket, "wh"))
+    first = remote.Lease(copy, "build")
+    first.acquire(wait=False, on_wait=None)
+    with pytest.raises(remote.WarehouseLeaseBusy, match=r"pid \d+ on "):
+        remote.Lease(copy, "build").acquire(wait=False, on_wait=None)
+    remote.Lease(copy, "extract-123456789012-us-east-1").acquire(wait=False, on_wait=None)  # another role
+    first.release()
+
+    # A holder that died: its lease expired a minute ago.
+    s3 = boto3.client("s3")
+    expired = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    s3.put_object(
+        Bucket=bucket, Key="wh/locks/build.json", Body=json.dumps({"holder": "pid 1 on gone", "expires": expired})
+    )
+    taker = remote.Lease(copy, "build")
+    taker.acquire(wait=False, on_wait=None)
+    assert (
+        json.loads(s3.get_object(Bucket=bucket, Key="wh/locks/build.json")["Body"].read())["holder"] != "pid 1 on gone"
+    )
+    taker.release()
+    assert not _keys(bucket, "wh/locks/build.json")
+
+
+def test_a_writer_whose_lease_was_taken_over_does_not_publish(bucket: str, tmp_path: Path) -> None:
+    copy = remote.WorkingCopy(tmp_path / "slow", remote.Remote(bucket, "wh"))
+    copy.warehouse.mkdir()
+    lease = remote.Lease(copy, "build", seconds=1)  # renewed every third of a second
+    lease.acquire(wait=False, on_wait=None)
+    copy.pull()
+    boto3.client("s3").delete_object(Bucket=bucket, Key="wh/locks/build.json")  # as a takeover after expiry does
+    lease._renewer.join(timeout=5)  # type: ignore[union-attr]
+    assert lease.lost
+    _fake_version(copy, "run-late")
+    with pytest.raises(remote.PublicationConflict, match="lease expired"):
+        copy.push(lease)
+    assert not _keys(bucket, "wh/current.json")
+    lease.release()
+
+
+def test_a_busy_or_missing_s3_warehouse_is_one_sentence(
+    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scratch(monkeypatch, tmp_path / "copy")
+    expires = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    boto3.client("s3").put_object(
+        Bucket=bucket, Key="wh/locks/build.json", Body=json.dumps({"holder": "pid 7 on nightly", "expires": expires})
+    )
+    assert main(["run", "--warehouse", f"s3://{bucket}/wh", "--no-wait"]) == EXIT_FAILED
+    assert "another run holds" in capsys.readouterr().err
+
+    monkeypatch.setenv("SMW_WAREHOUSE", f"s3://{bucket}/wh")
+    assert main(["check"]) == EXIT_OK
+    assert f"warehouse s3://{bucket}/wh: readable, nothing published yet" in capsys.readouterr().out
+
+    shutil.rmtree(tmp_path / "copy")
+    scratch(monkeypatch, tmp_path / "other")
+    for command in (["run", "--warehouse", "s3://smw-no-such-bucket/wh"], ["check"]):
+        monkeypatch.setenv("SMW_WAREHOUSE", "s3://smw-no-such-bucket/wh")
+        assert main(command) == EXIT_CONFIG
+        error = capsys.readouterr().err
+        assert "The warehouse bucket smw-no-such-bucket does not exist" in error and "Traceback" not in error
+
+
+def test_a_working_copy_belongs_to_one_s3_warehouse(tmp_path: Path) -> None:
+    environ = {"SMW_SCRATCH": str(tmp_path / "copy")}
+    assert warehouse_location("s3://team-bucket/sagemaker/", environ=environ) == tmp_path / "copy"
+    assert (tmp_path / "copy" / ".remote").read_text().strip() == "s3://team-bucket/sagemaker"
+    with pytest.raises(ConfigError, match="is the working copy of s3://team-bucket/sagemaker, not s3://other"):
+        warehouse_location("s3://other-bucket/x", environ=environ)
+    with pytest.raises(ConfigError, match="not an S3 URI with a valid bucket name"):
+        warehouse_location("s3://Bad_Bucket/x", environ=environ)
+    with pytest.raises(ConfigError, match="neither a folder nor an s3://"):
+        warehouse_location("gs://bucket/x", environ=environ)
+    default = warehouse_location("s3://team-bucket/p", environ={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert default == tmp_path / "cache" / "sagemaker-warehouse" / "team-bucket" / "p"
