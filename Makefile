@@ -50,6 +50,13 @@ wheel-check: $(INSTALLED)
 		test $$? -eq 2; } && grep -q "sagemaker-training-warehouse\[demo\]" ../without-demo.txt
 	$(WHEEL_CHECK)/venv/bin/python -m pip install --quiet "$$(ls $(WHEEL_CHECK)/dist/*.whl)[demo]"
 	cd $(WHEEL_CHECK)/run && ../venv/bin/sagemaker-warehouse demo --jobs 100
+	# The code location as deploy/Dockerfile serves it: Dagster's code server loads the definitions and answers.
+	# Afterwards the server and its child are killed (it does not stop on SIGTERM from a background shell).
+	cd $(WHEEL_CHECK)/run && { ../venv/bin/dagster code-server start --host 127.0.0.1 --port 4266 \
+		--module-name pipelines.definitions > ../code-server.txt 2>&1 & server=$$!; ok=1; \
+		for i in $$(seq 90); do ../venv/bin/dagster api grpc-health-check --port 4266 >/dev/null 2>&1 && { ok=0; break; }; \
+		sleep 1; done; pkill -KILL -P $$server; kill -KILL $$server; test $$ok -eq 0 || { cat ../code-server.txt; exit 1; }; }
+	@echo "wheel-check: demo and the code server work from the installed wheel"
 
 bench: $(INSTALLED)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
