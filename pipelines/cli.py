@@ -274,24 +274,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
-def _published_warehouse(args: argparse.Namespace, writable: bool) -> Path | None:
-    """The warehouse ``--warehouse`` or the config names, if it has published; else says so and None."""
+def _warehouse_folder(args: argparse.Namespace, writable: bool) -> Path:
+    """The warehouse folder ``--warehouse`` or the config names (for an s3:// warehouse, its working copy)."""
     from pipelines.config import load_settings
-    from pipelines.storage.layout import DATABASE
-    from pipelines.storage.remote import pull_published
 
     chosen = (
         warehouse_location(args.warehouse, "--warehouse") if args.warehouse else load_settings(args.config).warehouse
     )
-    warehouse = warehouse_path(chosen, writable=writable)
-    pull_published(warehouse)  # for an s3:// warehouse: its published version, into the working copy
-    if not (warehouse / DATABASE).exists():
-        print(
-            f"error: no warehouse at {warehouse / DATABASE}; run `sagemaker-warehouse run` (or `demo`) first.",
-            file=sys.stderr,
-        )
-        return None
-    return warehouse
+    return warehouse_path(chosen, writable=writable)
+
+
+def _nothing_published(database: Path | None, warehouse: Path) -> int:
+    where = database or remote_origin(warehouse)
+    print(f"error: no warehouse at {where}; run `sagemaker-warehouse run` (or `demo`) first.", file=sys.stderr)
+    return EXIT_CONFIG
 
 
 def _published_parquet_prefix(args: argparse.Namespace) -> str | None:
@@ -336,13 +332,15 @@ def cmd_ddl(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from pipelines.report import write_report
-
-    warehouse = _published_warehouse(args, writable=True)  # the report is written into it
-    if warehouse is None:
-        return EXIT_CONFIG
+    from pipelines.storage.layout import DATABASE
     from pipelines.storage.locks import BUILD, writer
 
-    with writer(warehouse, BUILD):  # for an s3:// warehouse, the report is sent there too
+    warehouse = _warehouse_folder(args, writable=True)  # the report is written into it
+    if remote_origin(warehouse) is None and not (warehouse / DATABASE).exists():  # nothing to lock, nothing made
+        return _nothing_published(warehouse / DATABASE, warehouse)
+    with writer(warehouse, BUILD):  # for an s3:// warehouse: the published version pulled, the report sent
+        if not (warehouse / DATABASE).exists():
+            return _nothing_published(warehouse / DATABASE, warehouse)
         report = write_report(warehouse)
     print(f"Cost report: {report.resolve()}")
     if args.open:
@@ -434,13 +432,13 @@ def _read_only_statement(sql: str) -> str | None:
 def cmd_query(args: argparse.Namespace) -> int:
     import duckdb
 
-    from pipelines.storage.layout import DATABASE
+    from pipelines.storage.remote import published_database
     from pipelines.warehouse.publication import connect_reader
 
-    warehouse = _published_warehouse(args, writable=False)  # reading needs no write access
-    if warehouse is None:
-        return EXIT_CONFIG
-    database = warehouse / DATABASE
+    warehouse = _warehouse_folder(args, writable=False)  # reading needs no write access
+    database = published_database(warehouse)  # for an s3:// warehouse, downloaded into the working copy
+    if database is None or not database.exists():
+        return _nothing_published(database, warehouse)
     try:
         found = _read_only_statement(args.sql)
     except duckdb.Error as error:

@@ -160,7 +160,7 @@ def test_two_writers_cannot_both_publish(bucket: str, tmp_path: Path) -> None:
     two = remote.WorkingCopy(tmp_path / "two", remote.Remote(bucket, "wh"))
     for copy in (one, two):
         copy.warehouse.mkdir()
-        copy.pull()
+        copy.pull(make_current=True)
     _fake_version(one, "run-one")
     _fake_version(two, "run-two")
     one.push()
@@ -168,8 +168,39 @@ def test_two_writers_cannot_both_publish(bucket: str, tmp_path: Path) -> None:
         two.push()
     assert pointer(bucket)["version"] == "run-one"
 
-    two.pull()  # catching up makes the other writer's version current here too
+    two.pull(make_current=True)  # catching up makes the other writer's version current here too
     assert current_version(two.warehouse) == "run-one"
+
+
+def test_only_the_session_that_published_moves_the_pointer_and_readers_never_move_current(
+    bucket: str, tmp_path: Path
+) -> None:
+    warehouse = tmp_path / "shared"  # one working copy, used by several processes of one host
+    warehouse.mkdir()
+    (warehouse / ".remote").write_text(f"s3://{bucket}/wh\n")
+    with remote.session(warehouse, "build", publishes=True):
+        _fake_version(remote.working_copy(warehouse), "run-one")  # type: ignore[arg-type]
+    assert pointer(bucket)["version"] == "run-one"
+
+    with remote.session(warehouse, "build", publishes=True):
+        _fake_version(remote.working_copy(warehouse), "run-two")  # type: ignore[arg-type]
+        # Meanwhile, on the same copy: a reader, and an extraction step that ends before the build does.
+        assert remote.published_database(warehouse) == warehouse / VERSIONS / "run-one" / "sagemaker.duckdb"
+        with remote.session(warehouse, "extract-123456789012-us-east-1", publishes=False):
+            pass
+        assert current_version(warehouse) == "run-two"
+        assert pointer(bucket)["version"] == "run-one", "an extraction step publishes nothing"
+    assert pointer(bucket)["version"] == "run-two", "the build published its own version"
+
+
+def test_state_goes_up_after_the_data_it_vouches_for() -> None:
+    relatives = [
+        "raw/state/123456789012/us-east-1/search_watermark.json",
+        "raw/training_jobs/123456789012/us-east-1/run-2.parquet",
+        "report/index.html",
+        "raw/training_jobs/123456789012/us-east-1/run-1.parquet",
+    ]
+    assert sorted(relatives, key=remote._upload_order)[-1].startswith("raw/state/")
 
 
 def test_files_removed_by_one_copy_are_removed_from_the_others(bucket: str, tmp_path: Path) -> None:
@@ -183,18 +214,25 @@ def test_files_removed_by_one_copy_are_removed_from_the_others(bucket: str, tmp_
     moved.write_text("moved")
     (one.warehouse / "raw" / "half.parquet.tmp-1").write_text("a file still being written stays local")
     one.push()
-    two.pull()
+    two.pull(make_current=False)
     assert sorted(p.name for p in (two.warehouse / "raw").iterdir()) == ["kept.parquet", "moved.parquet"]
 
-    (one.warehouse / "quarantine").mkdir()
-    moved.rename(one.warehouse / "quarantine" / "moved.parquet")  # as quarantining an unreadable file does
+    # A file merely missing from a copy (a cleaned cache) is fetched again, never removed from S3.
+    (two.warehouse / "raw" / "kept.parquet").unlink()
+    two.push()
+    assert _keys(bucket, "wh/raw/kept.parquet")
+    two.pull(make_current=False)
+    assert (two.warehouse / "raw" / "kept.parquet").read_text() == "kept"
+
+    (one.warehouse / "quarantine" / "raw").mkdir(parents=True)
+    moved.rename(one.warehouse / "quarantine" / "raw" / "moved.parquet")  # as quarantining an unreadable file does
     kept.write_text("kept, rewritten")
     one.push()
     (two.warehouse / "raw" / "only-here.parquet").write_text("fetched here, not pushed yet")
-    two.pull()
+    two.pull(make_current=False)
     assert sorted(p.name for p in (two.warehouse / "raw").iterdir()) == ["kept.parquet", "only-here.parquet"]
     assert (two.warehouse / "raw" / "kept.parquet").read_text() == "kept, rewritten"
-    assert (two.warehouse / "quarantine" / "moved.parquet").read_text() == "moved"
+    assert (two.warehouse / "quarantine" / "raw" / "moved.parquet").read_text() == "moved"
 
 
 def test_a_lease_admits_one_writer_and_an_expired_one_is_taken_over(bucket: str, tmp_path: Path) -> None:
@@ -224,17 +262,19 @@ def test_a_lease_admits_one_writer_and_an_expired_one_is_taken_over(bucket: str,
 def test_a_writer_whose_lease_was_taken_over_does_not_publish(bucket: str, tmp_path: Path) -> None:
     copy = remote.WorkingCopy(tmp_path / "slow", remote.Remote(bucket, "wh"))
     copy.warehouse.mkdir()
-    lease = remote.Lease(copy, "build", seconds=1)  # renewed every third of a second
+    lease = remote.Lease(copy, "build")
     lease.acquire(wait=False, on_wait=None)
-    copy.pull()
-    boto3.client("s3").delete_object(Bucket=bucket, Key="wh/locks/build.json")  # as a takeover after expiry does
-    lease._renewer.join(timeout=5)  # type: ignore[union-attr]
-    assert lease.lost
+    copy.pull(make_current=True)
+    # It stalled past the expiry; another writer removed its lease and took its own.
+    s3 = boto3.client("s3")
+    s3.delete_object(Bucket=bucket, Key="wh/locks/build.json")
+    remote.Lease(copy, "build").acquire(wait=False, on_wait=None)
     _fake_version(copy, "run-late")
     with pytest.raises(remote.PublicationConflict, match="lease expired"):
-        copy.push(lease)
+        copy.push(lease)  # checked when it publishes, not only when the renewer next wakes
     assert not _keys(bucket, "wh/current.json")
     lease.release()
+    assert _keys(bucket, "wh/locks/build.json"), "the new holder's lease stays"
 
 
 def test_a_busy_or_missing_s3_warehouse_is_one_sentence(

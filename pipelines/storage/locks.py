@@ -43,9 +43,10 @@ class WarehouseBusy(RuntimeError):
 
 @contextmanager
 def _remote_session(warehouse: Path, role: str, wait: bool, on_wait: Callable[[str], None] | None) -> Iterator[None]:
-    """For a working copy of an s3:// warehouse, the role's lease on S3 and the copy kept in step."""
+    """For a working copy of an s3:// warehouse, the role's lease on S3 and the copy kept in step; only the
+    build's session publishes."""
     try:
-        with remote.session(warehouse, role, wait=wait, on_wait=on_wait):
+        with remote.session(warehouse, role, publishes=role == BUILD, wait=wait, on_wait=on_wait):
             yield
     except remote.WarehouseLeaseBusy as busy:
         raise WarehouseBusy(str(busy)) from None
@@ -121,8 +122,12 @@ def exclusive_warehouse(
 @contextmanager
 def writer(warehouse: Path, name: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
     """Hold the writer role ``name`` (and the warehouse shared) for one step; waits for other holders."""
-    if holds_warehouse(warehouse):
-        yield
+    if holds_warehouse(warehouse):  # a whole run: it holds the build's lease and keeps the copy in step
+        if name == BUILD:
+            yield
+        else:  # an extraction still takes its partition's lease, so no Dagster step extracts it meanwhile
+            with remote.lease_only(warehouse, name, on_wait):
+                yield
         return
 
     def waiting(who: str) -> None:

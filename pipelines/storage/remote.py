@@ -27,11 +27,13 @@ Readers (``query``, BI tools) need no lease: the pointer names a version whose o
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,7 +46,11 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from pipelines.config import ORIGIN_FILE, ConfigError, remote_origin
 from pipelines.storage.layout import CURRENT, DATABASE, PARQUET, STAGING, VERSIONS
-from pipelines.storage.versions import current_version, make_current
+from pipelines.storage.raw import QUARANTINE
+from pipelines.storage.versions import current_version
+from pipelines.storage.versions import make_current as make_current_version
+
+log = logging.getLogger(__name__)
 
 POINTER = "current.json"
 REMOTE_VERSIONS = "versions"
@@ -101,10 +107,15 @@ def _explain(error: Exception, remote: Remote, doing: str) -> RemoteWarehouseErr
             "an instance role)."
         )
     if isinstance(error, ClientError):
-        code = error.response.get("Error", {}).get("Code", "")
-        if code in ("NoSuchBucket", "404"):
+        code = _code(error)
+        if code == "NoSuchBucket":
             return RemoteWarehouseError(
                 f"The warehouse bucket {remote.bucket} does not exist; create it or point warehouse elsewhere."
+            )
+        if code in ("NoSuchKey", "404"):
+            return RemoteWarehouseError(
+                f"An object under {remote.uri} disappeared while it was being read (another writer set it aside "
+                "or removed an old version); run again."
             )
         if code in ("AccessDenied", "403", "AllAccessDisabled"):
             return RemoteWarehouseError(
@@ -113,6 +124,15 @@ def _explain(error: Exception, remote: Remote, doing: str) -> RemoteWarehouseErr
             )
         return RemoteWarehouseError(f"S3 refused to {doing} {remote.uri}: {code or error}.")
     return RemoteWarehouseError(f"Could not {doing} {remote.uri}: {str(error).splitlines()[0]}.")
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _upload_order(relative: str) -> tuple[int, str]:
+    """Data before the state that vouches for it: a Search watermark goes up only after the raw files."""
+    return (1 if relative.startswith("raw/state/") else 0, relative)
 
 
 def _is_precondition_failure(error: ClientError) -> bool:
@@ -151,6 +171,7 @@ class WorkingCopy:
         self.client = client or _client()
         self.pointer_etag: str | None = None  # the pointer this copy pulled; publication requires it unchanged
         self.pointer_version: str | None = None
+        self.base_version: str | None = None  # the copy's current version after the pull
 
     # -- what this copy last saw -------------------------------------------------------------------------------
     def _read_synced(self) -> dict[str, dict[str, Any]]:
@@ -180,35 +201,44 @@ class WorkingCopy:
         return f"warehouse {self.remote.uri}: readable, {published}; working copy {self.warehouse}"
 
     # -- pull ------------------------------------------------------------------------------------------------------
-    def pull(self, published_only: bool = False) -> None:
-        """Bring the copy up to date: the published version, and (unless ``published_only``) every other
-        object that changed since this copy last saw it. Files only this copy has are left to be pushed."""
+    def pull(self, make_current: bool) -> None:
+        """Bring the copy's files up to date, and fetch the published version. Only a session that publishes
+        (``make_current``, under the build lock) makes it the copy's current version: everyone else leaves
+        ``current`` alone, so that it never moves under a build in progress."""
         try:
-            if not published_only:
-                self._pull_files()
-            self._pull_version()
+            self._pull_files()
+            version = self._pull_version()
         except (ClientError, BotoCoreError) as error:
             raise _explain(error, self.remote, "read") from None
+        if make_current and version is not None and current_version(self.warehouse) != version:
+            make_current_version(self.warehouse, version)
+        self.base_version = current_version(self.warehouse)  # a version other than this one is new: publish it
 
     def _pull_files(self) -> None:
+        """Download what changed on S3 since this copy last saw it. A file this copy changed or set aside
+        (quarantined) and has not pushed yet is left as it is; a file it lost is downloaded again."""
         synced = self._read_synced()
         listed = {key: found for key, found in _listing(self.client, self.remote).items() if _synced_files(key)}
         for relative, (etag, _size) in listed.items():
             local = self.warehouse / relative
             seen = synced.get(relative)
-            if seen and seen["etag"] == etag and local.is_file() and self._stat(local) == seen["stat"]:
+            if seen and seen["etag"] == etag and (local.is_file() or self._set_aside(relative)):
                 continue
             local.parent.mkdir(parents=True, exist_ok=True)
             temporary = local.with_name(f"{local.name}.tmp-{os.getpid()}")
             self.client.download_file(self.remote.bucket, self.remote.key(relative), str(temporary))
             os.replace(temporary, local)
             synced[relative] = {"etag": etag, "stat": self._stat(local)}
-        for relative in [r for r in synced if r not in listed]:  # removed by another writer since
+        for relative in [r for r in synced if r not in listed]:  # set aside by another writer since
             local = self.warehouse / relative
             if local.is_file() and self._stat(local) == synced[relative]["stat"]:
                 local.unlink()
             del synced[relative]
         self._write_synced(synced)
+
+    def _set_aside(self, relative: str) -> bool:
+        """Whether this copy moved the raw file ``relative`` to quarantine (the one removal it sends)."""
+        return (self.warehouse / QUARANTINE / relative).is_file()
 
     def _read_pointer(self) -> tuple[str | None, str | None]:
         try:
@@ -220,54 +250,73 @@ class WorkingCopy:
         pointer = json.loads(response["Body"].read())
         return response["ETag"], pointer["version"]
 
-    def _pull_version(self) -> None:
+    def _pull_version(self) -> str | None:
+        """Read the pointer and make sure its version is in ``.versions/``; returns the version."""
         self.pointer_etag, self.pointer_version = self._read_pointer()
         version = self.pointer_version
-        if version is None or current_version(self.warehouse) == version:
-            return
+        if version is None:
+            return None
         folder = self.warehouse / VERSIONS / version
         if not folder.is_dir():
-            partial = folder.with_name(f"{version}.download-{os.getpid()}")
+            partial = folder.with_name(f"{version}.download-{os.getpid()}-{threading.get_ident()}")
             shutil.rmtree(partial, ignore_errors=True)
-            for relative in _listing(self.client, self.remote, f"{REMOTE_VERSIONS}/{version}/"):
+            objects = _listing(self.client, self.remote, f"{REMOTE_VERSIONS}/{version}/")
+            if not objects:
+                raise RemoteWarehouseError(
+                    f"{self.remote.uri}/{POINTER} names version {version}, which has no objects under "
+                    f"{REMOTE_VERSIONS}/{version}/; restore them or publish again with a full run."
+                )
+            for relative in objects:
                 target = partial / relative.removeprefix(f"{REMOTE_VERSIONS}/{version}/")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 self.client.download_file(self.remote.bucket, self.remote.key(relative), str(target))
             os.replace(partial, folder)
-        make_current(self.warehouse, version)
+        return version
+
+    def published_database(self) -> Path | None:
+        """For a reader: the published version's DuckDB file, downloaded if this copy lacks it, read where
+        it is (``current`` is not moved: a build may be using this copy). None before a publication."""
+        try:
+            version = self._pull_version()
+        except (ClientError, BotoCoreError) as error:
+            raise _explain(error, self.remote, "read") from None
+        return self.warehouse / VERSIONS / version / DATABASE if version else None
 
     # -- push ------------------------------------------------------------------------------------------------------
-    def push(self, lease: Lease | None = None) -> None:
-        """Send this copy's new and changed files, then its newly published version, if any. The pointer is
-        replaced last, only if it is still the one this copy pulled and the lease (if any) was never lost."""
+    def push(self, lease: Lease | None = None, publish: bool = True) -> None:
+        """Send this copy's new and changed files, then (``publish``) the version this session published, if
+        any. The pointer is replaced last, only if it is still the one this copy pulled and the lease (if
+        any) is still this session's."""
         try:
             self._push_files()
-            self._push_version(lease)
+            if publish:
+                self._push_version(lease)
         except (ClientError, BotoCoreError) as error:
             raise _explain(error, self.remote, "write") from None
 
     def _push_files(self) -> None:
+        """Upload new and changed files: the raw data first, the state that vouches for it (a Search
+        watermark) after it. An object is removed only when this copy quarantined it: a file merely missing
+        here (a cleaned cache) is never removed from S3."""
         synced = self._read_synced()
-        present: set[str] = set()
         tops = [p for p in self.warehouse.iterdir() if p.name not in LOCAL_ONLY and not p.is_symlink()]
-        for path in sorted(p for top in tops for p in ([top] if top.is_file() else top.rglob("*"))):
-            relative = path.relative_to(self.warehouse).as_posix()
-            if not path.is_file() or path.is_symlink() or not _synced_files(relative):
-                continue
-            present.add(relative)
+        files = [p for top in tops for p in ([top] if top.is_file() else top.rglob("*")) if p.is_file()]
+        relatives = [p.relative_to(self.warehouse).as_posix() for p in files if not p.is_symlink()]
+        for relative in sorted((r for r in relatives if _synced_files(r)), key=_upload_order):
+            path = self.warehouse / relative
             seen = synced.get(relative)
             if seen and self._stat(path) == seen["stat"]:
                 continue
             with open(path, "rb") as body:
                 response = self.client.put_object(Bucket=self.remote.bucket, Key=self.remote.key(relative), Body=body)
             synced[relative] = {"etag": response["ETag"], "stat": self._stat(path)}
-        for relative in [r for r in synced if r not in present]:  # removed here (quarantined, replaced)
+        for relative in [r for r in synced if not (self.warehouse / r).is_file() and self._set_aside(r)]:
             try:
                 self.client.delete_object(
                     Bucket=self.remote.bucket, Key=self.remote.key(relative), IfMatch=synced[relative]["etag"]
                 )
             except ClientError as error:
-                if not _is_precondition_failure(error) and error.response.get("Error", {}).get("Code") != "NoSuchKey":
+                if not _is_precondition_failure(error) and _code(error) not in ("NoSuchKey", "404"):
                     raise
                 # changed or removed by another writer since: theirs stands
             del synced[relative]
@@ -275,8 +324,8 @@ class WorkingCopy:
 
     def _push_version(self, lease: Lease | None) -> None:
         version = current_version(self.warehouse)
-        if version is None or version == self.pointer_version:
-            return
+        if version is None or version == self.base_version:
+            return  # this session published nothing
         folder = self.warehouse / VERSIONS / version
         tables = {}
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -284,7 +333,7 @@ class WorkingCopy:
             self.client.upload_file(str(path), self.remote.bucket, self.remote.key(relative))
             if path.name == "data.parquet":
                 tables[path.parent.name] = f"{self.remote.uri}/{relative}"
-        if lease is not None and lease.lost:
+        if lease is not None and not lease.still_held():
             raise PublicationConflict(
                 f"Not published to {self.remote.uri}: this run's lease expired while it ran and another writer may "
                 f"have taken over; version {version} was uploaded but is not current. Run again."
@@ -338,7 +387,12 @@ class WorkingCopy:
         ]
         for start in range(0, len(stale), 1000):
             batch = [{"Key": self.remote.key(key)} for key in stale[start : start + 1000]]
-            self.client.delete_objects(Bucket=self.remote.bucket, Delete={"Objects": batch, "Quiet": True})
+            response = self.client.delete_objects(Bucket=self.remote.bucket, Delete={"Objects": batch, "Quiet": True})
+            for error in response.get("Errors", [])[:1]:  # published all the same: say so, do not fail the run
+                log.warning(
+                    f"Published, but old versions under {self.remote.uri}/{REMOTE_VERSIONS}/ could not be removed "
+                    f"({error.get('Code')}: {len(response['Errors'])} objects); the warehouse needs s3:DeleteObject."
+                )
 
 
 class Lease:
@@ -350,8 +404,10 @@ class Lease:
         self.role = role
         self.seconds = seconds
         self.etag: str | None = None
+        self.token = uuid.uuid4().hex
         self.lost = False
         self._stop = threading.Event()
+        self._renewing = threading.Lock()  # the renewer thread and the check before publishing
         self._renewer: threading.Thread | None = None
 
     def _body(self) -> bytes:
@@ -359,6 +415,7 @@ class Lease:
         return json.dumps(
             {
                 "holder": f"pid {os.getpid()} on {socket.gethostname()}",
+                "token": self.token,  # two holders never write the same body, so never share an etag
                 "since": now.isoformat(timespec="seconds"),
                 "expires": (now + timedelta(seconds=self.seconds)).isoformat(timespec="seconds"),
             }
@@ -409,19 +466,28 @@ class Lease:
         try:
             self.client.delete_object(Bucket=self.remote.bucket, Key=self.key, IfMatch=etag)
         except ClientError as error:
-            if not _is_precondition_failure(error) and error.response.get("Error", {}).get("Code") != "NoSuchKey":
+            if not _is_precondition_failure(error) and _code(error) not in ("NoSuchKey", "404"):
                 raise
 
     def _renew(self) -> None:
         while not self._stop.wait(self.seconds / 3):
+            if not self.still_held():
+                return
+
+    def still_held(self) -> bool:
+        """Renew the lease now, on the condition that it is still this holder's; False (for good) if another
+        writer has taken it over after it expired, or S3 cannot confirm it."""
+        with self._renewing:
+            if self.lost:
+                return False
             try:
                 response = self.client.put_object(
                     Bucket=self.remote.bucket, Key=self.key, Body=self._body(), IfMatch=self.etag
                 )
                 self.etag = response["ETag"]
             except (ClientError, BotoCoreError):
-                self.lost = True  # taken over after it expired (or S3 unreachable): never publish on it
-                return
+                self.lost = True  # never publish on it
+            return not self.lost
 
     def release(self) -> None:
         self._stop.set()
@@ -432,7 +498,7 @@ class Lease:
         try:
             self.client.delete_object(Bucket=self.remote.bucket, Key=self.key, IfMatch=self.etag)
         except ClientError as error:
-            if not _is_precondition_failure(error) and error.response.get("Error", {}).get("Code") != "NoSuchKey":
+            if not _is_precondition_failure(error) and _code(error) not in ("NoSuchKey", "404"):
                 raise
 
 
@@ -443,32 +509,64 @@ def working_copy(warehouse: Path) -> WorkingCopy | None:
 
 
 @contextmanager
-def session(
-    warehouse: Path, role: str, wait: bool = True, on_wait: Callable[[str], None] | None = None
-) -> Iterator[None]:
-    """For an s3:// warehouse: hold ``role``'s lease, pull before, push after (also after a failure: what
-    was fetched from AWS is kept). For a local warehouse: nothing."""
-    copy = working_copy(warehouse)
-    if copy is None:
-        yield
-        return
+def _held(copy: WorkingCopy, role: str, wait: bool, on_wait: Callable[[str], None] | None) -> Iterator[Lease]:
+    """``role``'s lease for the block. A lease that cannot be released (S3 refused) is left to expire; the
+    refusal is reported unless another error is already on its way out."""
     lease = Lease(copy, role)
     try:
         lease.acquire(wait, on_wait)
     except (ClientError, BotoCoreError) as error:
         raise _explain(error, copy.remote, "lock") from None
+    failed = False
     try:
-        copy.pull()
+        yield lease
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        try:
+            lease.release()
+        except (ClientError, BotoCoreError) as error:
+            if not failed:
+                raise _explain(error, copy.remote, "release the lease of") from None
+
+
+@contextmanager
+def session(
+    warehouse: Path,
+    role: str,
+    publishes: bool,
+    wait: bool = True,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """For an s3:// warehouse: hold ``role``'s lease, pull before, push after (also after a failure: what
+    was fetched from AWS is kept). Only a session that ``publishes`` (the build's, under the local build
+    lock) moves the copy's current version and the pointer. For a local warehouse: nothing."""
+    copy = working_copy(warehouse)
+    if copy is None:
+        yield
+        return
+    with _held(copy, role, wait, on_wait) as lease:
+        copy.pull(make_current=publishes)
         try:
             yield
         finally:
-            copy.push(lease)
-    finally:
-        lease.release()
+            copy.push(lease, publish=publishes)
 
 
-def pull_published(warehouse: Path) -> None:
-    """For a reader of an s3:// warehouse: bring the published version into the working copy."""
+@contextmanager
+def lease_only(warehouse: Path, role: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """``role``'s lease without a pull or push: a whole run's steps, whose run keeps the copy in step."""
     copy = working_copy(warehouse)
-    if copy is not None:
-        copy.pull(published_only=True)
+    if copy is None:
+        yield
+        return
+    with _held(copy, role, wait=True, on_wait=on_wait):
+        yield
+
+
+def published_database(warehouse: Path) -> Path | None:
+    """The DuckDB file a reader opens: ``<warehouse>/sagemaker.duckdb``, or for an s3:// warehouse the
+    published version's file in the working copy (None before the first publication)."""
+    copy = working_copy(warehouse)
+    return warehouse / DATABASE if copy is None else copy.published_database()
