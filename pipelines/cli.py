@@ -15,6 +15,7 @@ import re
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +30,7 @@ from dagster import (
     ExecuteInProcessResult,
 )
 
+from pipelines import progress
 from pipelines.config import ConfigError, remote_origin, warehouse_location, warehouse_path
 from pipelines.interrupts import on_hard_exit, run_interruptibly, stop_requested
 from pipelines.storage.locks import WarehouseBusy
@@ -108,7 +110,9 @@ def _materialize_in(instance: DagsterInstance, resources: dict[str, object], ful
 
     settings = resources["warehouse_config"].settings()  # type: ignore[attr-defined]
     definitions = make_definitions(settings, resources)
-    loggers = {"console": {"config": {"log_level": os.environ.get("SMW_LOG_LEVEL", "INFO")}}}
+    # On a terminal the progress bars say what the info lines would; warnings and errors still print.
+    default_level = "WARNING" if progress.active() else "INFO"
+    loggers = {"console": {"config": {"log_level": os.environ.get("SMW_LOG_LEVEL", default_level)}}}
     runs = []
     for label in register_partitions(instance, settings):
         if stop_requested():
@@ -158,9 +162,11 @@ def _run_and_report(
     resolve_targets(settings)
     started = time.monotonic()
     try:
-        result = run_interruptibly(
-            lambda: materialize_all(config_file, warehouse, full_refresh, prices_file, wait, billing)
-        )
+        bars = TerminalProgress() if output == "text" and sys.stderr.isatty() else None
+        with bars or nullcontext(), progress.showing(bars):
+            result = run_interruptibly(
+                lambda: materialize_all(config_file, warehouse, full_refresh, prices_file, wait, billing)
+            )
     except WarehouseBusy as busy:
         print(f"error: another run holds {target} ({busy}); try again when it has finished.", file=sys.stderr)
         return EXIT_FAILED
@@ -200,6 +206,45 @@ def _run_and_report(
     elif output == "text" and summary:
         print_run_summary(summary)
     return EXIT_FAILED if failed_checks else EXIT_OK
+
+
+class TerminalProgress:
+    """Progress on a terminal (stderr), drawn with rich: one bar per account/region (jobs fetched of those
+    planned, with an estimate of the time left) and one line for the build's current stage."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
+
+        self.bars = Progress(
+            SpinnerColumn(finished_text="[green]done"),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[count]}"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[note]}"),
+            console=Console(stderr=True),
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> TerminalProgress:
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.stop()
+
+    def update(self, task: str, done: int, total: int | None, note: str) -> None:
+        count = f"{done:,}/{total:,}" if total is not None else (f"{done:,}" if done else "")
+        if task not in self.tasks:
+            self.tasks[task] = self.bars.add_task(task, total=total, count=count, note=note)
+        self.bars.update(self.tasks[task], completed=done, total=total, count=count, note=note)
+
+    def finish(self, task: str, note: str) -> None:
+        if task in self.tasks:
+            state = self.bars.tasks[self.tasks[task]]
+            total = int(state.total if state.total is not None else state.completed) or 1
+            self.bars.update(self.tasks[task], total=total, completed=total, note=note)
 
 
 def _check_name(check: Any) -> str:

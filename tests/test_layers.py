@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pipelines"
 
 # Bottom to top. Packages on the same layer never import each other.
 LAYERS: list[set[str]] = [
-    {"config", "resources", "aws_model", "interrupts"},  # foundation
+    {"config", "resources", "aws_model", "interrupts", "progress"},  # foundation
     {"schemas"},  # table declarations, read from resources
     {"sql"},  # running SQL, quoting, schema-checked tables
     {"storage"},  # the warehouse directory: layout, raw store, locks

@@ -2,6 +2,7 @@
 
 from dagster import AssetExecutionContext, MaterializeResult, asset
 
+from pipelines import progress
 from pipelines.assets.resources import WAREHOUSE_WRITER_POOL, WarehouseConfig
 from pipelines.billing.ingest import ingest_exports
 from pipelines.storage.locks import BUILD, writer
@@ -22,6 +23,7 @@ def raw_billing_line_items(context: AssetExecutionContext, warehouse_config: War
     settings = warehouse_config.settings()
     if not settings.billing.exports:
         context.log.info("no billing export configured (billing.exports): estimates only, nothing to reconcile")
+    progress.stage("build", "loading the bill")
     with writer(settings.warehouse, BUILD, context.log.info):
         report = ingest_exports(settings.warehouse, settings.billing.exports)
     if settings.billing.exports:

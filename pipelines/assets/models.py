@@ -13,6 +13,7 @@ from dagster import (
     multi_asset,
 )
 
+from pipelines import progress
 from pipelines.assets.billing import RAW_BILLING_ASSET
 from pipelines.assets.metadata import check_result, column_schema
 from pipelines.assets.normalization import TABLE_NAMES
@@ -71,6 +72,7 @@ def models_asset() -> AssetsDefinition:
         """Build the reference tables and every model in sql/models/ into the staging database."""
         settings = warehouse_config.settings()
         staging = Staging(settings.warehouse, context.run_id)
+        progress.stage("build", "building the models")
         with writer(settings.warehouse, BUILD, context.log.info):
             counts = stage_models(staging, settings.costs)
         context.log.info(f"built {len(counts)} model tables: {counts}")

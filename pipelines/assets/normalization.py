@@ -9,6 +9,7 @@ from dagster import (
     multi_asset,
 )
 
+from pipelines import progress
 from pipelines.assets.metadata import check_result, column_schema
 from pipelines.assets.resources import WAREHOUSE_WRITER_POOL, WarehouseConfig
 from pipelines.normalization import checks
@@ -77,6 +78,7 @@ def _check_specs() -> list[AssetCheckSpec]:
 def normalized(context: AssetExecutionContext, warehouse_config: WarehouseConfig):  # type: ignore[no-untyped-def]
     """Flatten the latest raw record of every job into the normalized tables, in a staging database."""
     settings = warehouse_config.settings()
+    progress.stage("build", "flattening the raw layer into the normalized tables")
     with writer(settings.warehouse, BUILD, context.log.info):
         # By age only: a Dagster build between two of its steps holds no lock, so its staging area would
         # look abandoned to a CLI run that holds the warehouse.

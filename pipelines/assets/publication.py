@@ -13,6 +13,7 @@ from dagster import (
     asset,
 )
 
+from pipelines import progress
 from pipelines.assets.models import REFERENCE_AND_MODEL_NAMES
 from pipelines.assets.normalization import TABLE_NAMES
 from pipelines.assets.resources import WAREHOUSE_WRITER_POOL, WarehouseConfig
@@ -57,6 +58,7 @@ def failed_checks_of_this_run(context: AssetExecutionContext) -> list[str]:
 def published_warehouse(context: AssetExecutionContext, warehouse_config: WarehouseConfig) -> MaterializeResult:
     settings = warehouse_config.settings()
     staging = Staging(settings.warehouse, context.run_id)
+    progress.stage("build", "checking and publishing")
     with writer(settings.warehouse, BUILD, context.log.info):
         stage_build_history(staging, failed_checks_of_this_run(context))
         paths = publish(staging, PUBLISHED_TABLES)
@@ -75,8 +77,10 @@ def published_warehouse(context: AssetExecutionContext, warehouse_config: Wareho
 )
 def cost_report(context: AssetExecutionContext, warehouse_config: WarehouseConfig) -> MaterializeResult:
     warehouse = warehouse_config.settings().warehouse
+    progress.stage("build", "writing the cost report")
     with writer(warehouse, BUILD, context.log.info):  # for an s3:// warehouse, the report is sent there too
         report = write_report(warehouse)
+    progress.finish("build", "published")
     context.log.info(f"wrote the cost report: {report}")
     totals, preview = report_preview(warehouse)
     return MaterializeResult(

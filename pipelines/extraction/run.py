@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import boto3
 import botocore.exceptions
 
+from pipelines import progress
 from pipelines.config import ConfigError, Settings
 from pipelines.extraction.aws import (
     ApiCallStats,
@@ -168,6 +169,12 @@ def extract(
             reports.append(report)
             with writer(settings.warehouse, extraction_lock_name(target.account_id, target.region), log.info):
                 _extract_target_or_record(session, target, report, run)
+            progress.finish(
+                target.label,
+                f"could not be read: {report.target_error.split(':')[0]}"
+                if report.target_error
+                else f"{report.stored:,} stored, {report.unchanged:,} unchanged, {report.failed:,} failed",
+            )
     finally:
         unwatch(run.stop)
     return ExtractionReport(run_id, reports, run.stats, (datetime.now(UTC) - started).total_seconds())
@@ -226,6 +233,7 @@ def _extract_target(client: Any, target: Target, report: TargetReport, run: _Run
         state = with_search_view_hashes(settings.warehouse, target.account_id, target.region, state)
         window = _Window(search_start(state, overlap, full_refresh))
         log.info(f"{target.label}: searching jobs modified after {window.modified_after or 'the beginning'}")
+        progress.update(target.label, 0, None, "searching")
         _fetch_and_store(
             client, target, report, run, state, _searched(client, state, report, run, window), by_search=True
         )
@@ -244,6 +252,7 @@ def _extract_target(client: Any, target: Target, report: TargetReport, run: _Run
         f"fetching {len(plan)} {'with Search' if by_search else 'with Describe'} "
         f"({_reasons(plan) or 'nothing new'})"
     )
+    progress.update(target.label, 0, len(plan), f"listed {len(summaries):,}")
     if by_search:
         report.mode = "describe+search"
         state = with_search_view_hashes(settings.warehouse, target.account_id, target.region, state)
@@ -366,6 +375,7 @@ def _fetch_and_store(
                 log.info(
                     f"{target.label}: {done}/{total} fetched" if total else f"{target.label}: so far {done} fetched"
                 )
+                progress.update(target.label, done, total, "fetched")
     report.failed = len(failures)
     for name, (_, operation, error) in sorted(failures.items()):
         code = error_code(error)
