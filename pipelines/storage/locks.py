@@ -126,7 +126,8 @@ def writer(warehouse: Path, name: str, on_wait: Callable[[str], None] | None = N
         if name == BUILD:
             yield
         else:  # an extraction still takes its partition's lease, so no Dagster step extracts it meanwhile
-            with remote.lease_only(warehouse, name, on_wait):
+            told = (lambda who: on_wait(f"waiting for the {name} lease, held by {who}")) if on_wait else None
+            with remote.lease_only(warehouse, name, told):
                 yield
         return
 

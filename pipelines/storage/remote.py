@@ -202,15 +202,15 @@ class WorkingCopy:
 
     # -- pull ------------------------------------------------------------------------------------------------------
     def pull(self, make_current: bool) -> None:
-        """Bring the copy's files up to date, and fetch the published version. Only a session that publishes
-        (``make_current``, under the build lock) makes it the copy's current version: everyone else leaves
+        """Bring the copy's files up to date. A session that publishes (``make_current``, under the build lock)
+        also fetches the published version and makes it the copy's current one; everyone else leaves
         ``current`` alone, so that it never moves under a build in progress."""
         try:
             self._pull_files()
-            version = self._pull_version()
+            version = self._pull_version() if make_current else None
         except (ClientError, BotoCoreError) as error:
             raise _explain(error, self.remote, "read") from None
-        if make_current and version is not None and current_version(self.warehouse) != version:
+        if version is not None and current_version(self.warehouse) != version:
             make_current_version(self.warehouse, version)
         self.base_version = current_version(self.warehouse)  # a version other than this one is new: publish it
 
