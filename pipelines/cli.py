@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -31,7 +32,7 @@ from dagster import (
 )
 
 from pipelines import progress
-from pipelines.config import ConfigError, remote_origin, warehouse_location, warehouse_path
+from pipelines.config import SCRATCH_ENV, ConfigError, remote_origin, warehouse_location, warehouse_path
 from pipelines.interrupts import on_hard_exit, run_interruptibly, stop_requested
 from pipelines.storage.locks import WarehouseBusy
 from pipelines.storage.remote import PublicationConflict
@@ -87,7 +88,8 @@ def materialize_all(
     location = resources["warehouse_config"].settings().warehouse  # type: ignore[attr-defined]
 
     def waiting(who: str) -> None:
-        print(f"Another run holds {location} ({who}); waiting for it to finish.", file=sys.stderr, flush=True)
+        where = remote_origin(location) or location
+        print(f"Another run holds {where} ({who}); waiting for it to finish.", file=sys.stderr, flush=True)
 
     with exclusive_warehouse(location, wait=wait, on_wait=waiting):
         return _materialize_all(resources, full_refresh)
@@ -168,7 +170,8 @@ def _run_and_report(
                 lambda: materialize_all(config_file, warehouse, full_refresh, prices_file, wait, billing)
             )
     except WarehouseBusy as busy:
-        print(f"error: another run holds {target} ({busy}); try again when it has finished.", file=sys.stderr)
+        where = remote_origin(target) or target
+        print(f"error: another run holds {where} ({busy}); try again when it has finished.", file=sys.stderr)
         return EXIT_FAILED
     except PublicationConflict as conflict:
         print(f"error: {conflict}", file=sys.stderr)
@@ -252,10 +255,10 @@ def _check_name(check: Any) -> str:
 
 
 def _innermost(error: Any) -> str:
-    """The deepest cause's message: the sentence our code raised, without Dagster's wrapping."""
+    """The deepest cause's message, on one line: the sentence our code raised, without Dagster's wrapping."""
     while error.cause is not None:
         error = error.cause
-    return error.message.strip()
+    return "; ".join(line.strip() for line in error.message.strip().splitlines() if line.strip())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -286,6 +289,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.demo.fleet import FleetSpec
     from pipelines.summary import print_summary
 
+    if args.warehouse.startswith("s3://") and not os.environ.get(SCRATCH_ENV):
+        # Its S3 lives only as long as the demo: a working copy of its own, never reused by a later run.
+        os.environ[SCRATCH_ENV] = tempfile.mkdtemp(prefix="sagemaker-warehouse-demo-")
     warehouse = warehouse_path(warehouse_location(args.warehouse, "--warehouse"))
     print(f"Starting a local SageMaker endpoint with a demo fleet of {args.jobs} training jobs ...")
     endpoint = LocalSageMaker.start()
@@ -387,7 +393,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         if not (warehouse / DATABASE).exists():
             return _nothing_published(warehouse / DATABASE, warehouse)
         report = write_report(warehouse)
-    print(f"Cost report: {report.resolve()}")
+    origin = remote_origin(warehouse)
+    print(f"Cost report: {report.resolve()}" + (f" (and {origin}/report/index.html)" if origin else ""))
     if args.open:
         import webbrowser
 
@@ -433,7 +440,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     prices = effective_prices(settings.costs.prices_file)
-    print(f"config: {settings.source}; {len(prices)} prices; warehouse {settings.warehouse}")
+    warehouse = remote_origin(settings.warehouse) or settings.warehouse
+    print(f"config: {settings.source}; {len(prices)} prices; warehouse {warehouse}")
     copy = working_copy(settings.warehouse)
     if copy is not None:  # an s3:// warehouse: a missing bucket or a refusal is one sentence, exit 2
         print(copy.status())

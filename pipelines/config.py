@@ -141,9 +141,11 @@ def warehouse_location(value: Any, key: str = "warehouse", environ: Mapping[str,
     that every writer and reader of the folder knows to synchronise it (``storage.remote``)."""
     text = _string(value, key)
     if not text.startswith("s3://"):
-        if "://" in text:
+        if "://" in text or text.lower().startswith("s3:"):
             raise ConfigError(f"{key}: {text!r} is neither a folder nor an s3://bucket/prefix URI.")
         return Path(text)
+    if "//" in text.removeprefix("s3://"):
+        raise ConfigError(f"{key}: {text!r} has an empty path segment (//); write it as s3://bucket/prefix.")
     if not EXPORT_URI.match(text):
         raise ConfigError(
             f"{key}: {text!r} is not an S3 URI with a valid bucket name (3-63 lowercase letters, digits, dots "
@@ -164,6 +166,11 @@ def warehouse_location(value: Any, key: str = "warehouse", environ: Mapping[str,
         )
     if not marker.is_file():
         warehouse_path(scratch)  # a directory this user can create
+        if scratch.is_dir() and any(scratch.iterdir()):  # e.g. a local warehouse: it must not be pushed to S3
+            raise ConfigError(
+                f"The scratch folder {scratch} already holds files and is not a working copy of an S3 warehouse; "
+                f"point {SCRATCH_ENV} at an empty or new folder (one per S3 warehouse)."
+            )
         scratch.mkdir(parents=True, exist_ok=True)
         marker.write_text(origin + "\n")
     return scratch

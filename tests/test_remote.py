@@ -193,6 +193,18 @@ def test_only_the_session_that_published_moves_the_pointer_and_readers_never_mov
     assert pointer(bucket)["version"] == "run-two", "the build published its own version"
 
 
+def test_a_copy_from_another_history_drops_its_published_version(bucket: str, tmp_path: Path) -> None:
+    """A working copy left by a demo (its S3 gone with it), pointed at a bucket where nothing is published."""
+    copy = remote.WorkingCopy(tmp_path / "left-over", remote.Remote(bucket, "wh"))
+    copy.warehouse.mkdir()
+    _fake_version(copy, "demo-run")
+    copy.pull(make_current=False)  # an extraction step leaves it alone
+    assert current_version(copy.warehouse) == "demo-run"
+    copy.pull(make_current=True)  # the build takes S3 as the truth: nothing is published there
+    assert current_version(copy.warehouse) is None
+    assert not (copy.warehouse / "sagemaker.duckdb").exists() and not (copy.warehouse / VERSIONS).exists()
+
+
 def test_state_goes_up_after_the_data_it_vouches_for() -> None:
     relatives = [
         "raw/state/123456789012/us-east-1/search_watermark.json",
@@ -309,7 +321,14 @@ def test_a_working_copy_belongs_to_one_s3_warehouse(tmp_path: Path) -> None:
         warehouse_location("s3://other-bucket/x", environ=environ)
     with pytest.raises(ConfigError, match="not an S3 URI with a valid bucket name"):
         warehouse_location("s3://Bad_Bucket/x", environ=environ)
-    with pytest.raises(ConfigError, match="neither a folder nor an s3://"):
-        warehouse_location("gs://bucket/x", environ=environ)
+    for typo in ("gs://bucket/x", "s3:/team-bucket/x", "S3:team-bucket"):
+        with pytest.raises(ConfigError, match="neither a folder nor an s3://"):
+            warehouse_location(typo, environ=environ)
+    with pytest.raises(ConfigError, match="empty path segment"):
+        warehouse_location("s3://team-bucket//x", environ=environ)
+    # A folder that already holds something (a local warehouse) never becomes a working copy: it would be pushed.
+    (tmp_path / "local-warehouse" / "raw").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="already holds files and is not a working copy"):
+        warehouse_location("s3://team-bucket/x", environ={"SMW_SCRATCH": str(tmp_path / "local-warehouse")})
     default = warehouse_location("s3://team-bucket/p", environ={"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert default == tmp_path / "cache" / "sagemaker-warehouse" / "team-bucket" / "p"

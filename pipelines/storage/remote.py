@@ -47,7 +47,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from pipelines.config import ORIGIN_FILE, ConfigError, remote_origin
 from pipelines.storage.layout import CURRENT, DATABASE, PARQUET, STAGING, VERSIONS
 from pipelines.storage.raw import QUARANTINE
-from pipelines.storage.versions import current_version
+from pipelines.storage.versions import current_version, forget_published
 from pipelines.storage.versions import make_current as make_current_version
 
 log = logging.getLogger(__name__)
@@ -212,6 +212,8 @@ class WorkingCopy:
             raise _explain(error, self.remote, "read") from None
         if version is not None and current_version(self.warehouse) != version:
             make_current_version(self.warehouse, version)
+        elif make_current and version is None and self.pointer_etag is None:
+            forget_published(self.warehouse)  # from another history (a wiped prefix, a demo): S3 is the truth
         self.base_version = current_version(self.warehouse)  # a version other than this one is new: publish it
 
     def _pull_files(self) -> None:
@@ -440,7 +442,11 @@ class Lease:
                 self._take_over(etag)
                 continue
             if not wait:
-                raise WarehouseLeaseBusy(f"{holder}, until {expires:%Y-%m-%d %H:%M:%S} UTC" if expires else holder)
+                raise WarehouseLeaseBusy(
+                    f"{holder}; if that process is gone, its lease expires at {expires:%Y-%m-%d %H:%M:%S} UTC"
+                    if expires
+                    else holder
+                )
             if on_wait and not told:
                 on_wait(f"{holder}, through s3://{self.remote.bucket}/{self.key}")
                 told = True

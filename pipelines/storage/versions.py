@@ -31,6 +31,15 @@ def current_version(warehouse: Path) -> str | None:
     return Path(os.readlink(link)).name if link.is_symlink() else None
 
 
+def forget_published(warehouse: Path) -> None:
+    """No version is published any more: the links and the kept versions go (the raw layer stays)."""
+    for name in (CURRENT, DATABASE, PARQUET):
+        link = warehouse / name
+        if link.is_symlink():
+            link.unlink()
+    shutil.rmtree(warehouse / VERSIONS, ignore_errors=True)
+
+
 def ensure_stable_links(warehouse: Path) -> None:
     """``sagemaker.duckdb`` and ``parquet`` point through ``current``. Made once; a warehouse from the
     older layout (a real file and a link to a version) is converted here, each path in one rename."""
