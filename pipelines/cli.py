@@ -343,12 +343,7 @@ def _nothing_published(database: Path | None, warehouse: Path) -> int:
 
 def _published_parquet_prefix(args: argparse.Namespace) -> str | None:
     """For an s3:// warehouse, where its current tables are at fixed keys: ``<warehouse>/parquet``."""
-    from pipelines.config import load_settings, remote_origin
-
-    folder = (
-        warehouse_location(args.warehouse, "--warehouse") if args.warehouse else load_settings(args.config).warehouse
-    )
-    origin = remote_origin(folder)
+    origin = remote_origin(_warehouse_folder(args, writable=False))
     return f"{origin}/parquet" if origin else None
 
 
