@@ -58,6 +58,7 @@ LOCKS = "locks"
 SYNCED_FILE = ".synced.json"  # what this copy last saw of each remote object: etag, and the local file's stat
 LEASE_SECONDS = 600  # a lease outlives a dead holder by at most this long
 POLL_SECONDS = 5.0
+_MISSING = ("NoSuchKey", "404")  # error codes of an object that is not there
 # Local only: locks, builds in progress, versions (sent as versions/), the links, and the copy's own records.
 LOCAL_ONLY = {".locks", STAGING, VERSIONS, CURRENT, DATABASE, PARQUET, ORIGIN_FILE, SYNCED_FILE}
 
@@ -112,7 +113,7 @@ def _explain(error: Exception, remote: Remote, doing: str) -> RemoteWarehouseErr
             return RemoteWarehouseError(
                 f"The warehouse bucket {remote.bucket} does not exist; create it or point warehouse elsewhere."
             )
-        if code in ("NoSuchKey", "404"):
+        if code in _MISSING:
             return RemoteWarehouseError(
                 f"An object under {remote.uri} disappeared while it was being read (another writer set it aside "
                 "or removed an old version); run again."
@@ -133,6 +134,15 @@ def _code(error: ClientError) -> str:
 def _upload_order(relative: str) -> tuple[int, str]:
     """Data before the state that vouches for it: a Search watermark goes up only after the raw files."""
     return (1 if relative.startswith("raw/state/") else 0, relative)
+
+
+def _delete_if_unchanged(client: Any, bucket: str, key: str, etag: str) -> None:
+    """Delete ``key`` only if it is still the object with ``etag``; changed or gone since: theirs stands."""
+    try:
+        client.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
+    except ClientError as error:
+        if not _is_precondition_failure(error) and _code(error) not in _MISSING:
+            raise
 
 
 def _is_precondition_failure(error: ClientError) -> bool:
@@ -246,7 +256,7 @@ class WorkingCopy:
         try:
             response = self.client.get_object(Bucket=self.remote.bucket, Key=self.remote.key(POINTER))
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if _code(error) in _MISSING:
                 return None, None
             raise
         pointer = json.loads(response["Body"].read())
@@ -313,14 +323,7 @@ class WorkingCopy:
                 response = self.client.put_object(Bucket=self.remote.bucket, Key=self.remote.key(relative), Body=body)
             synced[relative] = {"etag": response["ETag"], "stat": self._stat(path)}
         for relative in [r for r in synced if not (self.warehouse / r).is_file() and self._set_aside(r)]:
-            try:
-                self.client.delete_object(
-                    Bucket=self.remote.bucket, Key=self.remote.key(relative), IfMatch=synced[relative]["etag"]
-                )
-            except ClientError as error:
-                if not _is_precondition_failure(error) and _code(error) not in ("NoSuchKey", "404"):
-                    raise
-                # changed or removed by another writer since: theirs stands
+            _delete_if_unchanged(self.client, self.remote.bucket, self.remote.key(relative), synced[relative]["etag"])
             del synced[relative]
         self._write_synced(synced)
 
@@ -329,9 +332,10 @@ class WorkingCopy:
         if version is None or version == self.base_version:
             return  # this session published nothing
         folder = self.warehouse / VERSIONS / version
+        files = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
         tables = {}
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            relative = f"{REMOTE_VERSIONS}/{version}/{path.relative_to(folder).as_posix()}"
+        for name in files:
+            path, relative = folder / name, f"{REMOTE_VERSIONS}/{version}/{name}"
             self.client.upload_file(str(path), self.remote.bucket, self.remote.key(relative))
             if path.name == "data.parquet":
                 tables[path.parent.name] = f"{self.remote.uri}/{relative}"
@@ -349,7 +353,7 @@ class WorkingCopy:
         etag = self._replace_pointer(pointer, version)
         previous = self.pointer_version
         self.pointer_etag, self.pointer_version = etag, version
-        self._refresh_stable_copies(version, folder)
+        self._refresh_stable_copies(version, files)
         self._remove_old_versions(keep={version, previous})
 
     def _replace_pointer(self, pointer: dict[str, Any], version: str) -> str:
@@ -373,12 +377,11 @@ class WorkingCopy:
             raise
         return str(response["ETag"])
 
-    def _refresh_stable_copies(self, version: str, folder: Path) -> None:
+    def _refresh_stable_copies(self, version: str, files: list[str]) -> None:
         """``parquet/<table>/data.parquet`` and ``sagemaker.duckdb`` at fixed keys, for tools that need a fixed
         location (Athena and Trino tables, a DuckDB ATTACH): server-side copies of the version just published.
         Each object is replaced whole; across tables they can differ by one version for the seconds this takes."""
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            relative = path.relative_to(folder).as_posix()
+        for relative in files:
             source = {"Bucket": self.remote.bucket, "Key": self.remote.key(f"{REMOTE_VERSIONS}/{version}/{relative}")}
             self.client.copy(source, self.remote.bucket, self.remote.key(relative))
 
@@ -458,7 +461,7 @@ class Lease:
         try:
             response = self.client.get_object(Bucket=self.remote.bucket, Key=self.key)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if _code(error) in _MISSING:
                 return "nobody", None, None
             raise
         try:
@@ -469,11 +472,7 @@ class Lease:
 
     def _take_over(self, etag: str) -> None:
         """Remove an expired lease, only if it is still the one that was read (another writer may be faster)."""
-        try:
-            self.client.delete_object(Bucket=self.remote.bucket, Key=self.key, IfMatch=etag)
-        except ClientError as error:
-            if not _is_precondition_failure(error) and _code(error) not in ("NoSuchKey", "404"):
-                raise
+        _delete_if_unchanged(self.client, self.remote.bucket, self.key, etag)
 
     def _renew(self) -> None:
         while not self._stop.wait(self.seconds / 3):
@@ -499,13 +498,8 @@ class Lease:
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
-        if self.lost or self.etag is None:
-            return
-        try:
-            self.client.delete_object(Bucket=self.remote.bucket, Key=self.key, IfMatch=self.etag)
-        except ClientError as error:
-            if not _is_precondition_failure(error) and _code(error) not in ("NoSuchKey", "404"):
-                raise
+        if not self.lost and self.etag is not None:
+            _delete_if_unchanged(self.client, self.remote.bucket, self.key, self.etag)
 
 
 def working_copy(warehouse: Path) -> WorkingCopy | None:
