@@ -105,6 +105,7 @@ def _materialize_in(instance: DagsterInstance, resources: dict[str, object], ful
     from pipelines.definitions import (
         BUILD_JOB,
         EXTRACT_JOB,
+        build_run_config,
         extraction_run_config,
         make_definitions,
         register_partitions,
@@ -131,7 +132,7 @@ def _materialize_in(instance: DagsterInstance, resources: dict[str, object], ful
         return WarehouseRun(runs, interrupted=True)
     runs.append(
         definitions.resolve_job_def(BUILD_JOB).execute_in_process(
-            run_config={"loggers": loggers}, instance=instance, raise_on_error=False
+            run_config={**build_run_config(full_refresh), "loggers": loggers}, instance=instance, raise_on_error=False
         )
     )
     return WarehouseRun(runs, interrupted=stop_requested())

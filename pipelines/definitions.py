@@ -71,6 +71,11 @@ def extraction_run_config(full_refresh: bool) -> dict[str, Any]:
     return {"ops": {"raw_training_jobs": {"config": {"full_refresh": full_refresh}}}}
 
 
+def build_run_config(full_rebuild: bool) -> dict[str, Any]:
+    """The run config of one build: incremental where the published version allows it, or everything."""
+    return {"ops": {"normalized": {"config": {"full_rebuild": full_rebuild}}}}
+
+
 def register_partitions(instance: DagsterInstance, settings: Settings) -> list[str]:
     """Register the configured account/region partitions with ``instance``; returns their keys."""
     labels = target_labels(settings)

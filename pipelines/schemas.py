@@ -59,6 +59,9 @@ class TableSchema:
     # Where a normalized table's rows come from in the raw JSON: {one_per_job: true}, {lists: [paths]}
     # or {maps: [paths]}. The row-count check recounts them there, independently of the SQL.
     rows_from: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Each row belongs to one job and is computed from that job's rows alone (every normalized table, and
+    # the models declared ``per_job: true``): an incremental build replaces only the changed jobs' rows.
+    per_job: bool = False
 
     @property
     def column_names(self) -> list[str]:
@@ -80,7 +83,7 @@ class TableSchema:
         return f'CREATE TABLE "{self.name}" (\n  {columns}\n)'
 
 
-_TABLE_KEYS = {"name", "description", "key", "columns", "rows_from"}
+_TABLE_KEYS = {"name", "description", "key", "columns", "rows_from", "per_job"}
 _COLUMN_KEYS = {"name", "type", "nullable", "description", "added_later"}
 
 
@@ -112,6 +115,7 @@ def _parse(path: Path, layer: str) -> TableSchema:
         key=tuple(document.get("key", ())),
         columns=columns,
         layer=layer,
+        per_job=layer == "tables" or bool(document.get("per_job", False)),
         rows_from=tuple(
             (kind, (paths,) if isinstance(paths, bool | str) else tuple(paths))  # type: ignore[misc]
             for kind, paths in (document.get("rows_from") or {}).items()

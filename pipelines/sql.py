@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,11 @@ def identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def read_parquet_files(paths: Sequence[str | Path]) -> str:
+    """``read_parquet`` of the files at ``paths``."""
+    return f"read_parquet([{', '.join(literal(path) for path in paths)}])"
+
+
 def table_sql(name: str, folder: str = "normalized") -> str:
     return (SQL_DIR / folder / f"{name}.sql").read_text()
 
@@ -54,33 +60,88 @@ def table_sql(name: str, folder: str = "normalized") -> str:
 def build_table(connection: duckdb.DuckDBPyConnection, declared: TableSchema, sql: str, catalog: str = "") -> int:
     """Create ``declared`` from ``sql``. Rows keep the order of ``latest_records`` (by ARN, then list
     position), so equal inputs give equal tables without sorting each one."""
-    produced = [row[0] for row in run(connection, f"describe ({sql})")]
-    if produced != declared.column_names:
-        raise SchemaMismatch(
-            f"{declared.name}: the SQL produces columns {produced} but schemas/ declares {declared.column_names}"
-        )
-    target = f'"{catalog}"."{declared.name}"' if catalog else f'"{declared.name}"'
+    check_columns(connection, declared, sql)
+    target = qualified(declared.name, catalog)
     run(connection, f"drop table if exists {target}")
     run(connection, declared.duckdb_ddl(enforce_not_null=False).replace(f'"{declared.name}"', target, 1))
     # The declared descriptions travel with the table, so BI tools and `describe` show them.
     run(connection, f"comment on table {target} is {literal(declared.description)}")
     for column in declared.columns:
         run(connection, f"comment on column {target}.{identifier(column.name)} is {literal(column.description)}")
-    casts = ", ".join(f'cast("{c.name}" as {c.duckdb_type}) as "{c.name}"' for c in declared.columns)
-    run(connection, f"insert into {target} select {casts} from ({sql})")
+    insert_rows(connection, declared, sql, catalog)
     return int(run(connection, f"select count(*) from {target}")[0][0])
 
 
+def check_columns(connection: duckdb.DuckDBPyConnection, declared: TableSchema, sql: str) -> None:
+    """Refuse ``sql`` unless it produces exactly the declared columns, in order."""
+    produced = [row[0] for row in run(connection, f"describe ({sql})")]
+    if produced != declared.column_names:
+        raise SchemaMismatch(
+            f"{declared.name}: the SQL produces columns {produced} but schemas/ declares {declared.column_names}"
+        )
+
+
+def insert_rows(connection: duckdb.DuckDBPyConnection, declared: TableSchema, sql: str, catalog: str = "") -> None:
+    """Append the rows of ``sql`` to the existing table ``declared``, cast to the declared types."""
+    casts = ", ".join(f'cast("{c.name}" as {c.duckdb_type}) as "{c.name}"' for c in declared.columns)
+    run(connection, f"insert into {qualified(declared.name, catalog)} select {casts} from ({sql})")
+
+
+def replace_rows(
+    connection: duckdb.DuckDBPyConnection, declared: TableSchema, sql: str, jobs: str, catalog: str = ""
+) -> None:
+    """Replace the rows of the jobs in the relation ``jobs`` (ARNs) with those ``sql`` produces: the
+    incremental build of a per-job table."""
+    target = qualified(declared.name, catalog)
+    run(connection, f"delete from {target} where training_job_arn in (select training_job_arn from {jobs})")
+    insert_rows(connection, declared, sql, catalog)
+    replaced = qualified(REPLACED_TABLES, catalog)
+    run(connection, f"create table if not exists {replaced} (table_name varchar)")
+    run(connection, f"insert into {replaced} values ({literal(declared.name)})")
+
+
+def qualified(name: str, catalog: str = "") -> str:
+    """``name`` in ``catalog`` (default: the connection's own), quoted."""
+    return f"{identifier(catalog)}.{identifier(name)}" if catalog else identifier(name)
+
+
 # -- contracts: what a table's declaration in schemas/ promises, checked on every normalized table and model
+
+# Staging only: the jobs an incremental build replaced, and the tables in which it replaced only their rows
+# (the per-job models are built whole when the cost inputs changed). A check of such a table looks at the
+# changed jobs' rows alone; every other job's rows are those of the published version, checked when it was built.
+CHANGED_JOBS = "_changed_jobs"
+REPLACED_TABLES = "_tables_replaced_by_job"
+
+
+def is_incremental(connection: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the connection holds an incremental build (a staged list of changed jobs)."""
+    found = run(connection, f"select count(*) from duckdb_tables() where table_name = {literal(CHANGED_JOBS)}")
+    return bool(found[0][0])
+
+
+def replaced_by_job(connection: duckdb.DuckDBPyConnection) -> set[str]:
+    """The tables in which an incremental build replaced only the changed jobs' rows."""
+    if not run(connection, f"select count(*) from duckdb_tables() where table_name = {literal(REPLACED_TABLES)}")[0][0]:
+        return set()
+    return {name for (name,) in run(connection, f"select table_name from {REPLACED_TABLES}")}
+
+
+def rows_to_check(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> str:
+    """The relation a check of ``table`` reads: the whole table, or the changed jobs' rows where an incremental
+    build replaced only those (a key starts with the job, so a duplicate or a null can only be there)."""
+    if table.per_job and table.name in replaced_by_job(connection):
+        return f"(select * from {identifier(table.name)} semi join {CHANGED_JOBS} using (training_job_arn))"
+    return identifier(table.name)
 
 
 def unique_key(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> CheckOutcome:
     """no two rows share the declared key."""
     key = ", ".join(map(identifier, table.key))
-    duplicates = run(
-        connection,
-        f"select count(*) from (select {key} from {identifier(table.name)} group by {key} having count(*) > 1)",
-    )[0][0]
+    rows = rows_to_check(connection, table)
+    duplicates = run(connection, f"select count(*) from (select {key} from {rows} group by {key} having count(*) > 1)")[
+        0
+    ][0]
     return CheckOutcome(
         "unique_key",
         duplicates == 0,
@@ -96,7 +157,7 @@ def required_columns_not_null(connection: duckdb.DuckDBPyConnection, table: Tabl
         connection,
         "select "
         + ", ".join(f"count(*) filter ({identifier(c)} is null)" for c in required)
-        + f" from {identifier(table.name)}",
+        + f" from {rows_to_check(connection, table)}",
     )[0]
     nulls = {column: int(n) for column, n in zip(required, counts, strict=True) if n}
     return CheckOutcome(

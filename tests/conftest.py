@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config import ExtractionSettings, Settings
@@ -95,6 +96,11 @@ def demo_warehouse(endpoint: LocalSageMaker, tmp_path_factory: pytest.TempPathFa
                 deliver_demo_bill(SMALL_FLEET, DEMO_BILL)  # its bill, in the endpoint's S3
                 assert main(["run", "--warehouse", str(warehouse), "--billing", DEMO_BILL]) == EXIT_OK
     return warehouse
+
+
+def published_rows(warehouse: Path, table_name: str) -> int:
+    """Rows of a published table, counted in its Parquet files' footers."""
+    return sum(pq.read_metadata(path).num_rows for path in (warehouse / "parquet" / table_name).glob("*.parquet"))
 
 
 def copy_of(warehouse: Path, destination: Path) -> Path:

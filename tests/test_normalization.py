@@ -369,7 +369,7 @@ def test_a_lost_job_is_never_excused_by_a_namesake_elsewhere(tmp_path: Path) -> 
     connection.executemany("insert into published values (?, ?, ?, ?)", rows)
     connection.execute(f"copy published to '{published}' (format parquet)")
     connection.execute("create table jobs as select training_job_arn from published where region = 'eu-west-1'")
-    kept = checks.published_jobs_kept(connection, published)  # no record of deleted jobs at all
+    kept = checks.published_jobs_kept(connection, [published])  # no record of deleted jobs at all
     assert (
         not kept.passed and kept.metadata["lost_jobs"] == 1 and kept.metadata["examples"] == [arn.format("us-east-1")]
     )
@@ -377,7 +377,7 @@ def test_a_lost_job_is_never_excused_by_a_namesake_elsewhere(tmp_path: Path) -> 
         f"create table {checks.GONE_FROM_SAGEMAKER} as "
         "select '123456789012' as account_id, 'ap-south-1' as region, 'foo' as training_job_name"
     )
-    assert not checks.published_jobs_kept(connection, published).passed
+    assert not checks.published_jobs_kept(connection, [published]).passed
     connection.execute(f"insert into {checks.GONE_FROM_SAGEMAKER} values ('123456789012', 'us-east-1', 'foo')")
-    confirmed = checks.published_jobs_kept(connection, published)
+    confirmed = checks.published_jobs_kept(connection, [published])
     assert confirmed.passed and confirmed.metadata["deleted_in_sagemaker"] == 1

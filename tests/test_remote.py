@@ -51,7 +51,8 @@ def jobs_published(uri: str, fixed_key: bool = False) -> int:
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
         s3, _ = fs.FileSystem.from_uri(f"s3://{bucket}")  # the standard AWS settings, AWS_ENDPOINT_URL included
         connection.register_filesystem(ArrowFSWrapper(s3))
-        jobs = f"{uri}/parquet/jobs/data.parquet" if fixed_key else pointer(bucket, prefix)["tables"]["jobs"]
+        jobs = f"{uri}/parquet/jobs/" if fixed_key else pointer(bucket, prefix)["tables"]["jobs"]
+        jobs += "*.parquet"  # a table is a folder of Parquet files
         return connection.execute("select count(*) from read_parquet(?)", [jobs]).fetchall()[0][0]
 
 

@@ -5,6 +5,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetSpec,
+    Config,
     MaterializeResult,
     multi_asset,
 )
@@ -20,6 +21,12 @@ from pipelines.storage.raw import RAW_JOBS
 from pipelines.warehouse.build import ABANDONED_AFTER_SECONDS, remove_abandoned_staging, stage_from_raw
 
 TABLES = normalized_tables()
+
+
+class BuildConfig(Config):
+    full_rebuild: bool = False  # rebuild every job's rows, not only the changed jobs' (see warehouse.changes)
+
+
 TABLE_NAMES = [t.name for t in TABLES]
 
 
@@ -75,22 +82,31 @@ def _check_specs() -> list[AssetCheckSpec]:
     check_specs=_check_specs(),
     pool=WAREHOUSE_WRITER_POOL,
 )
-def normalized(context: AssetExecutionContext, warehouse_config: WarehouseConfig):  # type: ignore[no-untyped-def]
-    """Flatten the latest raw record of every job into the normalized tables, in a staging database."""
+def normalized(context: AssetExecutionContext, config: BuildConfig, warehouse_config: WarehouseConfig):  # type: ignore[no-untyped-def]
+    """Flatten the latest raw record of every changed job (or every job) into the normalized tables, in a
+    staging database."""
     settings = warehouse_config.settings()
     progress.stage("build", "flattening the raw layer into the normalized tables")
     with writer(settings.warehouse, BUILD, context.log.info):
         # By age only: a Dagster build between two of its steps holds no lock, so its staging area would
         # look abandoned to a CLI run that holds the warehouse.
         remove_abandoned_staging(settings.warehouse, context.run_id, ABANDONED_AFTER_SECONDS)
-        build = stage_from_raw(settings.warehouse, context.run_id)
+        build = stage_from_raw(settings.warehouse, context.run_id, full=config.full_rebuild)
     staging, counts = build.staging, build.counts
     for moved in build.quarantined:
         context.log.warning(f"raw file could not be read and was moved to {moved}; its jobs are fetched again")
-    context.log.info(f"staged {counts['jobs']} jobs into {len(counts)} tables at {staging.database}")
+    context.log.info(
+        f"{build.plan.mode} build ({build.plan.reason}): {build.changed_jobs} jobs rebuilt, {counts['jobs']} jobs "
+        f"in {len(counts)} tables at {staging.database}"
+    )
     with staging.connect(read_only=True) as connection:
         for declared in TABLES:
-            yield MaterializeResult(asset_key=declared.name, metadata={"dagster/row_count": counts[declared.name]})
+            metadata = {
+                "dagster/row_count": counts[declared.name],
+                "build": build.plan.mode,
+                "jobs_rebuilt": build.changed_jobs,
+            }
+            yield MaterializeResult(asset_key=declared.name, metadata=metadata)
             for outcome in checks.table_checks(connection, declared):
                 yield check_result(declared.name, outcome)
             if declared.name != checks.JOBS:

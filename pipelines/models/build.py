@@ -23,8 +23,19 @@ from pipelines.billing.ingest import empty_line_items
 from pipelines.config import CostSettings
 from pipelines.pricing.instances import instance_specs
 from pipelines.pricing.prices import Price, effective_prices, storage_rates
-from pipelines.schemas import all_tables, table
-from pipelines.sql import SQL_DIR, build_table, literal, run, table_sql
+from pipelines.schemas import TableSchema, all_tables, table
+from pipelines.sql import (
+    CHANGED_JOBS,
+    SQL_DIR,
+    build_table,
+    check_columns,
+    identifier,
+    literal,
+    qualified,
+    replace_rows,
+    run,
+    table_sql,
+)
 from pipelines.storage.raw import TERMINAL_STATUSES
 
 MODELS_FOLDER = "models"
@@ -173,12 +184,44 @@ def build_models(
     costs: CostSettings,
     refreshed_prices: Path | None = None,
     billing_files: list[str] | None = None,
+    changed_only: bool = False,
 ) -> dict[str, int]:
-    """Every model, in dependency order, into the connection's default catalog; returns row counts."""
+    """Every model, in dependency order, into the connection's default catalog; returns row counts. With
+    ``changed_only`` (an incremental build whose cost inputs are unchanged), the per-job models replace
+    only the rows of the jobs in ``_changed_jobs``, and the other models are built whole from them."""
     counts = load_parameters(connection, costs, refreshed_prices, billing_files)
     declared = all_tables()
     for name in build_order():
         if name not in declared:
             raise ValueError(f"sql/models/{name}.sql has no declaration in schemas/models/{name}.yaml")
-        counts[name] = build_table(connection, declared[name], table_sql(name, MODELS_FOLDER))
+    per_job = [name for name in build_order() if changed_only and declared[name].per_job]
+    if per_job:
+        _replace_changed_jobs_rows(connection, [declared[name] for name in per_job])
+    for name in build_order():
+        if name not in per_job:
+            build_table(connection, declared[name], table_sql(name, MODELS_FOLDER))
+    for name in build_order():
+        counts[name] = int(run(connection, f"select count(*) from {identifier(name)}")[0][0])
     return counts
+
+
+def _replace_changed_jobs_rows(connection: duckdb.DuckDBPyConnection, models: list[TableSchema]) -> None:
+    """Rebuild the changed jobs' rows of the per-job ``models`` (in build order). While they build, every
+    per-job table is seen through a temporary view of the changed jobs' rows, so each model's own SQL
+    computes just those."""
+    catalog = run(connection, "select current_database()")[0][0]
+    shadowed = [t.name for t in all_tables().values() if t.per_job]
+    for name in shadowed:
+        run(
+            connection,
+            f"create or replace temp view {identifier(name)} as select * from {qualified(name, catalog)} "
+            f"semi join {qualified(CHANGED_JOBS, catalog)} using (training_job_arn)",
+        )
+    try:
+        for model in models:
+            sql = table_sql(model.name, MODELS_FOLDER)
+            check_columns(connection, model, sql)
+            replace_rows(connection, model, sql, qualified(CHANGED_JOBS, catalog), catalog)
+    finally:
+        for name in shadowed:
+            run(connection, f"drop view if exists temp.main.{identifier(name)}")

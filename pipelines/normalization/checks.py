@@ -6,7 +6,7 @@ so that a failure keeps the staged tables from being published.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import duckdb
@@ -14,7 +14,7 @@ import duckdb
 from pipelines.aws_model import structure_paths
 from pipelines.normalization.flatten import LEFT_OUT, PARENT_TABLE, RAW_JSON, normalized_tables
 from pipelines.schemas import TableSchema
-from pipelines.sql import CheckOutcome, identifier, literal, required_columns_not_null, run, unique_key
+from pipelines.sql import CheckOutcome, literal, required_columns_not_null, rows_to_check, run, unique_key
 
 JOBS = PARENT_TABLE
 
@@ -23,7 +23,7 @@ def references_jobs(connection: duckdb.DuckDBPyConnection, table: TableSchema) -
     """every row points at a job in the jobs table."""
     orphans = run(
         connection,
-        f'select count(*) from "{table.name}" child anti join {JOBS} using (training_job_arn)',
+        f"select count(*) from {rows_to_check(connection, table)} child anti join {JOBS} using (training_job_arn)",
     )[0][0]
     return CheckOutcome(
         "references_jobs",
@@ -61,11 +61,12 @@ def _rows_in_raw(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> i
 
 def row_count_matches_raw(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> CheckOutcome:
     """The table has exactly as many rows as its source lists or maps hold in the raw JSON, counted with
-    DuckDB's JSON functions on the stored text: a second path, independent of the flattening SQL."""
+    DuckDB's JSON functions on the stored text: a second path, independent of the flattening SQL. (An
+    incremental build counts the changed jobs' rows against their records.)"""
     in_raw = _rows_in_raw(connection, table)
     left_out = sum(count for _, _, count in _left_out(connection, table))
     expected = in_raw - left_out
-    actual = run(connection, f"select count(*) from {identifier(table.name)}")[0][0]
+    actual = run(connection, f"select count(*) from {rows_to_check(connection, table)}")[0][0]
     return CheckOutcome(
         "row_count_matches_raw",
         expected == actual,
@@ -173,15 +174,15 @@ def unknown_members(connection: duckdb.DuckDBPyConnection) -> CheckOutcome:
 GONE_FROM_SAGEMAKER = "_gone_from_sagemaker"  # staging only: names SageMaker answered 'not found' for
 
 
-def published_jobs_kept(connection: duckdb.DuckDBPyConnection, published_jobs: Path | None) -> CheckOutcome:
+def published_jobs_kept(connection: duckdb.DuckDBPyConnection, published_jobs: Sequence[Path]) -> CheckOutcome:
     """Every job of the currently published warehouse is still in the staged ``jobs`` table, unless
     SageMaker confirmed it is gone (DeleteTrainingJob: a Describe by name in its account and region
     answered 'not found'). A job that disappears otherwise means its raw record was lost (a
     damaged file moved to quarantine, a file deleted by hand): publishing would silently drop it. The
     next extraction fetches such jobs again by name."""
-    if published_jobs is None or not published_jobs.exists():
+    if not published_jobs:
         return CheckOutcome("no_published_job_lost", True, "nothing published yet", {"lost_jobs": 0})
-    source = literal(published_jobs)
+    source = "[" + ", ".join(literal(path) for path in published_jobs) + "]"
     gone_jobs = (
         f"select account_id, region, training_job_name from {GONE_FROM_SAGEMAKER}"
         if _has_table(connection, GONE_FROM_SAGEMAKER)

@@ -19,7 +19,16 @@ import duckdb
 
 from pipelines.aws_model import duckdb_json_structure
 from pipelines.schemas import TableSchema, all_tables
-from pipelines.sql import build_table, literal, run, table_sql
+from pipelines.sql import (
+    CHANGED_JOBS,
+    build_table,
+    check_columns,
+    literal,
+    qualified,
+    replace_rows,
+    run,
+    table_sql,
+)
 
 NORMALIZED_LAYER = "tables"
 
@@ -44,9 +53,9 @@ with fetches as (
 ),
 latest_fetch as (
     -- Keys first: the newest fetch of each job, found without moving the large JSON column around.
-    -- The run breaks a tie, so a job stored twice at the same instant (say by two runs that overlapped
-    -- before the writer lock existed) still yields one record.
-    select training_job_arn, max(fetched_at) as fetched_at, arg_max(run_id, fetched_at) as run_id
+    -- The later run breaks a tie, so a job stored twice at the same instant (say by two runs that
+    -- overlapped before the writer lock existed) still yields one record, the same one every time.
+    select training_job_arn, max(fetched_at) as fetched_at, arg_max(run_id, (fetched_at, run_id)) as run_id
     from fetches
     group by training_job_arn
 )
@@ -56,24 +65,34 @@ join latest_fetch using (training_job_arn, fetched_at, run_id)
 """
 
 
-def load_latest_records(connection: duckdb.DuckDBPyConnection, source: str, view_catalog: str = "") -> int:
+def newest_fetches(source: str) -> str:
+    """SQL for the key of the newest fetch of each job in ``source``: ARN, fetched_at, run_id."""
+    return _LATEST.format(source=source, columns="training_job_arn, fetched_at, run_id")
+
+
+def load_latest_records(
+    connection: duckdb.DuckDBPyConnection, source: str, view_catalog: str = "", changed_only: bool = False
+) -> int:
     """Create ``latest_records``: the newest fetch of every job in ``source`` (a relation with the raw
-    columns), its response parsed into one typed STRUCT column ``job``, ordered by ARN so that every
-    table built from it comes out in the same order for the same input. Also creates the view
-    ``latest_raw_json`` (ARN and stored JSON text) for the checks, in ``view_catalog`` if given.
-    Returns the job count."""
+    columns), or with ``changed_only`` of the jobs in ``_changed_jobs`` (in ``view_catalog``), its
+    response parsed into one typed STRUCT column ``job``, ordered by ARN so that every table built from
+    it comes out in the same order for the same input. Also creates the view ``latest_raw_json`` (ARN and
+    stored JSON text of the same records) for the checks, in ``view_catalog`` if given. Returns the job
+    count."""
     structure = literal(json.dumps(duckdb_json_structure(wanted=members_read_by_sql())))
-    columns = f"account_id, region, fetched_at, fetched_with, json_transform(response_json, {structure}) as job"
+    parsed = f"json_transform(response_json, {structure}) as job"
+    columns = f"account_id, region, fetched_at, fetched_with, run_id, {parsed}"
+    among = f" semi join {changed_jobs(view_catalog)} using (training_job_arn)" if changed_only else ""
     run(
         connection,
-        f"create or replace table {RECORDS} as {_LATEST.format(source=source, columns=columns)}"
+        f"create or replace table {RECORDS} as {_LATEST.format(source=source, columns=columns)}{among}"
         " order by training_job_arn",
     )
     view = f'"{view_catalog}".main.{RAW_JSON}' if view_catalog else RAW_JSON
-    run(
-        connection,
-        f"create or replace view {view} as " + _LATEST.format(source=source, columns="training_job_arn, response_json"),
-    )
+    raw_json = _LATEST.format(source=source, columns="training_job_arn, response_json")
+    # The view lives in the staged database and is read through it: it names the table without the catalog.
+    among = f" semi join {CHANGED_JOBS} using (training_job_arn)" if changed_only else ""
+    run(connection, f"create or replace view {view} as {raw_json}{among}")
     return int(run(connection, f"select count(*) from {RECORDS}")[0][0])
 
 
@@ -81,24 +100,35 @@ LEFT_OUT = "_rows_left_out"  # staging only: rows that broke their table's contr
 PARENT_TABLE = "jobs"
 
 
-def leave_out_contract_breakers(connection: duckdb.DuckDBPyConnection, declared: TableSchema, catalog: str = "") -> int:
+def changed_jobs(catalog: str = "") -> str:
+    """The staged list of an incremental build's changed jobs, in ``catalog``."""
+    return f'"{catalog}".main.{CHANGED_JOBS}' if catalog else CHANGED_JOBS
+
+
+def leave_out_contract_breakers(
+    connection: duckdb.DuckDBPyConnection, declared: TableSchema, catalog: str = "", changed_only: bool = False
+) -> int:
     """Remove from a child table the rows that break its contract, so that one odd record cannot block
     everyone's publication: a row with a null required column, and every row after the first (in list
     order) that repeats a key (a tag key twice, say). Each is recorded in ``_rows_left_out`` by job and
     reason; the job's record stays whole in the raw layer. ``jobs`` is never repaired: its rows are the
-    jobs, and its checks block. Returns how many rows were left out."""
+    jobs, and its checks block. With ``changed_only``, only the changed jobs' rows are looked at (a key
+    starts with the job). Returns how many rows were left out."""
     if declared.name == PARENT_TABLE:
         return 0
-    target = f'"{catalog}"."{declared.name}"' if catalog else f'"{declared.name}"'
+    target = qualified(declared.name, catalog)
     left_out = f'"{catalog}".main.{LEFT_OUT}' if catalog else LEFT_OUT
+    rows = target
+    if changed_only:
+        rows = f"(select rowid, * from {target} semi join {changed_jobs(catalog)} using (training_job_arn))"
     required = [f'"{c.name}" is null' for c in declared.columns if not c.nullable]
     key = ", ".join(f'"{k}"' for k in declared.key)
-    first_of_key = f"select min(rowid) from {target} group by {key}"
+    first_of_key = f"select min(rowid) from {rows} group by {key}"
     breaking = (
         f"select rowid as row_id, training_job_arn, "
         f"case when {' or '.join(required)} then 'null in a required column' "
         f"else 'repeats the key ({', '.join(declared.key)})' end as reason "
-        f"from {target} where ({' or '.join(required)}) or rowid not in ({first_of_key})"
+        f"from {rows} where ({' or '.join(required)}) or rowid not in ({first_of_key})"
     )
     run(connection, f"create temporary table breaking as {breaking}")
     try:
@@ -115,10 +145,13 @@ def leave_out_contract_breakers(connection: duckdb.DuckDBPyConnection, declared:
         run(connection, "drop table breaking")
 
 
-def build_normalized_tables(connection: duckdb.DuckDBPyConnection, catalog: str = "") -> dict[str, int]:
+def build_normalized_tables(
+    connection: duckdb.DuckDBPyConnection, catalog: str = "", changed_only: bool = False
+) -> dict[str, int]:
     """Every normalized table from ``latest_records``, created in ``catalog`` (default: the connection's
-    own), with contract-breaking child rows left out (see :func:`leave_out_contract_breakers`); returns
-    row counts by table."""
+    own), with contract-breaking child rows left out (see :func:`leave_out_contract_breakers`). With
+    ``changed_only`` (an incremental build), the tables exist already and only the rows of the jobs in
+    ``_changed_jobs`` are replaced. Returns row counts by table."""
     left_out = f'"{catalog}".main.{LEFT_OUT}' if catalog else LEFT_OUT
     run(
         connection,
@@ -127,6 +160,12 @@ def build_normalized_tables(connection: duckdb.DuckDBPyConnection, catalog: str 
     )
     counts = {}
     for declared in normalized_tables():
-        built = build_table(connection, declared, table_sql(declared.name), catalog)
-        counts[declared.name] = built - leave_out_contract_breakers(connection, declared, catalog)
+        sql = table_sql(declared.name)
+        if changed_only:
+            check_columns(connection, declared, sql)
+            replace_rows(connection, declared, sql, changed_jobs(catalog), catalog)
+        else:
+            build_table(connection, declared, sql, catalog)
+        leave_out_contract_breakers(connection, declared, catalog, changed_only)
+        counts[declared.name] = int(run(connection, f"select count(*) from {qualified(declared.name, catalog)}")[0][0])
     return counts

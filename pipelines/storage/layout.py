@@ -21,6 +21,8 @@ VERSIONS = ".versions"
 STAGING = ".staging"
 
 
-def published_parquet(warehouse: Path, table_name: str) -> Path:
-    """The stable path of a published table's Parquet file (it follows ``current``)."""
-    return warehouse / PARQUET / table_name / "data.parquet"
+def published_parquet(warehouse: Path, table_name: str) -> list[Path]:
+    """A published table's Parquet files, through ``current`` (none before the first publication). A table
+    is a folder of files: one per week of job creation for a per-job table, else one."""
+    folder = warehouse / PARQUET / table_name
+    return sorted(folder.glob("*.parquet")) if folder.is_dir() else []

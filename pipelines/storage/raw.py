@@ -279,14 +279,16 @@ def quarantine_unreadable(
     return moved
 
 
-def load_target_state(warehouse: Path, account_id: str, region: str, published_jobs: Path | None = None) -> TargetState:
+def load_target_state(
+    warehouse: Path, account_id: str, region: str, published_jobs: Sequence[Path] = ()
+) -> TargetState:
     """The latest fetch of every stored job in one account and region, the jobs whose latest fetch
     attempt failed, and the jobs of this account and region that ``published_jobs`` (the published
-    ``jobs`` table's Parquet file) holds but the raw layer no longer does."""
+    ``jobs`` table's Parquet files) holds but the raw layer no longer does."""
     job_files = parquet_files(warehouse, RAW_JOBS, account_id, region)
     error_files = parquet_files(warehouse, RAW_ERRORS, account_id, region)
-    published = published_jobs if published_jobs is not None and published_jobs.exists() else None
-    if not job_files and not error_files and published is None:
+    published = [str(path) for path in published_jobs]
+    if not job_files and not error_files and not published:
         return TargetState()
     connection = duckdb.connect()
     try:
@@ -322,10 +324,10 @@ def load_target_state(warehouse: Path, account_id: str, region: str, published_j
             failed = {name for name, code in since_last_fetch if code != NOT_FOUND}
             gone = {name for name, code in since_last_fetch if code == NOT_FOUND}
         lost: set[str] = set()
-        if published is not None:
+        if published:
             rows = connection.execute(
                 "select training_job_arn, training_job_name from read_parquet(?) where account_id = ? and region = ?",
-                [str(published), account_id, region],
+                [published, account_id, region],
             ).fetchall()
             lost = {name for arn, name in rows if arn not in jobs}
         return TargetState(

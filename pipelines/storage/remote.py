@@ -7,7 +7,7 @@ step and sends its changes back after it:
 ```
 s3://bucket/prefix/
   current.json                the pointer: which version is published, replaced by a conditional write
-  versions/<run>/             sagemaker.duckdb and parquet/<table>/data.parquet of each kept version
+  versions/<run>/             sagemaker.duckdb, build.json and parquet/<table>/*.parquet of each kept version
   sagemaker.duckdb parquet/   copies of the current version at fixed keys, made after the pointer moves
   raw/ quarantine/ report/ …  the same files as in a local warehouse, one object each
   locks/<role>.json           leases: one writer per role, taken by a conditional write, with an expiry
@@ -337,8 +337,10 @@ class WorkingCopy:
         for name in files:
             path, relative = folder / name, f"{REMOTE_VERSIONS}/{version}/{name}"
             self.client.upload_file(str(path), self.remote.bucket, self.remote.key(relative))
-            if path.name == "data.parquet":
-                tables[path.parent.name] = f"{self.remote.uri}/{relative}"
+            if name.startswith(f"{PARQUET}/"):  # a table is a folder of Parquet files
+                tables[name.split("/")[1]] = (
+                    f"{self.remote.uri}/{REMOTE_VERSIONS}/{version}/{PARQUET}/{name.split('/')[1]}/"
+                )
         if lease is not None and not lease.still_held():
             raise PublicationConflict(
                 f"Not published to {self.remote.uri}: this run's lease expired while it ran and another writer may "
@@ -378,24 +380,32 @@ class WorkingCopy:
         return str(response["ETag"])
 
     def _refresh_stable_copies(self, version: str, files: list[str]) -> None:
-        """``parquet/<table>/data.parquet`` and ``sagemaker.duckdb`` at fixed keys, for tools that need a fixed
-        location (Athena and Trino tables, a DuckDB ATTACH): server-side copies of the version just published.
-        Each object is replaced whole; across tables they can differ by one version for the seconds this takes."""
-        for relative in files:
+        """``parquet/<table>/`` and ``sagemaker.duckdb`` at fixed keys, for tools that need a fixed location
+        (Athena and Trino tables, a DuckDB ATTACH): server-side copies of the version just published, then
+        the fixed-key files it no longer has (a week no row of the table is in any more) removed. Each object is
+        replaced whole; across tables they can differ by one version for the seconds this takes."""
+        stable = [name for name in files if name == DATABASE or name.startswith(f"{PARQUET}/")]
+        for relative in stable:
             source = {"Bucket": self.remote.bucket, "Key": self.remote.key(f"{REMOTE_VERSIONS}/{version}/{relative}")}
             self.client.copy(source, self.remote.bucket, self.remote.key(relative))
+        extra = set(_listing(self.client, self.remote, f"{PARQUET}/")) - set(stable)
+        self._delete(sorted(extra), f"{self.remote.uri}/{PARQUET}/")
 
     def _remove_old_versions(self, keep: set[str | None]) -> None:
         """Drop remote versions other than the new one and the one before it (readers may still be on it)."""
         stale = [
             key for key in _listing(self.client, self.remote, f"{REMOTE_VERSIONS}/") if key.split("/")[1] not in keep
         ]
-        for start in range(0, len(stale), 1000):
-            batch = [{"Key": self.remote.key(key)} for key in stale[start : start + 1000]]
+        self._delete(stale, f"{self.remote.uri}/{REMOTE_VERSIONS}/")
+
+    def _delete(self, keys: list[str], under: str) -> None:
+        """Remove objects that are no longer published; a refusal is a warning (published all the same)."""
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": self.remote.key(key)} for key in keys[start : start + 1000]]
             response = self.client.delete_objects(Bucket=self.remote.bucket, Delete={"Objects": batch, "Quiet": True})
-            for error in response.get("Errors", [])[:1]:  # published all the same: say so, do not fail the run
+            for error in response.get("Errors", [])[:1]:
                 log.warning(
-                    f"Published, but old versions under {self.remote.uri}/{REMOTE_VERSIONS}/ could not be removed "
+                    f"Published, but old objects under {under} could not be removed "
                     f"({error.get('Code')}: {len(response['Errors'])} objects); the warehouse needs s3:DeleteObject."
                 )
 

@@ -16,11 +16,18 @@ from pipelines.billing.ingest import raw_billing_files
 from pipelines.config import CostSettings
 from pipelines.models.build import build_models
 from pipelines.normalization.checks import GONE_FROM_SAGEMAKER
-from pipelines.normalization.flatten import RAW_JSON, build_normalized_tables, load_latest_records
+from pipelines.normalization.flatten import (
+    PARENT_TABLE,
+    RAW_JSON,
+    build_normalized_tables,
+    changed_jobs,
+    load_latest_records,
+    newest_fetches,
+)
 from pipelines.pricing.refresh import refreshed_prices_file
 from pipelines.schemas import table
-from pipelines.sql import literal, run
-from pipelines.storage.layout import DATABASE, STAGING
+from pipelines.sql import CHANGED_JOBS, literal, run
+from pipelines.storage.layout import DATABASE, STAGING, VERSIONS
 from pipelines.storage.raw import (
     NOT_FOUND,
     RAW_ERRORS,
@@ -29,6 +36,7 @@ from pipelines.storage.raw import (
     quarantine_unreadable,
     raw_jobs_source,
 )
+from pipelines.warehouse.changes import BuildPlan, cost_inputs_fingerprint, plan_build, read_manifest, write_manifest
 
 # Another writer's staging area is only removed once this old: a Dagster build runs its steps in
 # separate processes, so a younger staging area may belong to a build between two steps.
@@ -60,7 +68,7 @@ class Staging:
             raise FileNotFoundError(
                 f"No staged warehouse at {self.database}: the normalization step of run {self.run_id} did not finish."
             )
-        return duckdb.connect(str(self.database), read_only=read_only)
+        return duckdb.connect(str(self.database), read_only=read_only, config={"memory_limit": memory_limit()})
 
 
 @dataclass(frozen=True)
@@ -68,52 +76,82 @@ class StagedBuild:
     staging: Staging
     counts: dict[str, int]  # rows by table
     quarantined: list[Path]  # raw files that could not be read, moved aside before the build
+    plan: BuildPlan
+    changed_jobs: int  # jobs whose rows this build (re)made: every job in a full build
 
 
-def stage_from_raw(warehouse: Path, run_id: str) -> StagedBuild:
-    """Quarantine unreadable raw files, then build the normalized tables. A file whose footer reads but
-    whose pages do not fails the build: then every file is read in full, the bad ones are quarantined
-    and the build runs once more."""
+def stage_from_raw(warehouse: Path, run_id: str, full: bool = False) -> StagedBuild:
+    """Quarantine unreadable raw files, then build the normalized tables: only the changed jobs' rows
+    when the published version allows it, else every job (see :mod:`pipelines.warehouse.changes`; ``full``
+    asks for the latter). A file whose footer reads but whose pages do not fails the build: then every
+    file is read in full, the bad ones are quarantined and the build runs once more (in full)."""
     quarantined = quarantine_unreadable(warehouse)
+    plan = plan_build(warehouse, full)
     try:
-        staging, counts = stage_normalized_tables(warehouse, run_id)
+        staging, counts = stage_normalized_tables(warehouse, run_id, plan)
     except duckdb.Error:
         damaged = quarantine_unreadable(warehouse, deep=True)
         if not damaged:
             raise
         quarantined += damaged
-        staging, counts = stage_normalized_tables(warehouse, run_id)
-    return StagedBuild(staging, counts, quarantined)
+        plan = plan_build(warehouse, full)
+        staging, counts = stage_normalized_tables(warehouse, run_id, plan)
+    changed = counts[PARENT_TABLE]
+    if plan.incremental:
+        with staging.connect(read_only=True) as connection:
+            changed = int(run(connection, f"select count(*) from {CHANGED_JOBS}")[0][0])
+    return StagedBuild(staging, counts, quarantined, plan, changed)
 
 
-def stage_normalized_tables(warehouse: Path, run_id: str) -> tuple[Staging, dict[str, int]]:
-    """Build every normalized table from the raw layer into a fresh staging database, with the
-    ``latest_raw_json`` view the checks read (publishing drops it). Returns row counts by table."""
+def stage_normalized_tables(
+    warehouse: Path, run_id: str, plan: BuildPlan | None = None
+) -> tuple[Staging, dict[str, int]]:
+    """Build the normalized tables from the raw layer into a fresh staging database, with the
+    ``latest_raw_json`` view the checks read (publishing drops it). Incremental: the staging database starts
+    as a copy of the published one, and only the changed jobs' rows are replaced (their ARNs are staged in
+    ``_changed_jobs``). Without a plan, builds every job. Returns row counts by table."""
+    plan = plan or plan_build(warehouse, full=True)
     staging = Staging(warehouse, run_id)
     shutil.rmtree(staging.root, ignore_errors=True)
     staging.root.mkdir(parents=True)
+    if plan.incremental:
+        assert plan.published_version is not None
+        shutil.copyfile(warehouse / VERSIONS / plan.published_version / DATABASE, staging.database)
     # Work happens in an in-memory database (spilling to disk past the memory limit); only the finished
     # tables are written to the staging file.
     config = {"memory_limit": memory_limit(), "temp_directory": str(staging.root / "spill")}
     with duckdb.connect(config=config) as connection:
         run(connection, f"attach {literal(staging.database)} as {STAGED}")
-        files = parquet_files(warehouse, RAW_JOBS)
+        files = [str(warehouse / f) for f in plan.new_files]
         if files:
             source = raw_jobs_source(connection, files)
         else:
             connection.register("empty_raw", table(RAW_JOBS).arrow_schema().empty_table())
             source = "empty_raw"
-        load_latest_records(connection, source, view_catalog=STAGED)
+        if plan.incremental:
+            run(
+                connection,
+                f"""
+                create table {changed_jobs(STAGED)} as
+                select newest.training_job_arn
+                from ({newest_fetches(source)}) newest
+                left join {STAGED}.main.{PARENT_TABLE} published using (training_job_arn)
+                where published.training_job_arn is null
+                   or (newest.fetched_at, newest.run_id) > (published.fetched_at, published.fetch_run_id)
+                """,
+            )
+        load_latest_records(connection, source, view_catalog=STAGED, changed_only=plan.incremental)
         if not files:  # the view must outlive this connection, so it cannot read the registered relation
             run(
                 connection,
                 f"create or replace view {STAGED}.main.{RAW_JSON} as "
                 "select null::varchar as training_job_arn, null::varchar as response_json where false",
             )
-        counts = build_normalized_tables(connection, catalog=STAGED)
+        counts = build_normalized_tables(connection, catalog=STAGED, changed_only=plan.incremental)
         _stage_jobs_gone_from_sagemaker(connection, parquet_files(warehouse, RAW_ERRORS))
         run(connection, f"detach {STAGED}")
     shutil.rmtree(staging.root / "spill", ignore_errors=True)
+    write_manifest(staging.root, plan.manifest())
     return staging, counts
 
 
@@ -150,8 +188,28 @@ def remove_abandoned_staging(warehouse: Path, active_run_id: str, min_age_second
 
 def stage_models(staging: Staging, costs: CostSettings) -> dict[str, int]:
     """Build the reference tables (the bill's line items from raw/billing, prices) and every SQL model into
-    the staging database, after the normalized tables."""
+    the staging database, after the normalized tables. In an incremental build the per-job models replace
+    only the changed jobs' rows, unless the cost inputs (settings, prices, the bill) changed since the
+    published version: then they are built whole. The cost inputs are recorded in the staged manifest."""
+    manifest = read_manifest(staging.root) or {}
+    cost_inputs = cost_inputs_fingerprint(staging.warehouse, costs)
+    published = manifest.get("published_version")
+    published_manifest = read_manifest(staging.warehouse / VERSIONS / published) if published else None
+    changed_only = (
+        manifest.get("mode") == "incremental"
+        and published_manifest is not None
+        and published_manifest.get("cost_inputs") == cost_inputs
+    )
     with staging.connect() as connection:
-        return build_models(
-            connection, costs, refreshed_prices_file(staging.warehouse), raw_billing_files(staging.warehouse)
+        counts = build_models(
+            connection,
+            costs,
+            refreshed_prices_file(staging.warehouse),
+            raw_billing_files(staging.warehouse),
+            changed_only=changed_only,
         )
+    if manifest:
+        write_manifest(
+            staging.root, {**manifest, "cost_inputs": cost_inputs, "models": "incremental" if changed_only else "full"}
+        )
+    return counts

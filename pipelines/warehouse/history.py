@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipelines.schemas import table
-from pipelines.sql import build_table, literal, run
+from pipelines.sql import build_table, literal, read_parquet_files, run
 from pipelines.storage.layout import published_parquet
 from pipelines.storage.raw import NOT_FOUND, RAW_ERRORS, parquet_files
 from pipelines.warehouse.build import Staging
@@ -25,15 +25,15 @@ def stage_build_history(staging: Staging, failed_checks: list[str], now: datetim
     declared = table(BUILD_HISTORY)
     before = {name: published_parquet(warehouse, name) for name in ("jobs", "cost_daily", BUILD_HISTORY)}
     with staging.connect() as connection:
-        if before[BUILD_HISTORY].exists():
-            history = f"read_parquet({literal(before[BUILD_HISTORY])})"
+        if before[BUILD_HISTORY]:
+            history = read_parquet_files(before[BUILD_HISTORY])
         else:
             connection.register("no_history", declared.arrow_schema().empty_table())
             history = "no_history"
         previous_build = run(connection, f"select max(built_at) from {history}")[0][0]
-        first = not before["jobs"].exists()
+        first = not before["jobs"]
         old_jobs = (
-            f"read_parquet({literal(before['jobs'])})"
+            read_parquet_files(before["jobs"])
             if not first
             else "(select null::varchar as training_job_arn, null as training_job_status, null as last_modified_time)"
         )
@@ -50,13 +50,13 @@ def stage_build_history(staging: Staging, failed_checks: list[str], now: datetim
         )[0]
         total = run(connection, "select coalesce(sum(total_cost_usd), 0) from cost_daily")[0][0]
         added, by_day = None, None
-        if before["cost_daily"].exists():
+        if before["cost_daily"]:
             changes = run(
                 connection,
                 f"""
                 with built as (select day, sum(total_cost_usd) as usd from cost_daily group by day),
                 published as (
-                    select day, sum(total_cost_usd) as usd from read_parquet({literal(before["cost_daily"])})
+                    select day, sum(total_cost_usd) as usd from {read_parquet_files(before["cost_daily"])}
                     group by day
                 )
                 select strftime(day, '%Y-%m-%d'), coalesce(built.usd, 0) - coalesce(published.usd, 0) as change
@@ -110,11 +110,11 @@ def newest_build(warehouse: Path) -> dict[str, object] | None:
     """The newest row of the published build history, if there is one."""
     import duckdb
 
-    path = published_parquet(warehouse, BUILD_HISTORY)
-    if not path.exists():
+    files = published_parquet(warehouse, BUILD_HISTORY)
+    if not files:
         return None
     with duckdb.connect() as connection:
-        cursor = connection.execute(f"select * from read_parquet({literal(path)}) order by built_at desc limit 1")
+        cursor = connection.execute(f"select * from {read_parquet_files(files)} order by built_at desc limit 1")
         found = cursor.fetchall()
         columns = [column[0] for column in cursor.description]
     return dict(zip(columns, found[0], strict=True)) if found else None

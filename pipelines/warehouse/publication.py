@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -22,10 +23,12 @@ import duckdb
 from pipelines.interrupts import stop_requested
 from pipelines.normalization.checks import GONE_FROM_SAGEMAKER, JOBS, published_jobs_kept
 from pipelines.normalization.flatten import LEFT_OUT, RAW_JSON
-from pipelines.sql import identifier, literal, run
+from pipelines.schemas import TableSchema, all_tables
+from pipelines.sql import CHANGED_JOBS, REPLACED_TABLES, identifier, is_incremental, literal, replaced_by_job, run
 from pipelines.storage.layout import PARQUET, VERSIONS, published_parquet
 from pipelines.storage.versions import make_current
 from pipelines.warehouse.build import Staging
+from pipelines.warehouse.changes import read_manifest
 
 # What a reader of the published warehouse may do: read its tables, nothing else. No file outside the
 # database (read_csv, COPY, ATTACH, EXPORT), no extension installed or loaded, and no way to change that
@@ -50,7 +53,7 @@ class PublicationRefused(RuntimeError):
 
 def publish(staging: Staging, table_names: list[str]) -> dict[str, Path]:
     """Export the staged tables to Parquet beside the staged database, then make both current in one
-    step. Returns the stable path of each table's Parquet file. Refuses, leaving the current version in
+    step. Returns the stable folder of each table's Parquet files. Refuses, leaving the current version in
     place, when a stop signal has arrived or when the build would drop a job that is published now
     (checked again here, under the build lock: another run may have published since this one's checks)."""
     warehouse = staging.warehouse
@@ -58,18 +61,14 @@ def publish(staging: Staging, table_names: list[str]) -> dict[str, Path]:
         kept = published_jobs_kept(connection, published_parquet(warehouse, JOBS))
         if not kept.passed:
             raise PublicationRefused(f"Not published: {kept.description}.")
+        unchanged_weeks = _weeks_without_changes(connection, staging)
         run(connection, f"drop view if exists {RAW_JSON}")
-        run(connection, f"drop table if exists {LEFT_OUT}")
-        run(connection, f"drop table if exists {GONE_FROM_SAGEMAKER}")
+        for staged_only in (LEFT_OUT, GONE_FROM_SAGEMAKER, CHANGED_JOBS, REPLACED_TABLES):
+            run(connection, f"drop table if exists {staged_only}")
         run(connection, "checkpoint")
     connection = staging.connect(read_only=True)
     try:
-        paths = {}
-        for name in table_names:
-            target = staging.root / PARQUET / name / "data.parquet"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            run(connection, f"copy {identifier(name)} to {literal(target)} (format parquet, compression zstd)")
-            paths[name] = warehouse / PARQUET / name / "data.parquet"
+        paths = {name: _export(connection, staging, all_tables()[name], unchanged_weeks) for name in table_names}
     finally:
         connection.close()
     _sync_tree(staging.root)
@@ -81,6 +80,87 @@ def publish(staging: Staging, table_names: list[str]) -> dict[str, Path]:
     os.replace(staging.root, version)
     make_current(warehouse, staging.run_id)
     return paths
+
+
+CREATED_WEEK = "created_week"
+
+
+@dataclass(frozen=True)
+class UnchangedWeeks:
+    """An incremental build's weeks of job creation that hold no changed job: their Parquet files are the
+    published version's, linked rather than written again, for the tables whose rows it did not rebuild."""
+
+    previous: Path  # the published version's folder
+    weeks: frozenset[str]
+    changed: frozenset[str]  # the weeks with a changed job, written again
+    tables: frozenset[str]  # the per-job tables whose other jobs' rows are the published version's
+
+
+def _weeks_without_changes(connection: duckdb.DuckDBPyConnection, staging: Staging) -> UnchangedWeeks | None:
+    manifest = read_manifest(staging.root)
+    if not manifest or manifest.get("mode") != "incremental" or not is_incremental(connection):
+        return None
+    previous = staging.warehouse / VERSIONS / str(manifest["published_version"])
+    rows = run(
+        connection,
+        f"""
+        select distinct {_WEEK_OF_JOB}, training_job_arn in (select training_job_arn from {CHANGED_JOBS})
+        from {JOBS}
+        """,
+    )
+    touched = frozenset(week for week, changed in rows if changed)
+    weeks = frozenset(week for week, _ in rows if week not in touched)
+    return UnchangedWeeks(previous, weeks, touched, frozenset(replaced_by_job(connection)))
+
+
+# The Monday (UTC) of the week a job was created: a night's changes are mostly this week's and last week's.
+_WEEK_OF_JOB = f"strftime(date_trunc('week', creation_time at time zone 'UTC'), '%Y-%m-%d') as {CREATED_WEEK}"
+
+
+def _export(
+    connection: duckdb.DuckDBPyConnection, staging: Staging, declared: TableSchema, unchanged: UnchangedWeeks | None
+) -> Path:
+    """Write one table's Parquet files into the staged version; returns the table's stable folder. A per-job
+    table is one file per week its jobs were created in (``created-2026-11-23.parquet``, named by the week's
+    Monday, UTC), so that a night's changes rewrite a few files and link the rest; any other table is one
+    file (``data.parquet``)."""
+    folder = staging.root / PARQUET / declared.name
+    folder.mkdir(parents=True, exist_ok=True)
+    options = "format parquet, compression zstd"
+    if not declared.per_job:
+        run(connection, f"copy {identifier(declared.name)} to {literal(folder / 'data.parquet')} ({options})")
+        return staging.warehouse / PARQUET / declared.name
+    weeks = f"select training_job_arn, {_WEEK_OF_JOB} from {JOBS}"
+    if unchanged is not None and declared.name in unchanged.tables:
+        for week in unchanged.weeks:
+            for old in (unchanged.previous / PARQUET / declared.name).glob(f"created-{week}*.parquet"):
+                _link(old, folder / old.name)
+        written = ", ".join(map(literal, sorted(unchanged.changed))) or "null"
+        weeks = f"select * from ({weeks}) where {CREATED_WEEK} in ({written})"
+    partitions = staging.root / f".partitions-{declared.name}"
+    run(
+        connection,
+        f"copy (select t.*, m.{CREATED_WEEK} from {identifier(declared.name)} t join ({weeks}) m "
+        f"using (training_job_arn)) to {literal(partitions)} "
+        f"({options}, partition_by ({CREATED_WEEK}), filename_pattern 'part_{{i}}')",
+    )
+    for part in sorted(partitions.glob(f"{CREATED_WEEK}=*/*.parquet")):
+        week, number = part.parent.name.split("=", 1)[1], part.stem.removeprefix("part_")
+        os.replace(part, folder / f"created-{week}{'' if number == '0' else '_' + number}.parquet")
+    shutil.rmtree(partitions, ignore_errors=True)
+    if not any(folder.glob("*.parquet")):  # readers glob the folder: an empty table is one empty file
+        empty = f"copy (from {identifier(declared.name)} limit 0) to {literal(folder / 'data.parquet')} ({options})"
+        run(connection, empty)
+    return staging.warehouse / PARQUET / declared.name
+
+
+def _link(source: Path, target: Path) -> None:
+    """``target`` as a second name of ``source`` (files of a version never change), or a copy where the
+    file system cannot link."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def _sync_tree(root: Path) -> None:

@@ -1,5 +1,5 @@
 -- One row per training job: the scalar facts of its latest record, flattened.
--- Reads `latest_records` (one row per job: account_id, region, fetched_at, fetched_with, job = the typed record).
+-- Reads `latest_records` (one row per job: account_id, region, fetched_at, fetched_with, run_id, job = the typed record).
 with records as (
     select * from latest_records
 ),
@@ -67,5 +67,6 @@ select
     job.ExperimentConfig.TrialName as trial_name,
     fetched_at,
     -- Files written before Search mode existed have no marker: they came from Describe.
-    coalesce(fetched_with, 'DescribeTrainingJob+ListTags') as fetched_with
+    coalesce(fetched_with, 'DescribeTrainingJob+ListTags') as fetched_with,
+    run_id as fetch_run_id
 from resources

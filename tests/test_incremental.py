@@ -1,0 +1,184 @@
+"""The incremental build: night after night it replaces only the changed jobs' rows, and its tables are the
+ones a full build of the same raw layer makes (new, changed, stale, quarantined and re-fetched jobs, new
+cost settings); checks of the changed rows still catch each kind of defect."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from pipelines.config import CostSettings
+from pipelines.demo.fleet import FleetSpec, generate_fleet
+from pipelines.demo.nights import build, changed, differing_rows, pick, renamed, write_records
+from pipelines.normalization import checks
+from pipelines.normalization.flatten import normalized_tables
+from pipelines.schemas import all_tables
+from pipelines.storage.layout import CURRENT, PARQUET, VERSIONS
+from pipelines.warehouse.build import stage_from_raw
+from pipelines.warehouse.changes import read_manifest
+from pipelines.warehouse.publication import PublicationRefused
+from tests.conftest import FLEET_END
+
+START = FLEET_END + timedelta(hours=1)
+PUBLISHED = [name for name, declared in all_tables().items() if declared.layer not in ("raw", "history")]
+
+
+def _fleet() -> list[dict[str, Any]]:
+    return list(generate_fleet(FleetSpec(jobs=240, seed=11, end=FLEET_END)))
+
+
+def _store(warehouse: Path, records: list[dict[str, Any]], night: int, hours: float = 0) -> None:
+    at = START + timedelta(days=night, hours=hours)
+    write_records(warehouse, records, f"{at:%Y%m%dT%H%M%SZ}-night{night}", at)
+
+
+def _same_as_full_build(warehouse: Path, scratch: Path, costs: CostSettings | None = None) -> None:
+    """A full build of a copy of the raw layer holds exactly the incremental warehouse's tables and Parquet."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.copytree(warehouse / "raw", scratch / "raw")
+    result = build(scratch, full=True, costs=costs)
+    assert result["mode"] == "full" and not result["failed_checks"]
+    assert differing_rows(warehouse / "sagemaker.duckdb", scratch / "sagemaker.duckdb", PUBLISHED) == {}
+    with duckdb.connect() as connection:
+        for name in ("jobs", "tags", "job_costs", "job_cost_days_tagged", "cost_daily"):
+            files = [f"{folder}/{PARQUET}/{name}/*.parquet" for folder in (warehouse, scratch)]
+            one_way = f"from read_parquet('{files[0]}') except all from read_parquet('{files[1]}')"
+            other_way = f"from read_parquet('{files[1]}') except all from read_parquet('{files[0]}')"
+            assert connection.execute(f"select count(*) from ({one_way})").fetchall() == [(0,)], name
+            assert connection.execute(f"select count(*) from ({other_way})").fetchall() == [(0,)], name
+
+
+def _tag(warehouse: Path, arn: str, key: str) -> list[tuple]:
+    with duckdb.connect(str(warehouse / "sagemaker.duckdb"), read_only=True) as connection:
+        return connection.execute(
+            "select value from tags where training_job_arn = ? and key = ?", [arn, key]
+        ).fetchall()
+
+
+def test_incremental_builds_match_a_full_build_night_after_night(tmp_path: Path) -> None:
+    warehouse, scratch = tmp_path / "warehouse", tmp_path / "full"
+    fleet = _fleet()
+    _store(warehouse, fleet, night=0)
+    first = build(warehouse)
+    assert (first["mode"], first["reason"], first["failed_checks"]) == ("full", "nothing is published yet", [])
+
+    # Night 1: 20 jobs change (one now repeats a tag key, a row the build leaves out) and 12 are new.
+    newer = [changed(record, START + timedelta(days=1), 1) for record in pick(fleet, 20, seed=1, recent=False)]
+    newer[0]["Tags"] = [*newer[0]["Tags"], {"Key": "reviewed", "Value": "twice"}]
+    added = [renamed(record, "night1", timedelta(days=1)) for record in pick(fleet, 12, seed=2, recent=False)]
+    _store(warehouse, newer + added, night=1)
+    night = build(warehouse)
+    assert (night["mode"], night["jobs_rebuilt"], night["jobs"]) == ("incremental", 32, 252)
+    assert night["failed_checks"] == []
+    assert _tag(warehouse, newer[1]["TrainingJobArn"], "reviewed") == [("n1",)]
+    _same_as_full_build(warehouse, scratch)
+
+    # Night 2: a stale record arrives late (fetched before the published one): it changes nothing.
+    stale = pick(fleet, 5, seed=3, recent=False)
+    _store(warehouse, stale, night=0, hours=-2)
+    _store(warehouse, [changed(newer[1], START + timedelta(days=2), 2)], night=2)
+    night = build(warehouse)
+    assert (night["mode"], night["jobs_rebuilt"]) == ("incremental", 1)
+    assert _tag(warehouse, newer[1]["TrainingJobArn"], "reviewed") == [("n2",)]
+    _same_as_full_build(warehouse, scratch)
+
+    # Night 3: nothing new. Nothing is rebuilt, and every per-job Parquet file is the previous version's.
+    previous = (warehouse / CURRENT).resolve()
+    night = build(warehouse)
+    assert (night["mode"], night["jobs_rebuilt"], night["raw_files_read"]) == ("incremental", 0, 0)
+    for name in ("jobs", "tags", "job_costs"):
+        for path in (warehouse / PARQUET / name).glob("*.parquet"):
+            assert os.stat(path).st_ino == os.stat(previous / PARQUET / name / path.name).st_ino, path
+
+    # Night 4: a file of night 1 is damaged. The build runs in full and refuses to drop the new jobs only
+    # that file held; once extraction fetches them again, a full build publishes, and the next night is incremental.
+    night1 = next((warehouse / "raw").rglob("*night1-*.parquet"))
+    night1.write_bytes(b"not parquet")
+    only_there = sum(f":{night1.parent.name}:" in record["TrainingJobArn"] for record in added)
+    with pytest.raises(PublicationRefused, match=f"Not published: {only_there} published jobs are missing"):
+        build(warehouse)
+    _store(warehouse, [changed(record, START + timedelta(days=4), 4) for record in newer + added], night=4)
+    night = build(warehouse)
+    assert night["mode"] == "full" and "gone" in night["reason"] and night["jobs"] == 252
+    _store(warehouse, [changed(record, START + timedelta(days=5), 5) for record in pick(fleet, 7, 5, False)], night=5)
+    night = build(warehouse)
+    assert (night["mode"], night["jobs_rebuilt"]) == ("incremental", 7)
+    _same_as_full_build(warehouse, scratch)
+
+    # Night 6: other cost settings. The tables stay incremental; the per-job models are built whole.
+    costs = CostSettings(allocation_tags=("project", "team"), storage_usd_per_gb_month=0.2)
+    _store(warehouse, [changed(added[0], START + timedelta(days=6), 6)], night=6)
+    night = build(warehouse, costs=costs)
+    assert (night["mode"], night["jobs_rebuilt"]) == ("incremental", 1)
+    assert read_manifest((warehouse / CURRENT).resolve())["models"] == "full"
+    _same_as_full_build(warehouse, scratch, costs)
+    assert len(list((warehouse / VERSIONS).iterdir())) == 2
+
+
+def test_a_full_rebuild_is_asked_for_or_due_weekly(tmp_path: Path) -> None:
+    warehouse = tmp_path / "warehouse"
+    _store(warehouse, _fleet()[:40], night=0)
+    assert build(warehouse)["mode"] == "full"
+    assert build(warehouse)["mode"] == "incremental"
+    assert build(warehouse, full=True)["reason"] == "a full rebuild was asked for"
+    manifest_path = (warehouse / CURRENT).resolve() / "build.json"
+    manifest = read_manifest(manifest_path.parent)
+    assert manifest is not None
+    manifest_path.write_text(
+        manifest_path.read_text().replace(manifest["last_full_build"], "2026-01-01T00:00:00+00:00")
+    )
+    night = build(warehouse)
+    assert night["mode"] == "full" and night["reason"].startswith("the last full build was")
+
+
+Defect = Callable[[duckdb.DuckDBPyConnection, str], None]
+DEFECTS: dict[str, tuple[str, str, Defect]] = {
+    "repeated key": (
+        "tags",
+        "unique_key",
+        lambda c, arn: c.execute("insert into tags select * from tags where training_job_arn = ? limit 1", [arn]),
+    ),
+    "null in a required column": (
+        "jobs",
+        "required_columns_not_null",
+        lambda c, arn: c.execute("update jobs set region = null where training_job_arn = ?", [arn]),
+    ),
+    "row of no job": (
+        "tags",
+        "references_jobs",
+        lambda c, arn: c.execute("delete from jobs where training_job_arn = ?", [arn]),
+    ),
+    "row lost": (
+        "hyperparameters",
+        "row_count_matches_raw",
+        lambda c, arn: c.execute("delete from hyperparameters where training_job_arn = ?", [arn]),
+    ),
+}
+
+
+@pytest.mark.parametrize("defect", DEFECTS)
+def test_checks_of_an_incremental_build_catch_each_defect_in_changed_rows(tmp_path: Path, defect: str) -> None:
+    warehouse = tmp_path / "warehouse"
+    fleet = [r for r in _fleet() if r.get("HyperParameters") and r.get("Tags")][:30]
+    _store(warehouse, fleet, night=0)
+    build(warehouse)
+    job = changed(fleet[3], START + timedelta(days=1), 1)
+    _store(warehouse, [job], night=1)
+    staged = stage_from_raw(warehouse, "planted")
+    assert (staged.plan.mode, staged.changed_jobs) == ("incremental", 1)
+    name, check, plant = DEFECTS[defect]
+    declared = next(t for t in normalized_tables() if t.name == name)
+    with staged.staging.connect(read_only=True) as connection:
+        assert all(outcome.passed for outcome in checks.table_checks(connection, declared))
+    with staged.staging.connect() as connection:
+        plant(connection, job["TrainingJobArn"])
+    with staged.staging.connect(read_only=True) as connection:
+        failed = [outcome.name for outcome in checks.table_checks(connection, declared) if not outcome.passed]
+    assert check in failed
