@@ -534,7 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="materialize the whole warehouse now against the configured AWS accounts")
     run.add_argument("--warehouse", help="warehouse directory (default: the config's, else ./warehouse)")
     run.add_argument("--config", help="YAML config file (default: $SMW_CONFIG)")
-    run.add_argument("--full-refresh", action="store_true", help="re-list and re-describe every job")
+    run.add_argument(
+        "--full-refresh", action="store_true", help="re-list and re-describe every job, and rebuild every table"
+    )
     run.add_argument("--prices", help="CSV of your own rates: region,instance_type,usd_per_hour")
     run.add_argument(
         "--billing", help="a CUR 2.0 export (folder or s3://bucket/prefix) to reconcile with (default: billing.exports)"

@@ -1,5 +1,6 @@
 -- One row per training job: the scalar facts of its latest record, flattened.
--- Reads `latest_records` (one row per job: account_id, region, fetched_at, fetched_with, run_id, job = the typed record).
+-- Reads `latest_records` (one row per job: account_id, region, fetched_at, fetched_with, run_id, job = the
+-- typed record).
 with records as (
     select * from latest_records
 ),
