@@ -16,7 +16,7 @@ import pytest
 
 from pipelines.config import CostSettings
 from pipelines.demo.fleet import FleetSpec, generate_fleet
-from pipelines.demo.nights import build, changed, differing_rows, pick, renamed, write_records
+from pipelines.demo.nights import build, changed, differing_rows, moved, pick, renamed, write_records
 from pipelines.normalization import checks
 from pipelines.normalization.flatten import normalized_tables
 from pipelines.schemas import all_tables
@@ -107,9 +107,13 @@ def test_incremental_builds_match_a_full_build_night_after_night(tmp_path: Path)
     _store(warehouse, [changed(record, START + timedelta(days=4), 4) for record in newer + added], night=4)
     night = build(warehouse)
     assert night["mode"] == "full" and "gone" in night["reason"] and night["jobs"] == 252
-    _store(warehouse, [changed(record, START + timedelta(days=5), 5) for record in pick(fleet, 7, 5, False)], night=5)
+    # Night 5: seven jobs change, and one more was deleted and created again under its name two weeks later
+    # (same ARN, another week of creation: its old week's Parquet must lose it).
+    recreated = moved(fleet[0], timedelta(days=14))
+    newer5 = [changed(record, START + timedelta(days=5), 5) for record in pick(fleet[1:], 7, 5, False)]
+    _store(warehouse, [*newer5, changed(recreated, START + timedelta(days=15), 5)], night=5, hours=10 * 24)
     night = build(warehouse)
-    assert (night["mode"], night["jobs_rebuilt"]) == ("incremental", 7)
+    assert (night["mode"], night["jobs_rebuilt"]) == ("incremental", 8)
     _same_as_full_build(warehouse, scratch)
 
     # Night 6: other cost settings. The tables stay incremental; the per-job models are built whole.

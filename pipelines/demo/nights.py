@@ -65,10 +65,17 @@ def write_records(warehouse: Path, records: Iterable[dict[str, Any]], run_id: st
 def renamed(record: dict[str, Any], suffix: str, shift: timedelta) -> dict[str, Any]:
     """A new job like ``record``: another name and ARN, its times moved by ``shift`` (keep them before the
     fetch time: a running job runs until it was fetched)."""
-    job = copy.deepcopy(record)
+    job = moved(record, shift)
     name = f"{record['TrainingJobName'][: 63 - len(suffix) - 1]}-{suffix}"
     job["TrainingJobName"] = name
     job["TrainingJobArn"] = record["TrainingJobArn"].rsplit("/", 1)[0] + "/" + name
+    return job
+
+
+def moved(record: dict[str, Any], shift: timedelta) -> dict[str, Any]:
+    """``record`` with every time moved by ``shift``: the same name and ARN, as for a job deleted and
+    created again under its name."""
+    job = copy.deepcopy(record)
     _shift_times(job, shift)
     return job
 

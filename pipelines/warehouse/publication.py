@@ -24,7 +24,16 @@ from pipelines.interrupts import stop_requested
 from pipelines.normalization.checks import GONE_FROM_SAGEMAKER, JOBS, published_jobs_kept
 from pipelines.normalization.flatten import LEFT_OUT, RAW_JSON
 from pipelines.schemas import TableSchema, all_tables
-from pipelines.sql import CHANGED_JOBS, REPLACED_TABLES, identifier, is_incremental, literal, replaced_by_job, run
+from pipelines.sql import (
+    CHANGED_JOBS,
+    REPLACED_TABLES,
+    identifier,
+    is_incremental,
+    literal,
+    read_parquet_files,
+    replaced_by_job,
+    run,
+)
 from pipelines.storage.layout import PARQUET, VERSIONS, published_parquet
 from pipelines.storage.versions import make_current
 from pipelines.warehouse.build import Staging
@@ -101,11 +110,18 @@ def _weeks_without_changes(connection: duckdb.DuckDBPyConnection, staging: Stagi
     if not manifest or manifest.get("mode") != "incremental" or not is_incremental(connection):
         return None
     previous = staging.warehouse / VERSIONS / str(manifest["published_version"])
+    # A changed job's week as published counts too: a job deleted and created again under its name keeps
+    # its ARN but not its creation time, and its old week's file must lose its rows.
+    published_jobs = sorted((previous / PARQUET / JOBS).glob("*.parquet"))
+    before = f"select {_WEEK_OF_JOB}, training_job_arn from {read_parquet_files(published_jobs)}"
+    if not published_jobs:
+        before = "select null::varchar, null::varchar where false"
     rows = run(
         connection,
         f"""
-        select distinct {_WEEK_OF_JOB}, training_job_arn in (select training_job_arn from {CHANGED_JOBS})
-        from {JOBS}
+        with weeks as (select {_WEEK_OF_JOB}, training_job_arn from {JOBS} union all {before})
+        select distinct {CREATED_WEEK}, training_job_arn in (select training_job_arn from {CHANGED_JOBS})
+        from weeks
         """,
     )
     touched = frozenset(week for week, changed in rows if changed)
