@@ -21,6 +21,7 @@ from pipelines.normalization import checks
 from pipelines.normalization.flatten import normalized_tables
 from pipelines.schemas import all_tables
 from pipelines.storage.layout import CURRENT, PARQUET, VERSIONS
+from pipelines.warehouse import build as warehouse_build
 from pipelines.warehouse.build import stage_from_raw
 from pipelines.warehouse.changes import read_manifest
 from pipelines.warehouse.publication import PublicationRefused
@@ -186,3 +187,18 @@ def test_checks_of_an_incremental_build_catch_each_defect_in_changed_rows(tmp_pa
     with staged.staging.connect(read_only=True) as connection:
         failed = [outcome.name for outcome in checks.table_checks(connection, declared) if not outcome.passed]
     assert check in failed
+
+
+def test_a_full_build_in_batches_of_jobs_makes_the_same_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fleet = _fleet()
+    fleet[5]["Tags"] = [*fleet[5]["Tags"], fleet[5]["Tags"][0]]  # a repeated tag key, left out in either build
+    for name in ("whole", "batches"):
+        _store(tmp_path / name, fleet, night=0)
+    assert build(tmp_path / "whole")["jobs"] == 240
+    monkeypatch.setattr(warehouse_build, "BATCH_JOBS", 37)  # 7 batches
+    batched = build(tmp_path / "batches")
+    assert (batched["jobs"], batched["failed_checks"]) == (240, [])
+    assert (
+        differing_rows(tmp_path / "whole" / "sagemaker.duckdb", tmp_path / "batches" / "sagemaker.duckdb", PUBLISHED)
+        == {}
+    )

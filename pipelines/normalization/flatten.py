@@ -23,6 +23,7 @@ from pipelines.sql import (
     CHANGED_JOBS,
     build_table,
     check_columns,
+    insert_rows,
     literal,
     qualified,
     replace_rows,
@@ -71,11 +72,16 @@ def newest_fetches(source: str) -> str:
 
 
 def load_latest_records(
-    connection: duckdb.DuckDBPyConnection, source: str, view_catalog: str = "", changed_only: bool = False
+    connection: duckdb.DuckDBPyConnection,
+    source: str,
+    view_catalog: str = "",
+    changed_only: bool = False,
+    batch: str = "",
 ) -> int:
     """Create ``latest_records``: the newest fetch of every job in ``source`` (a relation with the raw
-    columns), or with ``changed_only`` of the jobs in ``_changed_jobs`` (in ``view_catalog``), its
-    response parsed into one typed STRUCT column ``job``, ordered by ARN so that every table built from
+    columns), or with ``changed_only`` of the jobs in ``_changed_jobs`` (in ``view_catalog``), or of the
+    jobs for which the SQL condition ``batch`` holds (a part of a full build; the view still covers every
+    job), its response parsed into one typed STRUCT column ``job``, ordered by ARN so that every table built from
     it comes out in the same order for the same input. Also creates the view ``latest_raw_json`` (ARN and
     stored JSON text of the same records) for the checks, in ``view_catalog`` if given. Returns the job
     count."""
@@ -83,9 +89,10 @@ def load_latest_records(
     parsed = f"json_transform(response_json, {structure}) as job"
     columns = f"account_id, region, fetched_at, fetched_with, run_id, {parsed}"
     among = f" semi join {changed_jobs(view_catalog)} using (training_job_arn)" if changed_only else ""
+    records = f"(select * from {source} where {batch})" if batch else source
     run(
         connection,
-        f"create or replace table {RECORDS} as {_LATEST.format(source=source, columns=columns)}{among}"
+        f"create or replace table {RECORDS} as {_LATEST.format(source=records, columns=columns)}{among}"
         " order by training_job_arn",
     )
     view = f'"{view_catalog}".main.{RAW_JSON}' if view_catalog else RAW_JSON
@@ -106,21 +113,21 @@ def changed_jobs(catalog: str = "") -> str:
 
 
 def leave_out_contract_breakers(
-    connection: duckdb.DuckDBPyConnection, declared: TableSchema, catalog: str = "", changed_only: bool = False
+    connection: duckdb.DuckDBPyConnection, declared: TableSchema, catalog: str = "", only_jobs: str = ""
 ) -> int:
     """Remove from a child table the rows that break its contract, so that one odd record cannot block
     everyone's publication: a row with a null required column, and every row after the first (in list
     order) that repeats a key (a tag key twice, say). Each is recorded in ``_rows_left_out`` by job and
     reason; the job's record stays whole in the raw layer. ``jobs`` is never repaired: its rows are the
-    jobs, and its checks block. With ``changed_only``, only the changed jobs' rows are looked at (a key
-    starts with the job). Returns how many rows were left out."""
+    jobs, and its checks block. With ``only_jobs`` (a relation of ARNs), only those jobs' rows are looked
+    at (a key starts with the job). Returns how many rows were left out."""
     if declared.name == PARENT_TABLE:
         return 0
     target = qualified(declared.name, catalog)
     left_out = f'"{catalog}".main.{LEFT_OUT}' if catalog else LEFT_OUT
     rows = target
-    if changed_only:
-        rows = f"(select rowid, * from {target} semi join {changed_jobs(catalog)} using (training_job_arn))"
+    if only_jobs:
+        rows = f"(select rowid, * from {target} semi join {only_jobs} using (training_job_arn))"
     required = [f'"{c.name}" is null' for c in declared.columns if not c.nullable]
     key = ", ".join(f'"{k}"' for k in declared.key)
     first_of_key = f"select min(rowid) from {rows} group by {key}"
@@ -166,6 +173,18 @@ def build_normalized_tables(
             replace_rows(connection, declared, sql, changed_jobs(catalog), catalog)
         else:
             build_table(connection, declared, sql, catalog)
-        leave_out_contract_breakers(connection, declared, catalog, changed_only)
+        leave_out_contract_breakers(connection, declared, catalog, changed_jobs(catalog) if changed_only else "")
+        counts[declared.name] = int(run(connection, f"select count(*) from {qualified(declared.name, catalog)}")[0][0])
+    return counts
+
+
+def append_normalized_rows(connection: duckdb.DuckDBPyConnection, batch: str, catalog: str = "") -> dict[str, int]:
+    """Append the rows of ``latest_records`` (the jobs in the relation ``batch``) to the normalized tables that
+    :func:`build_normalized_tables` made from an earlier batch, leaving out contract breakers the same way.
+    Returns row counts by table."""
+    counts = {}
+    for declared in normalized_tables():
+        insert_rows(connection, declared, table_sql(declared.name), catalog)
+        leave_out_contract_breakers(connection, declared, catalog, batch)
         counts[declared.name] = int(run(connection, f"select count(*) from {qualified(declared.name, catalog)}")[0][0])
     return counts

@@ -4,6 +4,7 @@ price table and models), in ``<warehouse>/.staging/<run>/``, ready for its check
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -19,6 +20,8 @@ from pipelines.normalization.checks import GONE_FROM_SAGEMAKER
 from pipelines.normalization.flatten import (
     PARENT_TABLE,
     RAW_JSON,
+    RECORDS,
+    append_normalized_rows,
     build_normalized_tables,
     changed_jobs,
     load_latest_records,
@@ -42,12 +45,14 @@ from pipelines.warehouse.changes import BuildPlan, cost_inputs_fingerprint, plan
 # separate processes, so a younger staging area may belong to a build between two steps.
 ABANDONED_AFTER_SECONDS = 6 * 3600
 STAGED = "staged"
+# Jobs parsed at a time by a full build: their typed records are what it holds in memory.
+BATCH_JOBS = 100_000
 MEMORY_LIMIT_ENV = "SMW_DUCKDB_MEMORY_LIMIT"
 
 
 def memory_limit() -> str:
     """DuckDB's memory limit while building; past it, DuckDB spills to disk instead of failing."""
-    return os.environ.get(MEMORY_LIMIT_ENV, "4GB")
+    return os.environ.get(MEMORY_LIMIT_ENV, "1GB")
 
 
 @dataclass(frozen=True)
@@ -140,19 +145,45 @@ def stage_normalized_tables(
                    or (newest.fetched_at, newest.run_id) > (published.fetched_at, published.fetch_run_id)
                 """,
             )
-        load_latest_records(connection, source, view_catalog=STAGED, changed_only=plan.incremental)
+        if plan.incremental:
+            load_latest_records(connection, source, view_catalog=STAGED, changed_only=True)
+            counts = build_normalized_tables(connection, catalog=STAGED, changed_only=True)
+        else:
+            counts = _build_in_batches(connection, source)
         if not files:  # the view must outlive this connection, so it cannot read the registered relation
             run(
                 connection,
                 f"create or replace view {STAGED}.main.{RAW_JSON} as "
                 "select null::varchar as training_job_arn, null::varchar as response_json where false",
             )
-        counts = build_normalized_tables(connection, catalog=STAGED, changed_only=plan.incremental)
         _stage_jobs_gone_from_sagemaker(connection, parquet_files(warehouse, RAW_ERRORS))
         run(connection, f"detach {STAGED}")
     shutil.rmtree(staging.root / "spill", ignore_errors=True)
     write_manifest(staging.root, plan.manifest())
     return staging, counts
+
+
+def _build_in_batches(connection: duckdb.DuckDBPyConnection, source: str) -> dict[str, int]:
+    """Every job's rows, :data:`BATCH_JOBS` jobs at a time (by a hash of the ARN), so that the parsed records
+    in memory stay the size of a batch however many jobs there are; each batch reads the raw layer again
+    (about a second per million records here), but parses only its own jobs' JSON."""
+    run(connection, f"create or replace temp table all_jobs as select training_job_arn from ({newest_fetches(source)})")
+    jobs = int(run(connection, "select count(*) from all_jobs")[0][0])
+    batches = max(1, math.ceil(jobs / BATCH_JOBS))
+    counts: dict[str, int] = {}
+    for batch in range(batches):
+        in_batch = f"hash(training_job_arn) % {batches} = {batch}"
+        run(
+            connection,
+            f"create or replace temp table batch_jobs as select training_job_arn from all_jobs where {in_batch}",
+        )
+        load_latest_records(connection, source, view_catalog=STAGED, batch=in_batch)
+        if batch == 0:
+            counts = build_normalized_tables(connection, catalog=STAGED)
+        else:
+            counts = append_normalized_rows(connection, "batch_jobs", catalog=STAGED)
+    run(connection, f"drop table {RECORDS}")
+    return counts
 
 
 def _stage_jobs_gone_from_sagemaker(connection: duckdb.DuckDBPyConnection, error_files: list[str]) -> None:
