@@ -14,6 +14,7 @@ from pipelines.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, main
 from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.demo.fleet import generate_fleet
 from pipelines.summary import print_run_summary, run_summary
+from pipelines.warehouse.changes import read_manifest
 from pipelines.warehouse.history import newest_build
 from tests.conftest import REGIONS, SMALL_FLEET, copy_of, published_rows, renamed
 
@@ -148,6 +149,12 @@ def test_a_run_ends_saying_what_changed_and_what_it_cost(
     assert main(["run", "--warehouse", str(warehouse), "--quiet"]) == EXIT_OK
     assert capsys.readouterr().out == ""
     assert run_summary(warehouse)["new_jobs"] == 0
+    # Those builds replaced only the changed jobs' rows; --full-refresh rebuilds every one.
+    manifest = read_manifest((warehouse / "current").resolve())
+    assert manifest is not None and (manifest["mode"], manifest["models"]) == ("incremental", "incremental")
+    assert main(["run", "--warehouse", str(warehouse), "--full-refresh", "--quiet"]) == EXIT_OK
+    manifest = read_manifest((warehouse / "current").resolve())
+    assert manifest is not None and (manifest["mode"], manifest["reason"]) == ("full", "a full rebuild was asked for")
 
 
 def test_demo_without_its_extra_says_what_to_install(
