@@ -36,24 +36,33 @@ def references_jobs(connection: duckdb.DuckDBPyConnection, table: TableSchema) -
 RAW_ROW_COUNTS = "_raw_row_counts"  # per connection: what every table should hold, from one scan
 
 
-def _row_count_term(kind: str, path: str) -> str:
-    if kind == "one_per_job":
-        return "1"
-    if kind == "lists":
-        return f"coalesce(json_array_length(response_json, {literal(path)}), 0)"
-    return f"coalesce(len(json_keys(response_json, {literal(path)})), 0)"
-
-
 def _rows_in_raw(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> int:
     """The rows ``table``'s source lists and maps hold in the raw JSON. The first call counts them for every
-    normalized table in one scan of the raw records and keeps the counts for the connection."""
+    normalized table in one scan of the raw records, parsing each record twice (once for the lengths of all
+    the lists, once for the keys of all the maps), and keeps the counts for the connection."""
     if not _has_table(connection, RAW_ROW_COUNTS):
         counted = [t for t in normalized_tables() if t.rows_from]
-        terms = [
-            " + ".join(_row_count_term(kind, path) for kind, paths in t.rows_from for path in paths) for t in counted
-        ]
-        sums = ", ".join(f"coalesce(sum({term}), 0)" for term in terms)
-        totals = run(connection, f"select {sums} from {RAW_JSON}")[0]
+        paths = {
+            kind: sorted({path for t in counted for k, paths in t.rows_from if k == kind for path in paths})
+            for kind in ("lists", "maps")
+        }
+        parsed = ["1 as one_per_job"]
+        if paths["lists"]:
+            parsed.append(f"json_array_length(response_json, [{', '.join(map(literal, paths['lists']))}]) as lists")
+        if paths["maps"]:
+            parsed.append(f"json_keys(response_json, [{', '.join(map(literal, paths['maps']))}]) as maps")
+
+        def term(kind: str, path: str) -> str:
+            if kind == "one_per_job":
+                return "1"
+            position = paths[kind].index(path) + 1
+            return f"coalesce(lists[{position}], 0)" if kind == "lists" else f"coalesce(len(maps[{position}]), 0)"
+
+        sums = ", ".join(
+            f"coalesce(sum({' + '.join(term(kind, path) for kind, paths in t.rows_from for path in paths)}), 0)"
+            for t in counted
+        )
+        totals = run(connection, f"select {sums} from (select {', '.join(parsed)} from {RAW_JSON})")[0]
         values = ", ".join(f"({literal(t.name)}, {int(n)})" for t, n in zip(counted, totals, strict=True))
         run(connection, f"create temp table {RAW_ROW_COUNTS} as select * from (values {values}) t(table_name, rows)")
     return int(run(connection, f"select rows from {RAW_ROW_COUNTS} where table_name = {literal(table.name)}")[0][0])
