@@ -138,10 +138,8 @@ def rows_to_check(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> 
 def unique_key(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> CheckOutcome:
     """no two rows share the declared key."""
     key = ", ".join(map(identifier, table.key))
-    rows = rows_to_check(connection, table)
-    duplicates = run(connection, f"select count(*) from (select {key} from {rows} group by {key} having count(*) > 1)")[
-        0
-    ][0]
+    repeated = f"select {key} from {rows_to_check(connection, table)} group by {key} having count(*) > 1"
+    duplicates = run(connection, f"select count(*) from ({repeated})")[0][0]
     return CheckOutcome(
         "unique_key",
         duplicates == 0,
