@@ -114,15 +114,19 @@ CHANGED_JOBS = "_changed_jobs"
 REPLACED_TABLES = "_tables_replaced_by_job"
 
 
+def has_table(connection: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether the connection holds a table ``name`` (a staging-only one the build may have made)."""
+    return bool(run(connection, f"select count(*) from duckdb_tables() where table_name = {literal(name)}")[0][0])
+
+
 def is_incremental(connection: duckdb.DuckDBPyConnection) -> bool:
     """Whether the connection holds an incremental build (a staged list of changed jobs)."""
-    found = run(connection, f"select count(*) from duckdb_tables() where table_name = {literal(CHANGED_JOBS)}")
-    return bool(found[0][0])
+    return has_table(connection, CHANGED_JOBS)
 
 
 def replaced_by_job(connection: duckdb.DuckDBPyConnection) -> set[str]:
     """The tables in which an incremental build replaced only the changed jobs' rows."""
-    if not run(connection, f"select count(*) from duckdb_tables() where table_name = {literal(REPLACED_TABLES)}")[0][0]:
+    if not has_table(connection, REPLACED_TABLES):
         return set()
     return {name for (name,) in run(connection, f"select table_name from {REPLACED_TABLES}")}
 

@@ -14,7 +14,15 @@ import duckdb
 from pipelines.aws_model import structure_paths
 from pipelines.normalization.flatten import LEFT_OUT, PARENT_TABLE, RAW_JSON, normalized_tables
 from pipelines.schemas import TableSchema
-from pipelines.sql import CheckOutcome, literal, required_columns_not_null, rows_to_check, run, unique_key
+from pipelines.sql import (
+    CheckOutcome,
+    has_table,
+    literal,
+    required_columns_not_null,
+    rows_to_check,
+    run,
+    unique_key,
+)
 
 JOBS = PARENT_TABLE
 
@@ -40,7 +48,7 @@ def _rows_in_raw(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> i
     """The rows ``table``'s source lists and maps hold in the raw JSON. The first call counts them for every
     normalized table in one scan of the raw records, parsing each record twice (once for the lengths of all
     the lists, once for the keys of all the maps), and keeps the counts for the connection."""
-    if not _has_table(connection, RAW_ROW_COUNTS):
+    if not has_table(connection, RAW_ROW_COUNTS):
         counted = [t for t in normalized_tables() if t.rows_from]
         paths = {
             kind: sorted({path for t in counted for k, paths in t.rows_from if k == kind for path in paths})
@@ -84,14 +92,9 @@ def row_count_matches_raw(connection: duckdb.DuckDBPyConnection, table: TableSch
     )
 
 
-def _has_table(connection: duckdb.DuckDBPyConnection, name: str) -> bool:
-    """Whether the build recorded ``name`` (a staging-only table) on this connection."""
-    return bool(run(connection, f"select count(*) from duckdb_tables() where table_name = {literal(name)}")[0][0])
-
-
 def _left_out(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> list[tuple[str, str, int]]:
     """(job ARN, reason, rows) left out of ``table`` by the build, if it recorded any."""
-    if not _has_table(connection, LEFT_OUT):
+    if not has_table(connection, LEFT_OUT):
         return []
     return [
         (arn, reason, int(rows))
@@ -194,7 +197,7 @@ def published_jobs_kept(connection: duckdb.DuckDBPyConnection, published_jobs: S
     source = "[" + ", ".join(literal(path) for path in published_jobs) + "]"
     gone_jobs = (
         f"select account_id, region, training_job_name from {GONE_FROM_SAGEMAKER}"
-        if _has_table(connection, GONE_FROM_SAGEMAKER)
+        if has_table(connection, GONE_FROM_SAGEMAKER)
         else "select null::varchar, null::varchar, null::varchar where false"
     )
     count, examples, gone = run(

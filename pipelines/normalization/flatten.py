@@ -88,7 +88,7 @@ def load_latest_records(
     structure = literal(json.dumps(duckdb_json_structure(wanted=members_read_by_sql())))
     parsed = f"json_transform(response_json, {structure}) as job"
     columns = f"account_id, region, fetched_at, fetched_with, run_id, {parsed}"
-    among = f" semi join {changed_jobs(view_catalog)} using (training_job_arn)" if changed_only else ""
+    among = f" semi join {qualified(CHANGED_JOBS, view_catalog)} using (training_job_arn)" if changed_only else ""
     records = f"(select * from {source} where {batch})" if batch else source
     run(
         connection,
@@ -107,11 +107,6 @@ LEFT_OUT = "_rows_left_out"  # staging only: rows that broke their table's contr
 PARENT_TABLE = "jobs"
 
 
-def changed_jobs(catalog: str = "") -> str:
-    """The staged list of an incremental build's changed jobs, in ``catalog``."""
-    return f'"{catalog}".main.{CHANGED_JOBS}' if catalog else CHANGED_JOBS
-
-
 def leave_out_contract_breakers(
     connection: duckdb.DuckDBPyConnection, declared: TableSchema, catalog: str = "", only_jobs: str = ""
 ) -> int:
@@ -124,7 +119,7 @@ def leave_out_contract_breakers(
     if declared.name == PARENT_TABLE:
         return 0
     target = qualified(declared.name, catalog)
-    left_out = f'"{catalog}".main.{LEFT_OUT}' if catalog else LEFT_OUT
+    left_out = qualified(LEFT_OUT, catalog)
     rows = target
     if only_jobs:
         rows = f"(select rowid, * from {target} semi join {only_jobs} using (training_job_arn))"
@@ -153,38 +148,28 @@ def leave_out_contract_breakers(
 
 
 def build_normalized_tables(
-    connection: duckdb.DuckDBPyConnection, catalog: str = "", changed_only: bool = False
+    connection: duckdb.DuckDBPyConnection, catalog: str = "", jobs: str = "", how: str = "create"
 ) -> dict[str, int]:
-    """Every normalized table from ``latest_records``, created in ``catalog`` (default: the connection's
-    own), with contract-breaking child rows left out (see :func:`leave_out_contract_breakers`). With
-    ``changed_only`` (an incremental build), the tables exist already and only the rows of the jobs in
-    ``_changed_jobs`` are replaced. Returns row counts by table."""
-    left_out = f'"{catalog}".main.{LEFT_OUT}' if catalog else LEFT_OUT
-    run(
-        connection,
-        f"create or replace table {left_out} "
-        "(table_name varchar, training_job_arn varchar, reason varchar, rows_left_out bigint)",
-    )
+    """Every normalized table from ``latest_records``, in ``catalog`` (default: the connection's own), with
+    contract-breaking child rows left out (see :func:`leave_out_contract_breakers`). ``how``: ``create``
+    the tables; ``append`` the rows of the jobs in the relation ``jobs`` (a further batch of a full
+    build); or ``replace`` those jobs' rows (an incremental build). Returns row counts by table."""
+    if how != "append":  # a further batch adds to the list its first batch started
+        run(
+            connection,
+            f"create or replace table {qualified(LEFT_OUT, catalog)} "
+            "(table_name varchar, training_job_arn varchar, reason varchar, rows_left_out bigint)",
+        )
     counts = {}
     for declared in normalized_tables():
         sql = table_sql(declared.name)
-        if changed_only:
-            check_columns(connection, declared, sql)
-            replace_rows(connection, declared, sql, changed_jobs(catalog), catalog)
-        else:
+        if how == "create":
             build_table(connection, declared, sql, catalog)
-        leave_out_contract_breakers(connection, declared, catalog, changed_jobs(catalog) if changed_only else "")
-        counts[declared.name] = int(run(connection, f"select count(*) from {qualified(declared.name, catalog)}")[0][0])
-    return counts
-
-
-def append_normalized_rows(connection: duckdb.DuckDBPyConnection, batch: str, catalog: str = "") -> dict[str, int]:
-    """Append the rows of ``latest_records`` (the jobs in the relation ``batch``) to the normalized tables that
-    :func:`build_normalized_tables` made from an earlier batch, leaving out contract breakers the same way.
-    Returns row counts by table."""
-    counts = {}
-    for declared in normalized_tables():
-        insert_rows(connection, declared, table_sql(declared.name), catalog)
-        leave_out_contract_breakers(connection, declared, catalog, batch)
+        elif how == "append":
+            insert_rows(connection, declared, sql, catalog)
+        else:
+            check_columns(connection, declared, sql)
+            replace_rows(connection, declared, sql, jobs, catalog)
+        leave_out_contract_breakers(connection, declared, catalog, jobs)
         counts[declared.name] = int(run(connection, f"select count(*) from {qualified(declared.name, catalog)}")[0][0])
     return counts

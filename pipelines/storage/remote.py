@@ -338,9 +338,8 @@ class WorkingCopy:
             path, relative = folder / name, f"{REMOTE_VERSIONS}/{version}/{name}"
             self.client.upload_file(str(path), self.remote.bucket, self.remote.key(relative))
             if name.startswith(f"{PARQUET}/"):  # a table is a folder of Parquet files
-                tables[name.split("/")[1]] = (
-                    f"{self.remote.uri}/{REMOTE_VERSIONS}/{version}/{PARQUET}/{name.split('/')[1]}/"
-                )
+                table_name = name.split("/")[1]
+                tables[table_name] = f"{self.remote.uri}/{REMOTE_VERSIONS}/{version}/{PARQUET}/{table_name}/"
         if lease is not None and not lease.still_held():
             raise PublicationConflict(
                 f"Not published to {self.remote.uri}: this run's lease expired while it ran and another writer may "

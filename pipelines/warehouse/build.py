@@ -21,15 +21,13 @@ from pipelines.normalization.flatten import (
     PARENT_TABLE,
     RAW_JSON,
     RECORDS,
-    append_normalized_rows,
     build_normalized_tables,
-    changed_jobs,
     load_latest_records,
     newest_fetches,
 )
 from pipelines.pricing.refresh import refreshed_prices_file
 from pipelines.schemas import table
-from pipelines.sql import CHANGED_JOBS, literal, run
+from pipelines.sql import CHANGED_JOBS, literal, qualified, run
 from pipelines.storage.layout import DATABASE, STAGING, VERSIONS
 from pipelines.storage.raw import (
     NOT_FOUND,
@@ -133,11 +131,12 @@ def stage_normalized_tables(
         else:
             connection.register("empty_raw", table(RAW_JOBS).arrow_schema().empty_table())
             source = "empty_raw"
+        changed = qualified(CHANGED_JOBS, STAGED)
         if plan.incremental:
             run(
                 connection,
                 f"""
-                create table {changed_jobs(STAGED)} as
+                create table {changed} as
                 select newest.training_job_arn
                 from ({newest_fetches(source)}) newest
                 left join {STAGED}.main.{PARENT_TABLE} published using (training_job_arn)
@@ -147,7 +146,7 @@ def stage_normalized_tables(
             )
         if plan.incremental:
             load_latest_records(connection, source, view_catalog=STAGED, changed_only=True)
-            counts = build_normalized_tables(connection, catalog=STAGED, changed_only=True)
+            counts = build_normalized_tables(connection, catalog=STAGED, jobs=changed, how="replace")
         else:
             counts = _build_in_batches(connection, source)
         if not files:  # the view must outlive this connection, so it cannot read the registered relation
@@ -178,10 +177,8 @@ def _build_in_batches(connection: duckdb.DuckDBPyConnection, source: str) -> dic
             f"create or replace temp table batch_jobs as select training_job_arn from all_jobs where {in_batch}",
         )
         load_latest_records(connection, source, view_catalog=STAGED, batch=in_batch)
-        if batch == 0:
-            counts = build_normalized_tables(connection, catalog=STAGED)
-        else:
-            counts = append_normalized_rows(connection, "batch_jobs", catalog=STAGED)
+        how = "create" if batch == 0 else "append"
+        counts = build_normalized_tables(connection, catalog=STAGED, jobs="batch_jobs", how=how)
     run(connection, f"drop table {RECORDS}")
     return counts
 

@@ -77,6 +77,8 @@ def publish(staging: Staging, table_names: list[str]) -> dict[str, Path]:
         run(connection, "checkpoint")
     connection = staging.connect(read_only=True)
     try:
+        # Each job's week of creation, worked out once for every per-job table's files.
+        run(connection, f"create temp table {_JOB_WEEKS} as select training_job_arn, {_WEEK_OF_JOB} from {JOBS}")
         paths = {name: _export(connection, staging, all_tables()[name], unchanged_weeks) for name in table_names}
     finally:
         connection.close()
@@ -129,6 +131,7 @@ def _weeks_without_changes(connection: duckdb.DuckDBPyConnection, staging: Stagi
     return UnchangedWeeks(previous, weeks, touched, frozenset(replaced_by_job(connection)))
 
 
+_JOB_WEEKS = "job_weeks"
 # The Monday (UTC) of the week a job was created: a night's changes are mostly this week's and last week's.
 _WEEK_OF_JOB = f"strftime(date_trunc('week', creation_time at time zone 'UTC'), '%Y-%m-%d') as {CREATED_WEEK}"
 
@@ -146,13 +149,13 @@ def _export(
     if not declared.per_job:
         run(connection, f"copy {identifier(declared.name)} to {literal(folder / 'data.parquet')} ({options})")
         return staging.warehouse / PARQUET / declared.name
-    weeks = f"select training_job_arn, {_WEEK_OF_JOB} from {JOBS}"
+    weeks = f"select * from {_JOB_WEEKS}"
     if unchanged is not None and declared.name in unchanged.tables:
         for week in unchanged.weeks:
             for old in (unchanged.previous / PARQUET / declared.name).glob(f"created-{week}*.parquet"):
                 _link(old, folder / old.name)
         written = ", ".join(map(literal, sorted(unchanged.changed))) or "null"
-        weeks = f"select * from ({weeks}) where {CREATED_WEEK} in ({written})"
+        weeks += f" where {CREATED_WEEK} in ({written})"
     partitions = staging.root / f".partitions-{declared.name}"
     run(
         connection,
