@@ -69,13 +69,34 @@ def naive_loop() -> int:
     return fetched
 
 
-def warehouse_run(mode: str, workers: int, scratch: str) -> Callable[[], int]:
-    settings = Settings(
+def warehouse_settings(mode: str, workers: int, scratch: str) -> Settings:
+    return Settings(
         warehouse=Path(scratch) / f"warehouse-{mode}",
         regions=(REGION,),
         extraction=replace(ExtractionSettings(), mode=mode, max_workers=workers),
     )
+
+
+def warehouse_run(mode: str, workers: int, scratch: str) -> Callable[[], int]:
+    settings = warehouse_settings(mode, workers, scratch)
     return lambda: extract(settings).stored
+
+
+def quiet_night(endpoint: LocalSageMaker, workers: int, scratch: str) -> str:
+    """The next night after the Search backfill, nothing changed in SageMaker, in ``auto`` mode (the
+    nightly default): what it calls. Running jobs and live warm pools that the listing returns unchanged
+    are not described again."""
+    backfilled = warehouse_settings("search", workers, scratch)
+    settings = replace(backfilled, extraction=replace(backfilled.extraction, mode="auto"))
+    endpoint.reset_stats()
+    started = time.perf_counter()
+    report = extract(settings)
+    seconds = time.perf_counter() - started
+    calls = endpoint.stats()["calls"]
+    return (
+        f"a night without changes after the Search backfill (auto mode): {sum(calls.values()):,} calls "
+        f"{dict(calls)} in {seconds:.1f} s, {report.stored} jobs stored"
+    )
 
 
 def measure(endpoint: LocalSageMaker, spec: FleetSpec, tool: str, run: Callable[[], int], full: int) -> dict:
@@ -135,6 +156,8 @@ def main() -> None:
                 endpoint.set_faults(latency_ms=args.latency_ms, rate_limits=limits, seed=1)
                 search_run = warehouse_run("search", args.workers, scratch)
                 results.append(measure(endpoint, full, "Search mode", search_run, args.jobs))
+                night = quiet_night(endpoint, args.workers, scratch)
+                print(night, flush=True)
                 runs = [("Describe mode", warehouse_run("describe", args.workers, scratch))]
                 if not args.skip_naive:
                     runs.append(("naive loop", naive_loop))
@@ -167,6 +190,7 @@ def main() -> None:
             f"{calls.get('ListTags', 0):>9} {r['throttles']:>10} {projected}"
         )
     print("\ncalls are HTTP requests, retries of throttled ones included")
+    print(night)
     search = results[0]["projected"]
     for r in results[1:]:
         if r["projected"] is None or search is None:

@@ -23,9 +23,12 @@ from pipelines.storage.raw import StoredJob, TargetState, search_view_sha256
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 
 
-def stored(name: str, status: str = "Completed", minutes: int = 0, pool: str | None = None) -> StoredJob:
+def stored(name: str, status: str = "Completed", minutes: float = 0, pool: str | None = None) -> StoredJob:
     created = T0 + timedelta(minutes=minutes)
-    return StoredJob(f"arn:{name}", name, created, created + timedelta(hours=1), status, pool)
+    secondary = "Training" if status == "InProgress" else None  # read for running jobs only
+    return StoredJob(
+        f"arn:{name}", name, created, created + timedelta(hours=1), status, pool, secondary_status=secondary
+    )
 
 
 def summary(job: StoredJob, **changes: object) -> dict:
@@ -35,6 +38,7 @@ def summary(job: StoredJob, **changes: object) -> dict:
         "CreationTime": job.creation_time,
         "LastModifiedTime": job.last_modified_time,
         "TrainingJobStatus": job.status,
+        "SecondaryStatus": job.secondary_status or job.status,
     }
     if job.warm_pool_status:
         base["WarmPoolStatus"] = {"Status": job.warm_pool_status}
@@ -48,7 +52,28 @@ def test_listing_starts_an_overlap_before_the_newest_stored_job() -> None:
     assert listing_start(TargetState(), timedelta(hours=1), full_refresh=False) is None
 
 
-def test_plan_fetches_new_changed_changing_and_failed_jobs_only() -> None:
+def test_listing_reaches_back_to_a_job_still_running_when_that_costs_fewer_calls_than_describing_it() -> None:
+    newest = stored("newest", minutes=10_000)
+    day_long = stored("day-long", "InProgress", minutes=10_000 - 26 * 60)  # before a 24-hour window
+    week_long = stored("week-long", "InProgress", minutes=10_000 - 7 * 24 * 60)
+    window = T0 + timedelta(minutes=10_000 - 24 * 60)
+
+    def start(*others: StoredJob) -> datetime | None:
+        state = TargetState(jobs={j.arn: j for j in (newest, day_long, week_long, *others)})
+        return listing_start(state, timedelta(hours=24), full_refresh=False)
+
+    # Few jobs between them: one page reaches both running jobs (instead of 2 x 2 calls).
+    assert start() == week_long.creation_time - timedelta(seconds=1)
+    # 150 jobs a day: listing back a week costs 9 pages, back to the day-long job 1 page plus 2 calls to
+    # describe the week-long one.
+    busy = [stored(f"done-{i}", minutes=10_000 - 7 * 24 * 60 + i * 9.6) for i in range(1_050)]
+    assert start(*busy) == day_long.creation_time - timedelta(seconds=1)
+    # 500 jobs in the two hours before the window: 5 pages or more to reach either; describing both is 4 calls.
+    busier = [stored(f"done-{i}", minutes=10_000 - 26 * 60 + i * 0.2) for i in range(500)]
+    assert start(*busier) == window
+
+
+def test_plan_fetches_new_changed_unlisted_changing_and_failed_jobs_only() -> None:
     done = stored("done", minutes=1)
     running = stored("running", "InProgress", minutes=2)
     pooled = stored("pooled", minutes=3, pool="Available")
@@ -56,32 +81,57 @@ def test_plan_fetches_new_changed_changing_and_failed_jobs_only() -> None:
     status_changed = stored("stopping", "Stopping", minutes=5)
     old_running = stored("old-running", "InProgress", minutes=-10_000)  # outside the listing window
     weird = stored("weird", "Paused", minutes=6)  # a status string SageMaker may add some day
+    progressed = stored("progressed", "InProgress", minutes=7)
+    uploading = stored("uploading", "InProgress", minutes=7)
+    pool_reused = stored("pool-reused", minutes=8, pool="Available")
+    damaged = stored("damaged", minutes=9)
     state = TargetState(
-        jobs={j.arn: j for j in (done, running, pooled, settled_pool, status_changed, old_running, weird)},
+        jobs={
+            j.arn: j
+            for j in (
+                done,
+                running,
+                pooled,
+                settled_pool,
+                status_changed,
+                old_running,
+                weird,
+                progressed,
+                uploading,
+                pool_reused,
+                damaged,
+            )
+        },
         failed_names=frozenset({"lost-one"}),
+        lost_names=frozenset({"damaged"}),
     )
-    new = stored("new", minutes=9)
+    new = stored("new", minutes=10)
     listed = [
         summary(done),
-        summary(running),
-        summary(pooled),
+        summary(running),  # still running, nothing moved: its record would come back the same
+        summary(pooled),  # its pool still Available
         summary(settled_pool),
         summary(status_changed, TrainingJobStatus="Stopped"),
         summary(weird),
+        summary(progressed, LastModifiedTime=T0 + timedelta(minutes=70)),  # modified since
+        summary(uploading, SecondaryStatus="Uploading"),  # a new secondary status, even at the same time
+        summary(pool_reused, WarmPoolStatus={"Status": "Reused"}),
+        summary(damaged),  # unchanged in SageMaker, but its stored record was lost
         summary(new),
     ]
     plan = plan_fetches(listed, state, full_refresh=False)
     reasons = {job.name: job.reason for job in plan}
     assert reasons == {
         "old-running": "can-change",
-        "running": "can-change",
-        "pooled": "can-change",
         "stopping": "changed",
-        "weird": "can-change",
+        "progressed": "changed",
+        "uploading": "changed",
+        "pool-reused": "changed",
+        "damaged": "lost",
         "new": "new",
         "lost-one": "retry",
     }
-    assert [job.name for job in plan][:2] == ["old-running", "running"]  # oldest first, retries last
+    assert [job.name for job in plan][:2] == ["old-running", "stopping"]  # oldest first, retries last
     assert plan[-1].name == "lost-one"
 
 

@@ -1,10 +1,13 @@
 """Deciding what to fetch: pure functions of what is stored and what ListTrainingJobs or Search returned.
 
 Incremental by default. The listing starts at the newest stored creation time minus an overlap (never at
-``LastModifiedTimeAfter``, which is reported to page slowly and throttle). A listed job is fetched when it
-is new or its summary changed; stored jobs that can still change (not yet terminal, or holding a warm
-pool), jobs whose last fetch failed, and published jobs whose raw record was lost (a damaged file moved
-to quarantine) are fetched again even when the listing no longer reaches them.
+``LastModifiedTimeAfter``, which is reported to page slowly and throttle), or earlier, at a job that can
+still change, when that costs fewer calls than describing it. A listed job is fetched when it is new or
+its summary changed (status, a running job's secondary status, ``LastModifiedTime``, warm-pool status);
+a listed job whose summary did not change is not, even one that can still change: its record would come
+back the same and not be stored. Stored jobs that can still change (not yet terminal, or holding a warm
+pool) and that the listing does not reach, jobs whose last fetch failed, and published jobs whose raw
+record was lost (a damaged file moved to quarantine) are fetched again.
 
 Search mode (:func:`choose_mode`) reads whole records, 100 a call, modified after the newest stored
 modification time minus the same overlap; a record that matches the stored one (compared without the
@@ -14,6 +17,7 @@ still need DescribeTrainingJob.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -104,17 +108,38 @@ def plan_found(
     )
 
 
+LISTING_PAGE = 100  # summaries per ListTrainingJobs call
+
+
 def listing_start(state: TargetState, overlap: timedelta, full_refresh: bool) -> datetime | None:
-    """The ``CreationTimeAfter`` for this run's listing; None lists everything."""
+    """The ``CreationTimeAfter`` for this run's listing; None lists everything. It starts ``overlap``
+    before the newest stored job, or earlier, at a job that can still change, when listing back to it
+    costs fewer calls than describing the changing jobs it would reach (two calls each): a job the listing
+    returns unchanged is not described (see :func:`plan_fetches`). The stored jobs created in between
+    stand for the listing's extra pages."""
     newest = state.newest_creation_time
     if full_refresh or newest is None:
         return None
-    return newest - overlap
+    start = newest - overlap
+    created = sorted(job.creation_time for job in state.jobs.values() if job.creation_time <= start)
+    behind = sorted(
+        job.creation_time
+        for job in state.jobs.values()
+        if job.can_change and job.creation_time <= start and job.name not in state.gone_names
+    )
+    best, cost = start, 2 * len(behind)  # list the window only, describe every changing job before it
+    for described, moment in enumerate(behind):  # or list back to the changing job ``behind[described]``
+        pages = (len(created) - bisect_left(created, moment)) / LISTING_PAGE
+        if pages + 2 * described < cost:
+            best, cost = moment - timedelta(seconds=1), pages + 2 * described
+    return best
 
 
 def plan_fetches(summaries: Iterable[dict[str, Any]], state: TargetState, full_refresh: bool) -> list[JobToFetch]:
-    """The jobs to describe, oldest first, each once."""
+    """The jobs to describe, oldest first, each once. A running job or a live warm pool the listing
+    returns unchanged is left alone: on a night without changes only the listing is called."""
     plan: dict[str, JobToFetch] = {}
+    unchanged: set[str] = set()
     for summary in summaries:
         name = summary["TrainingJobName"]
         stored = state.jobs.get(summary["TrainingJobArn"])
@@ -124,20 +149,22 @@ def plan_fetches(summaries: Iterable[dict[str, Any]], state: TargetState, full_r
             reason = "new"
         elif _summary_changed(summary, stored):
             reason = "changed"
-        elif stored.can_change:
-            reason = "can-change"
         elif name in state.failed_names:
             reason = "retry"
+        elif name in state.lost_names:
+            reason = "lost"
         else:
+            unchanged.add(name)
             continue
         plan[name] = JobToFetch(name, summary.get("CreationTime"), reason)
-    plan.update(refetches(state, plan.keys()))
+    plan.update(refetches(state, plan.keys() | unchanged))
     return sorted(plan.values(), key=lambda job: (job.creation_time is None, job.creation_time or 0, job.name))
 
 
 def refetches(state: TargetState, seen: Collection[str]) -> dict[str, JobToFetch]:
-    """Stored jobs that must be read again although the listing (or Search) did not return them: ones
-    that can still change, ones whose last fetch failed, and ones whose raw record was lost."""
+    """Stored jobs that must be read again although the listing (or Search) did not return them
+    (``seen``: the names it returned): ones that can still change, ones whose last fetch failed, and ones
+    whose raw record was lost."""
     seen = set(seen)
     again: dict[str, JobToFetch] = {}
     for stored in state.jobs.values():
@@ -153,8 +180,10 @@ def refetches(state: TargetState, seen: Collection[str]) -> dict[str, JobToFetch
 
 def _summary_changed(summary: dict[str, Any], stored: StoredJob) -> bool:
     warm_pool = (summary.get("WarmPoolStatus") or {}).get("Status")
+    secondary = summary.get("SecondaryStatus")
     return (
         summary.get("TrainingJobStatus") != stored.status
         or summary.get("LastModifiedTime") != stored.last_modified_time
         or (warm_pool is not None and warm_pool != stored.warm_pool_status)
+        or (secondary is not None and stored.secondary_status is not None and secondary != stored.secondary_status)
     )
