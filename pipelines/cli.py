@@ -95,9 +95,14 @@ def materialize_all(
         return _materialize_all(resources, full_refresh)
 
 
+def _instance() -> DagsterInstance:
+    """``$DAGSTER_HOME``'s instance (so that the UI shows what the CLI ran), else an ephemeral one. Open and
+    close it on one thread: its SQLite connections must not be closed from another one."""
+    return DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+
+
 def _materialize_all(resources: dict[str, object], full_refresh: bool) -> WarehouseRun:
-    # Opened and closed on this thread: its SQLite connections must not be closed from another one.
-    with DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral() as instance:
+    with _instance() as instance:
         return _materialize_in(instance, resources, full_refresh)
 
 
@@ -184,9 +189,7 @@ def _run_and_report(
             print("error: the run was stopped by a signal; the previous version stays published.", file=sys.stderr)
         return EXIT_INTERRUPTED
     if not result.success:
-        for event in result.all_events:
-            if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-                print(f"error: {event.step_key} failed: {_innermost(event.step_failure_data.error)}", file=sys.stderr)
+        _print_step_failures(result.all_events)
         return EXIT_FAILED
     count = len(result.get_asset_materialization_events())
     if output == "text":
@@ -260,6 +263,47 @@ def _innermost(error: Any) -> str:
     while error.cause is not None:
         error = error.cause
     return "; ".join(line.strip() for line in error.message.strip().splitlines() if line.strip())
+
+
+def _print_step_failures(events: Sequence[DagsterEvent]) -> None:
+    for event in events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            print(f"error: {event.step_key} failed: {_innermost(event.step_failure_data.error)}", file=sys.stderr)
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    """Run the declared compaction job in this process, holding the whole warehouse (no run meanwhile)."""
+    from pipelines.definitions import COMPACT_JOB, build_resources, make_definitions
+    from pipelines.storage.locks import exclusive_warehouse
+
+    resources = build_resources(args.config, args.warehouse)
+    settings = resources["warehouse_config"].settings()  # type: ignore[attr-defined]
+    target = warehouse_path(settings.warehouse)
+    where = remote_origin(target) or target
+
+    def waiting(who: str) -> None:
+        print(f"Another run holds {where} ({who}); waiting for it to finish.", file=sys.stderr, flush=True)
+
+    try:
+        with (
+            exclusive_warehouse(settings.warehouse, wait=not args.no_wait, on_wait=waiting),
+            _instance() as instance,
+        ):
+            result = (
+                make_definitions(settings, resources)
+                .resolve_job_def(COMPACT_JOB)
+                .execute_in_process(instance=instance, raise_on_error=False)
+            )
+    except WarehouseBusy as busy:
+        print(f"error: another run holds {where} ({busy}); try again when it has finished.", file=sys.stderr)
+        return EXIT_FAILED
+    if not result.success:
+        _print_step_failures(result.all_events)
+        return EXIT_FAILED
+    metadata = result.asset_materializations_for_node("compacted_raw_layer")[0].metadata
+    merged, written, rows = (metadata[key].value for key in ("files_merged", "files_written", "rows"))
+    print(f"Merged {merged} raw files into {written} ({rows} rows) in {where}." if written else "Nothing to merge.")
+    return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -548,6 +592,16 @@ def build_parser() -> argparse.ArgumentParser:
     printed.add_argument("--quiet", action="store_true", help="print nothing on success (errors still go to stderr)")
     printed.add_argument("--json", action="store_true", help="end with one JSON object: what was published, warnings")
     run.set_defaults(func=cmd_run)
+
+    compact = commands.add_parser(
+        "compact", help="merge the raw layer's small files, per account, region and month (lossless, verified)"
+    )
+    compact.add_argument("--warehouse", help="warehouse directory (default: the config's, else ./warehouse)")
+    compact.add_argument("--config", help="YAML config file (default: $SMW_CONFIG)")
+    compact.add_argument(
+        "--no-wait", action="store_true", help="exit at once (1) if another run holds the warehouse, instead of waiting"
+    )
+    compact.set_defaults(func=cmd_compact)
 
     check = commands.add_parser("check", help="verify config, credentials and IAM permissions for every target")
     check.add_argument("--config", help="YAML config file (default: $SMW_CONFIG)")

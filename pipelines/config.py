@@ -93,6 +93,7 @@ class ScheduleSettings:
     cron: str = "0 2 * * *"  # nightly extraction at 02:00, one run per account and region
     build_cron: str = "0 3 * * *"  # then the build: flatten, model, check, publish
     full_refresh_cron: str = "0 4 * * 0"  # weekly full refresh, Sundays at 04:00
+    compaction_cron: str = "0 1 * * 0"  # weekly raw compaction, Sundays at 01:00 (before the night's extraction)
     timezone: str = "UTC"
 
 
@@ -252,13 +253,14 @@ def export_location(value: Any, key: str) -> str:
 
 
 def _schedule(raw: Any) -> ScheduleSettings:
-    if not isinstance(raw, dict) or set(raw) - {"cron", "build_cron", "full_refresh_cron", "timezone"}:
+    crons = ("cron", "build_cron", "full_refresh_cron", "compaction_cron")
+    if not isinstance(raw, dict) or set(raw) - {*crons, "timezone"}:
         raise ConfigError(
-            "Key 'schedule' must be a mapping of cron, build_cron, full_refresh_cron and timezone, "
-            "e.g. {cron: '0 2 * * *'}."
+            "Key 'schedule' must be a mapping of cron, build_cron, full_refresh_cron, compaction_cron and "
+            "timezone, e.g. {cron: '0 2 * * *'}."
         )
     schedule = ScheduleSettings()
-    for key in ("cron", "build_cron", "full_refresh_cron"):
+    for key in crons:
         if key in raw:
             cron = str(raw[key]).strip()
             if len(cron.split()) != 5 or not _dagster_accepts_cron(cron):

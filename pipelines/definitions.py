@@ -21,6 +21,7 @@ from dagster import (
 )
 
 from pipelines.assets.billing import raw_billing_line_items
+from pipelines.assets.compaction import compacted_raw_layer
 from pipelines.assets.extraction import TARGET_PARTITIONS, raw_training_jobs
 from pipelines.assets.models import models_asset
 from pipelines.assets.normalization import normalized
@@ -31,7 +32,15 @@ from pipelines.extraction.run import target_labels
 
 
 def all_assets() -> list[AssetsDefinition]:
-    return [raw_training_jobs, raw_billing_line_items, normalized, models_asset(), published_warehouse, cost_report]
+    return [
+        raw_training_jobs,
+        raw_billing_line_items,
+        normalized,
+        models_asset(),
+        published_warehouse,
+        cost_report,
+        compacted_raw_layer,
+    ]
 
 
 def build_resources(
@@ -48,8 +57,8 @@ def build_resources(
 
 
 # Extraction runs once per account/region partition; the build (flatten, model, check, publish) runs once
-# over everything stored. The CLI runs these same two jobs, in-process, in that order.
-EXTRACT_JOB, BUILD_JOB = "extract_training_jobs", "build_warehouse"
+# over everything stored. The CLI runs these same two jobs, in-process, in that order (and `compact` the third).
+EXTRACT_JOB, BUILD_JOB, COMPACT_JOB = "extract_training_jobs", "build_warehouse", "compact_raw_layer"
 extract_job = define_asset_job(
     EXTRACT_JOB,
     selection=AssetSelection.assets(raw_training_jobs),
@@ -59,10 +68,17 @@ extract_job = define_asset_job(
 )
 build_job = define_asset_job(
     BUILD_JOB,
-    selection=AssetSelection.all() - AssetSelection.assets(raw_training_jobs),
+    selection=AssetSelection.all() - AssetSelection.assets(raw_training_jobs, compacted_raw_layer),
     description="Loads the bill's new billing periods (if billing.exports names any), then builds the warehouse "
     "from the raw layer: flattens the normalized tables, builds the reference "
     "tables and models, runs their checks and publishes them in one step if every blocking check passed.",
+)
+
+compact_job = define_asset_job(
+    COMPACT_JOB,
+    selection=AssetSelection.assets(compacted_raw_layer),
+    description="Merges the raw layer's small files, per table, account, region and month, into one file each "
+    "(row for row verified before the small files are removed).",
 )
 
 
@@ -125,6 +141,15 @@ def build_schedules(settings: Settings) -> list[ScheduleDefinition]:
             execution_timezone=settings.schedule.timezone,
             default_status=DefaultScheduleStatus.RUNNING,
         ),
+        ScheduleDefinition(
+            name="weekly_compaction_schedule",
+            description=f"Raw compaction ({settings.schedule.compaction_cron}, {settings.schedule.timezone}): "
+            "a month's small raw files merged into one per account and region.",
+            job=compact_job,
+            cron_schedule=settings.schedule.compaction_cron,
+            execution_timezone=settings.schedule.timezone,
+            default_status=DefaultScheduleStatus.RUNNING,
+        ),
     ]
 
 
@@ -132,7 +157,7 @@ def make_definitions(settings: Settings, resources: dict[str, object]) -> Defini
     """The code location: what ``dagster dev`` loads, and what the CLI runs with its own resources."""
     return Definitions(
         assets=all_assets(),
-        jobs=[extract_job, build_job],
+        jobs=[extract_job, build_job, compact_job],
         schedules=build_schedules(settings),
         resources=resources,
     )

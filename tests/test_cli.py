@@ -145,11 +145,17 @@ def test_a_run_ends_saying_what_changed_and_what_it_cost(
     spend = re.search(r"all time \$([\d,.]+) \(([+-])\$([\d,.]+) since the previous version\)", out)
     assert spend and float(spend[1].replace(",", "")) == round(total, 2), out
     assert spend[2] == "+" and float(spend[3].replace(",", "")) == pytest.approx(added, abs=0.01)
+    # Compaction merges the raw files both runs wrote, per region (the demo's and tonight's batches).
+    raw_files = sorted((warehouse / "raw" / "training_jobs").rglob("*.parquet"))
+    assert main(["compact", "--warehouse", str(warehouse)]) == EXIT_OK
+    merged = re.fullmatch(r"Merged (\d+) raw files into (\d+) \((\d+) rows\) in .*\n", capsys.readouterr().out)
+    assert merged and int(merged[1]) > int(merged[2]) >= 1
+    assert len(list((warehouse / "raw" / "training_jobs").rglob("*.parquet"))) < len(raw_files)
     # Nothing at all with --quiet; the next night has nothing new.
     assert main(["run", "--warehouse", str(warehouse), "--quiet"]) == EXIT_OK
     assert capsys.readouterr().out == ""
     assert run_summary(warehouse)["new_jobs"] == 0
-    # Those builds replaced only the changed jobs' rows; --full-refresh rebuilds every one.
+    # Those builds replaced only the changed jobs' rows, compaction or not; --full-refresh rebuilds every one.
     manifest = read_manifest((warehouse / "current").resolve())
     assert manifest is not None and (manifest["mode"], manifest["models"]) == ("incremental", "incremental")
     assert main(["run", "--warehouse", str(warehouse), "--full-refresh", "--quiet"]) == EXIT_OK

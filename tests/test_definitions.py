@@ -175,7 +175,9 @@ def test_schedules_partitions_pools_retries_and_freshness_target_what_they_shoul
     build = load_defs().resolve_job_def("build_warehouse")
     built = build.asset_layer.executable_asset_keys
     assert {AssetKey("jobs"), AssetKey("cost_daily"), AssetKey("published_warehouse")} <= built
-    assert AssetKey(RAW_JOBS) not in built
+    assert AssetKey(RAW_JOBS) not in built and AssetKey("compacted_raw_layer") not in built
+    compact = load_defs().resolve_job_def("compact_raw_layer")
+    assert compact.asset_layer.executable_asset_keys == {AssetKey("compacted_raw_layer")}
 
     nightly = load_defs().resolve_schedule_def("nightly_extraction_schedule")
     assert (nightly.cron_schedule, nightly.execution_timezone, nightly.job_name) == (
@@ -185,10 +187,15 @@ def test_schedules_partitions_pools_retries_and_freshness_target_what_they_shoul
     )
     build_schedule = load_defs().resolve_schedule_def("nightly_build_schedule")
     assert (build_schedule.cron_schedule, build_schedule.job_name) == ("0 3 * * *", "build_warehouse")
+    compaction = load_defs().resolve_schedule_def("weekly_compaction_schedule")
+    assert (compaction.cron_schedule, compaction.job_name) == ("0 1 * * 0", "compact_raw_layer")
 
     assert extraction.op.retry_policy is not None and extraction.op.retry_policy.max_retries >= 1
     defs = load_defs()
-    writers = [defs.resolve_assets_def(AssetKey(name)).op for name in ("jobs", "job_costs", "published_warehouse")]
+    writers = [
+        defs.resolve_assets_def(AssetKey(name)).op
+        for name in ("jobs", "job_costs", "published_warehouse", "compacted_raw_layer")
+    ]
     assert {op.pool for op in writers} == {WAREHOUSE_WRITER_POOL}
     assert extraction.op.pool is None  # extraction only appends raw files: it may overlap a writer
     published = defs.resolve_assets_def(AssetKey("published_warehouse")).specs_by_key[AssetKey("published_warehouse")]
@@ -225,10 +232,14 @@ def test_nightly_extraction_registers_and_requests_one_run_per_account_and_regio
 
 def test_schedule_comes_from_the_config(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text("schedule: {cron: '30 4 * * 1-5', build_cron: '30 5 * * 1-5', timezone: Europe/Paris}\n")
+    config.write_text(
+        "schedule: {cron: '30 4 * * 1-5', build_cron: '30 5 * * 1-5', compaction_cron: '0 6 1 * *', "
+        "timezone: Europe/Paris}\n"
+    )
     schedules = {s.name: s for s in build_schedules(load_settings(config, environ={}))}
     assert schedules["nightly_extraction_schedule"].cron_schedule == "30 4 * * 1-5"
     assert schedules["nightly_build_schedule"].cron_schedule == "30 5 * * 1-5"
+    assert schedules["weekly_compaction_schedule"].cron_schedule == "0 6 1 * *"
     assert {s.execution_timezone for s in schedules.values()} == {"Europe/Paris"}
 
 
@@ -269,7 +280,7 @@ def test_every_job_check_schedule_and_asset_says_what_it_is_in_dagster() -> None
     for key in graph.get_all_asset_keys():
         assert (graph.get(key).description or "").endswith("."), key
     jobs = [job for job in definitions.resolve_all_job_defs() if not job.name.startswith("__")]
-    assert {job.name for job in jobs} == {"extract_training_jobs", "build_warehouse"}
+    assert {job.name for job in jobs} == {"extract_training_jobs", "build_warehouse", "compact_raw_layer"}
     for job in jobs:
         assert (job.description or "").endswith("."), job.name
     for schedule in definitions.schedules:

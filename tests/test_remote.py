@@ -11,6 +11,7 @@ from pathlib import Path
 
 import boto3
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, main
@@ -18,7 +19,9 @@ from pipelines.config import ConfigError, warehouse_location
 from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.storage import remote
 from pipelines.storage.layout import VERSIONS
+from pipelines.storage.raw import RAW_ERRORS, parquet_files, write_rows
 from pipelines.storage.versions import current_version, make_current
+from pipelines.warehouse.compaction import compact_raw
 from tests.conftest import REGIONS, SMALL_FLEET, copy_of
 
 
@@ -246,6 +249,33 @@ def test_files_removed_by_one_copy_are_removed_from_the_others(bucket: str, tmp_
     assert sorted(p.name for p in (two.warehouse / "raw").iterdir()) == ["kept.parquet", "only-here.parquet"]
     assert (two.warehouse / "raw" / "kept.parquet").read_text() == "kept, rewritten"
     assert (two.warehouse / "quarantine" / "raw" / "moved.parquet").read_text() == "moved"
+
+
+def test_files_a_compaction_merged_leave_s3_after_the_merged_file_arrives(bucket: str, tmp_path: Path) -> None:
+    one = remote.WorkingCopy(tmp_path / "one", remote.Remote(bucket, "wh"))
+    two = remote.WorkingCopy(tmp_path / "two", remote.Remote(bucket, "wh"))
+    for night in range(3):  # three nights' error records: error files merge without a publication
+        error = {
+            **dict(account_id="123456789012", region="us-east-1", operation="DescribeTrainingJob"),
+            **dict(training_job_name=f"job-{night}", error_code="InternalFailure", error_message="a 5xx"),
+            **dict(occurred_at=datetime(2026, 11, 1, night, tzinfo=UTC), run_id=f"night-{night}"),
+        }
+        write_rows(one.warehouse, RAW_ERRORS, [error], "123456789012", "us-east-1", f"20261101T0{night}0000Z-e")
+    one.push()
+    two.pull(make_current=False)
+    raw_errors = "wh/raw/extraction_errors/"
+    assert len(_keys(bucket, raw_errors)) == 3 and len(parquet_files(two.warehouse, RAW_ERRORS)) == 3
+
+    [merged] = compact_raw(one.warehouse)
+    one.pull(make_current=False)  # not pushed yet: the merged files are not fetched back
+    assert [Path(f).name for f in parquet_files(one.warehouse, RAW_ERRORS)] == [merged.path.name]
+    assert len(list(merged.path.parent.iterdir())) == 1
+    one.push()
+    assert [key.rsplit("/", 1)[1] for key in _keys(bucket, raw_errors)] == [merged.path.name]
+    two.pull(make_current=False)
+    [only] = parquet_files(two.warehouse, RAW_ERRORS)
+    assert Path(only).name == merged.path.name and len(list(Path(only).parent.iterdir())) == 1
+    assert sorted(pq.read_table(only).column("training_job_name").to_pylist()) == ["job-0", "job-1", "job-2"]
 
 
 def test_a_lease_admits_one_writer_and_an_expired_one_is_taken_over(bucket: str, tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from pipelines.normalization import checks
 from pipelines.normalization.flatten import normalized_tables
 from pipelines.schemas import all_tables, table
 from pipelines.sql import identifier, literal
-from pipelines.storage.raw import RAW_JOBS, raw_job_row, table_dir, write_parquet_atomically
+from pipelines.storage.raw import RAW_JOBS, parquet_files, raw_job_row, table_dir, write_parquet_atomically
 from pipelines.warehouse.build import stage_from_raw, stage_models
 from pipelines.warehouse.history import BUILD_HISTORY, stage_build_history
 from pipelines.warehouse.publication import publish
@@ -129,7 +129,7 @@ def pick(records: list[dict[str, Any]], count: int, seed: int, recent: bool) -> 
 def stored_records(warehouse: Path, newest: int = 0, sample: int = 0, seed: int = 0) -> list[dict[str, Any]]:
     """Stored records read back from the raw layer (the latest of each job): the ``newest`` by creation
     time, or a random ``sample``."""
-    files = [str(p) for p in (warehouse / "raw" / "training_jobs").rglob("*.parquet")]
+    files = parquet_files(warehouse, RAW_JOBS)
     latest = f"""
         select response_json, creation_time from read_parquet({files!r})
         qualify row_number() over (partition by training_job_arn order by fetched_at desc, run_id desc) = 1

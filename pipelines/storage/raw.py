@@ -3,6 +3,10 @@
 Layout: ``raw/<table>/<account_id>/<region>/<run_id>-<batch>.parquet``. Files appear atomically (written
 to a temporary name, flushed, then renamed), and readers only ever open ``*.parquet``, so a crash leaves
 nothing half-written in view.
+
+Compaction (:mod:`pipelines.warehouse.compaction`) merges small files into ``compacted-<month>-<id>.parquet``
+whose footer names the files it replaces; readers skip a replaced file that is still there (a compaction
+stopped before it removed them), so a row is never read twice.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,11 +98,41 @@ def table_dir(warehouse: Path, table_name: str, account_id: str | None = None, r
     return path
 
 
+COMPACTED_PREFIX = "compacted-"
+REPLACES_KEY = b"sagemaker_warehouse.replaces"  # a compacted file's footer: the names of the files it replaces
+
+
+def replaced_by_compaction(files: Iterable[Path]) -> dict[Path, frozenset[Path]]:
+    """Each compacted file among ``files`` and the files (in its folder) whose rows it holds. An
+    unreadable compacted file replaces nothing: quarantine moves it aside and its jobs are fetched again."""
+    replaced = {}
+    for path in files:
+        if path.name.startswith(COMPACTED_PREFIX):
+            try:
+                names = json.loads((pq.read_schema(path).metadata or {}).get(REPLACES_KEY, b"[]"))
+            except (OSError, pa.ArrowException, ValueError):
+                continue
+            replaced[path] = frozenset(path.parent / name for name in names)
+    return replaced
+
+
 def parquet_files(
     warehouse: Path, table_name: str, account_id: str | None = None, region: str | None = None
 ) -> list[str]:
+    """The raw files of a table (of one account, or one account and region) that hold its rows: files a
+    compacted file replaces are left out."""
     directory = table_dir(warehouse, table_name, account_id, region)
-    return sorted(str(p) for p in directory.rglob("*.parquet")) if directory.exists() else []
+    if not directory.exists():
+        return []
+    files = sorted(directory.rglob("*.parquet"))
+    replaced = set().union(*replaced_by_compaction(files).values())
+    return [str(p) for p in files if p not in replaced]
+
+
+def replaced_raw_files(warehouse: Path) -> set[str]:
+    """Every raw file (relative to the warehouse) that a compacted file present replaces."""
+    files = sorted((warehouse / "raw").rglob(f"{COMPACTED_PREFIX}*.parquet"))
+    return {p.relative_to(warehouse).as_posix() for sources in replaced_by_compaction(files).values() for p in sources}
 
 
 def write_parquet_atomically(data: pa.Table, path: Path) -> Path:

@@ -46,7 +46,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from pipelines.config import ORIGIN_FILE, ConfigError, remote_origin
 from pipelines.storage.layout import CURRENT, DATABASE, PARQUET, STAGING, VERSIONS
-from pipelines.storage.raw import QUARANTINE
+from pipelines.storage.raw import QUARANTINE, replaced_raw_files
 from pipelines.storage.versions import current_version, forget_published
 from pipelines.storage.versions import make_current as make_current_version
 
@@ -231,10 +231,11 @@ class WorkingCopy:
         (quarantined) and has not pushed yet is left as it is; a file it lost is downloaded again."""
         synced = self._read_synced()
         listed = {key: found for key, found in _listing(self.client, self.remote).items() if _synced_files(key)}
+        replaced = replaced_raw_files(self.warehouse)
         for relative, (etag, _size) in listed.items():
             local = self.warehouse / relative
             seen = synced.get(relative)
-            if seen and seen["etag"] == etag and (local.is_file() or self._set_aside(relative)):
+            if seen and seen["etag"] == etag and (local.is_file() or self._set_aside(relative, replaced)):
                 continue
             local.parent.mkdir(parents=True, exist_ok=True)
             temporary = local.with_name(f"{local.name}.tmp-{os.getpid()}")
@@ -248,9 +249,10 @@ class WorkingCopy:
             del synced[relative]
         self._write_synced(synced)
 
-    def _set_aside(self, relative: str) -> bool:
-        """Whether this copy moved the raw file ``relative`` to quarantine (the one removal it sends)."""
-        return (self.warehouse / QUARANTINE / relative).is_file()
+    def _set_aside(self, relative: str, replaced: set[str]) -> bool:
+        """Whether this copy moved the raw file ``relative`` to quarantine or merged it into a compacted
+        file it holds (``replaced``: :func:`replaced_raw_files`): the only removals it sends."""
+        return relative in replaced or (self.warehouse / QUARANTINE / relative).is_file()
 
     def _read_pointer(self) -> tuple[str | None, str | None]:
         try:
@@ -308,8 +310,9 @@ class WorkingCopy:
 
     def _push_files(self) -> None:
         """Upload new and changed files: the raw data first, the state that vouches for it (a Search
-        watermark) after it. An object is removed only when this copy quarantined it: a file merely missing
-        here (a cleaned cache) is never removed from S3."""
+        watermark) after it. An object is removed only when this copy quarantined it or a compacted file
+        replaced it (the compacted file goes up first): a file merely missing here (a cleaned cache) is
+        never removed from S3."""
         synced = self._read_synced()
         tops = [p for p in self.warehouse.iterdir() if p.name not in LOCAL_ONLY and not p.is_symlink()]
         files = [p for top in tops for p in ([top] if top.is_file() else top.rglob("*")) if p.is_file()]
@@ -322,7 +325,8 @@ class WorkingCopy:
             with open(path, "rb") as body:
                 response = self.client.put_object(Bucket=self.remote.bucket, Key=self.remote.key(relative), Body=body)
             synced[relative] = {"etag": response["ETag"], "stat": self._stat(path)}
-        for relative in [r for r in synced if not (self.warehouse / r).is_file() and self._set_aside(r)]:
+        replaced = replaced_raw_files(self.warehouse)
+        for relative in [r for r in synced if not (self.warehouse / r).is_file() and self._set_aside(r, replaced)]:
             _delete_if_unchanged(self.client, self.remote.bucket, self.remote.key(relative), synced[relative]["etag"])
             del synced[relative]
         self._write_synced(synced)

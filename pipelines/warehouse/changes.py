@@ -10,7 +10,8 @@ everything was last built from scratch. The next build compares:
   uses to pick a job's record) is *changed*, and only its rows are replaced.
 - **full**: asked for (``run --full-refresh``, ``full_rebuild`` in Dagster), nothing published yet, no
   manifest, the code changed, a raw file the published version read is gone (quarantined or deleted by
-  hand: its jobs' records may now be older ones), or the last full build is older than
+  hand: its jobs' records may now be older ones; a compacted file that replaces files the published version
+  read is not new, and the files it replaces are not gone), or the last full build is older than
   :data:`FULL_REBUILD_EVERY` (so that a defect no check catches cannot live on in rows nobody rebuilds).
 
 The models follow the tables; the per-job ones are rebuilt fully as well when the cost inputs changed.
@@ -32,7 +33,7 @@ from pipelines.config import CostSettings
 from pipelines.pricing.refresh import refreshed_prices_file
 from pipelines.resources import resource_dir
 from pipelines.storage.layout import DATABASE, VERSIONS
-from pipelines.storage.raw import RAW_JOBS, parquet_files
+from pipelines.storage.raw import RAW_JOBS, parquet_files, replaced_by_compaction, replaced_raw_files
 from pipelines.storage.versions import current_version
 
 MANIFEST = "build.json"
@@ -125,6 +126,17 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     os.replace(temporary, folder / MANIFEST)
 
 
+def published_raw_files(warehouse: Path, manifest: dict[str, Any]) -> set[str]:
+    """The raw job files whose rows the published version (``manifest``) read: the ones it lists, and
+    compacted files that replace only those (their rows were read, from the files they replace)."""
+    read = set(manifest["raw_files"])
+    compacted = replaced_by_compaction(Path(f) for f in parquet_files(warehouse, RAW_JOBS))
+    for path, sources in compacted.items():
+        if {p.relative_to(warehouse).as_posix() for p in sources} <= read:
+            read.add(path.relative_to(warehouse).as_posix())
+    return read - replaced_raw_files(warehouse)
+
+
 def plan_build(warehouse: Path, full: bool = False, now: datetime | None = None) -> BuildPlan:
     """Decide between an incremental and a full build (see the module's docstring)."""
     now = now or datetime.now(UTC)
@@ -144,7 +156,7 @@ def plan_build(warehouse: Path, full: bool = False, now: datetime | None = None)
         return full_build("the published version has no build manifest")
     if manifest["code"] != code:
         return full_build("the code or the table definitions changed since the published version")
-    read_before = set(manifest["raw_files"])
+    read_before = published_raw_files(warehouse, manifest)
     gone = read_before - set(raw_files)
     if gone:
         return full_build(f"{len(gone)} raw files the published version read are gone (quarantined or removed)")

@@ -1,0 +1,138 @@
+"""Raw compaction: a month of small files becomes one, no row is lost or doubled (even when it stops half
+way), files the published version has not read are left alone, and the next build stays incremental."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from pipelines.demo.fleet import FleetSpec, generate_fleet
+from pipelines.demo.nights import build, changed, pick, write_records
+from pipelines.schemas import table
+from pipelines.storage.raw import RAW_ERRORS, RAW_JOBS, parquet_files, write_rows
+from pipelines.warehouse import compaction
+from pipelines.warehouse.changes import plan_build
+from pipelines.warehouse.compaction import CompactionError, compact_raw, month_of
+from tests.test_incremental import _same_as_full_build
+
+START = datetime(2026, 10, 29, 2, tzinfo=UTC)  # nights 0-2 in October, 3-4 in November
+
+
+def _night(warehouse: Path, records: list[dict[str, Any]], night: int) -> None:
+    at = START + timedelta(days=night)
+    write_records(warehouse, records, f"{at:%Y%m%dT%H%M%SZ}-night{night}", at)
+    error = {
+        "account_id": "123456789012",
+        "region": "us-east-1",
+        "training_job_name": f"flaky-{night}",
+        "operation": "DescribeTrainingJob",
+        "error_code": "InternalFailure",
+        "error_message": "a 5xx",
+        "occurred_at": at,
+        "run_id": f"{at:%Y%m%dT%H%M%SZ}-night{night}",
+    }
+    write_rows(warehouse, RAW_ERRORS, [error], "123456789012", "us-east-1", f"{at:%Y%m%dT%H%M%SZ}-night{night}-e")
+
+
+def _rows(warehouse: Path, table_name: str) -> list[tuple]:
+    """Every stored row, as the readers see the raw layer (sorted, duplicates kept)."""
+    with duckdb.connect() as connection:
+        files = parquet_files(warehouse, table_name)
+        return sorted(
+            connection.execute(f"select * from read_parquet({files!r}, union_by_name = true)").fetchall(), key=repr
+        )
+
+
+def _files(warehouse: Path, table_name: str) -> list[str]:
+    return sorted(Path(f).name for f in parquet_files(warehouse, table_name))
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> Path:
+    """Four nights stored and built (October and November), a fifth stored but not built yet."""
+    warehouse = tmp_path / "warehouse"
+    fleet = list(generate_fleet(FleetSpec(jobs=200, seed=5, end=START - timedelta(hours=1))))
+    _night(warehouse, fleet, 0)
+    assert build(warehouse)["mode"] == "full"
+    for night in (1, 2, 3):
+        at = START + timedelta(days=night)
+        _night(warehouse, [changed(r, at, night) for r in pick(fleet, 15, seed=night, recent=False)], night)
+        assert build(warehouse)["mode"] == "incremental"
+    _night(warehouse, [changed(r, START + timedelta(days=4), 4) for r in pick(fleet, 10, seed=4, recent=True)], 4)
+    return warehouse
+
+
+def test_a_month_of_files_becomes_one_without_losing_a_row_and_the_next_build_stays_incremental(
+    warehouse: Path, tmp_path: Path
+) -> None:
+    jobs_before, errors_before = _rows(warehouse, RAW_JOBS), _rows(warehouse, RAW_ERRORS)
+    unread = [f for f in _files(warehouse, RAW_JOBS) if "night4" in f]
+    assert unread and len(_files(warehouse, RAW_JOBS)) > 8
+
+    done = compact_raw(warehouse)
+
+    assert _rows(warehouse, RAW_JOBS) == jobs_before and _rows(warehouse, RAW_ERRORS) == errors_before
+    run_id = [c.name for c in table(RAW_JOBS).columns].index("run_id")
+    october_jobs = [row for row in jobs_before if row[run_id].startswith("202610")]
+    assert sum(c.rows for c in done) == len(october_jobs) + len(errors_before)  # all errors, two months
+    after = _files(warehouse, RAW_JOBS)
+    # Per account and region: October's three nights in one file, November's night 3 alone (nothing to
+    # merge), night 4 untouched because the published version has not read it.
+    for name in unread:
+        assert name in after
+    compacted = [name for name in after if name.startswith("compacted-")]
+    assert compacted and {month_of(Path(name)) for name in compacted} == {"202610"}
+    for folder in {Path(f).parent for f in parquet_files(warehouse, RAW_JOBS)}:
+        october = [p for p in folder.glob("*.parquet") if month_of(p) == "202610"]
+        assert len(october) == 1, folder
+    assert [month_of(Path(n)) for n in _files(warehouse, RAW_ERRORS)] == ["202610", "202611"]
+    assert compact_raw(warehouse) == []  # nothing left to merge
+
+    plan = plan_build(warehouse)
+    assert plan.incremental and sorted(Path(f).name for f in plan.new_files) == unread
+    night = build(warehouse)
+    assert (night["mode"], night["jobs_rebuilt"], night["failed_checks"]) == ("incremental", 10, [])
+    _same_as_full_build(warehouse, tmp_path / "full")
+
+    # Once the published version has read night 4, November's files merge too and a build is still incremental.
+    assert {month_of(c.path) for c in compact_raw(warehouse)} == {"202611"}
+    assert _rows(warehouse, RAW_JOBS) == jobs_before
+    assert plan_build(warehouse).incremental and plan_build(warehouse).new_files == ()
+
+
+def test_a_compaction_stopped_before_removing_what_it_merged_shows_no_row_twice(warehouse: Path) -> None:
+    jobs_before = _rows(warehouse, RAW_JOBS)
+    kept = {}
+    for name in parquet_files(warehouse, RAW_JOBS):
+        if month_of(Path(name)) == "202610":  # the files this compaction merges
+            kept[name] = Path(name).read_bytes()
+    compact_raw(warehouse)
+    for name, content in kept.items():  # the merged files back, as if the removal never happened
+        Path(name).write_bytes(content)
+
+    assert _rows(warehouse, RAW_JOBS) == jobs_before  # readers skip what a compacted file replaces
+    assert plan_build(warehouse).incremental
+    assert compact_raw(warehouse) == [] and not any(Path(name).exists() for name in kept)  # removed now
+    assert _rows(warehouse, RAW_JOBS) == jobs_before
+
+
+def test_a_merge_that_does_not_hold_every_row_removes_nothing(warehouse: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files_before, jobs_before = _files(warehouse, RAW_JOBS), _rows(warehouse, RAW_JOBS)
+    real_batches = compaction._batches
+
+    def one_row_short(files: list[Path], schema: Any) -> Any:
+        batches = list(real_batches(files, schema))
+        return [batches[0].slice(1), *batches[1:]]
+
+    monkeypatch.setattr(compaction, "_batches", one_row_short)
+    with pytest.raises(CompactionError, match="nothing was removed"):
+        compact_raw(warehouse)
+    assert _files(warehouse, RAW_JOBS) == files_before and _rows(warehouse, RAW_JOBS) == jobs_before
+    leftovers = [p for p in (warehouse / "raw").rglob("*") if p.is_file() and "compacted" in p.name]
+    assert leftovers == [] and not any(".tmp-" in p.name for p in (warehouse / "raw").rglob("*"))
+    assert os.listdir(warehouse / "raw")
