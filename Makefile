@@ -62,7 +62,7 @@ bench: $(INSTALLED)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/extract.py
 	$(BIN)/python benchmarks/normalize.py
-	$(BIN)/python benchmarks/nightly.py --jobs 100000 --nights 10 --full-every 5
+	$(BIN)/python benchmarks/nightly.py --jobs 100000 --nights 10 --full-every 5 --compact-every 4
 
 dev: $(INSTALLED)
 	mkdir -p $(DAGSTER_HOME_DIR)

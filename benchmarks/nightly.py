@@ -6,9 +6,12 @@ jobs, 30% new records of the most recently created jobs: running jobs finishing,
 the build the pipeline runs: staging, every check on the tables, the models, their checks, the build
 history and publication. Each build runs in a fresh process, so its peak RSS is its own. With
 ``--full-every N`` (and always on the last night) a full build of the same raw layer runs in a copy of it,
-is timed the same way, and its tables are compared with the incremental warehouse's.
+is timed the same way, and its tables are compared with the incremental warehouse's. With
+``--compact-every N`` the raw layer is compacted after every Nth night's build (timed, with the raw files
+before and after); the next night's build shows whether it stayed incremental.
 
-    python benchmarks/nightly.py --jobs 100000 --nights 30 [--change 0.01] [--full-every 10] [--keep DIR]
+    python benchmarks/nightly.py --jobs 100000 --nights 30 [--change 0.01] [--full-every 10]
+        [--compact-every 7] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipelines.demo.fleet import FleetSpec, generate_fleet
 from pipelines.demo.nights import build, changed, differing_rows, renamed, stored_records, write_records
+from pipelines.storage.raw import RAW_ERRORS, RAW_JOBS, parquet_files
+from pipelines.warehouse.compaction import compact_raw
 
 
 def measure(warehouse: Path, full: bool) -> dict[str, object]:
@@ -48,6 +53,17 @@ def night(warehouse: Path, number: int, jobs: int, change: float, at: datetime) 
     return write_records(warehouse, newer + added, f"{at:%Y%m%dT%H%M%SZ}-night{number:03d}", at)
 
 
+def compacted(warehouse: Path) -> str:
+    """Compact the raw layer (as the weekly job does) and say what it did."""
+    before = len(parquet_files(warehouse, RAW_JOBS)) + len(parquet_files(warehouse, RAW_ERRORS))
+    started = time.perf_counter()
+    done = compact_raw(warehouse)
+    seconds = time.perf_counter() - started
+    after = len(parquet_files(warehouse, RAW_JOBS)) + len(parquet_files(warehouse, RAW_ERRORS))
+    rows = sum(merged.rows for merged in done)
+    return f"-- compaction: {before} raw files -> {after} ({rows:,} rows rewritten) in {seconds:.2f} s"
+
+
 def line(label: str, result: dict[str, object]) -> str:
     failed = result["failed_checks"]
     return (
@@ -64,6 +80,7 @@ def main() -> None:
     parser.add_argument("--nights", type=int, default=30, help="nights after night 0 (default 30)")
     parser.add_argument("--change", type=float, default=0.01, help="share of the jobs that change a night")
     parser.add_argument("--full-every", type=int, default=0, help="also time a full build every N nights")
+    parser.add_argument("--compact-every", type=int, default=0, help="compact the raw layer every N nights")
     parser.add_argument("--keep", help="build here and keep it; a night-0 raw layer already there is reused")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--full", action="store_true", help=argparse.SUPPRESS)
@@ -107,6 +124,8 @@ def main() -> None:
             verdict = "identical tables" if not differing else f"DIFFERENT: {differing}"
             print(line(f"{number} full", full) + f"  {verdict}", flush=True)
             shutil.rmtree(copy, ignore_errors=True)
+        if args.compact_every and number % args.compact_every == 0:
+            print(compacted(warehouse), flush=True)
     if not args.keep:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -10,6 +11,7 @@ from pipelines.extraction.aws import RateLimiter
 from pipelines.extraction.planning import (
     JobToFetch,
     choose_mode,
+    describe_calls,
     describe_needed,
     fetch_by_search,
     listing_start,
@@ -58,9 +60,9 @@ def test_listing_reaches_back_to_a_job_still_running_when_that_costs_fewer_calls
     week_long = stored("week-long", "InProgress", minutes=10_000 - 7 * 24 * 60)
     window = T0 + timedelta(minutes=10_000 - 24 * 60)
 
-    def start(*others: StoredJob) -> datetime | None:
+    def start(*others: StoredJob, fetch_calls: Callable[[int], float] = describe_calls) -> datetime | None:
         state = TargetState(jobs={j.arn: j for j in (newest, day_long, week_long, *others)})
-        return listing_start(state, timedelta(hours=24), full_refresh=False)
+        return listing_start(state, timedelta(hours=24), full_refresh=False, fetch_calls=fetch_calls)
 
     # Few jobs between them: one page reaches both running jobs (instead of 2 x 2 calls).
     assert start() == week_long.creation_time - timedelta(seconds=1)
@@ -68,6 +70,8 @@ def test_listing_reaches_back_to_a_job_still_running_when_that_costs_fewer_calls
     # describe the week-long one.
     busy = [stored(f"done-{i}", minutes=10_000 - 7 * 24 * 60 + i * 9.6) for i in range(1_050)]
     assert start(*busy) == day_long.creation_time - timedelta(seconds=1)
+    # Read with Search (20 jobs a call), the two jobs cost a tenth of a call: the listing keeps its window.
+    assert start(*busy, fetch_calls=lambda jobs: jobs / 20) == window
     # 500 jobs in the two hours before the window: 5 pages or more to reach either; describing both is 4 calls.
     busier = [stored(f"done-{i}", minutes=10_000 - 26 * 60 + i * 0.2) for i in range(500)]
     assert start(*busier) == window

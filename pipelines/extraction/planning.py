@@ -18,7 +18,7 @@ still need DescribeTrainingJob.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -111,12 +111,22 @@ def plan_found(
 LISTING_PAGE = 100  # summaries per ListTrainingJobs call
 
 
-def listing_start(state: TargetState, overlap: timedelta, full_refresh: bool) -> datetime | None:
+def describe_calls(jobs: int) -> float:
+    """Calls to read ``jobs`` jobs with DescribeTrainingJob and ListTags."""
+    return 2.0 * jobs
+
+
+def listing_start(
+    state: TargetState,
+    overlap: timedelta,
+    full_refresh: bool,
+    fetch_calls: Callable[[int], float] = describe_calls,
+) -> datetime | None:
     """The ``CreationTimeAfter`` for this run's listing; None lists everything. It starts ``overlap``
     before the newest stored job, or earlier, at a job that can still change, when listing back to it
-    costs fewer calls than describing the changing jobs it would reach (two calls each): a job the listing
-    returns unchanged is not described (see :func:`plan_fetches`). The stored jobs created in between
-    stand for the listing's extra pages."""
+    costs fewer calls than fetching the changing jobs it would reach (``fetch_calls``: two calls a job
+    with Describe, one per 20 with Search): a job the listing returns unchanged is not fetched (see
+    :func:`plan_fetches`). The stored jobs created in between stand for the listing's extra pages."""
     newest = state.newest_creation_time
     if full_refresh or newest is None:
         return None
@@ -127,11 +137,11 @@ def listing_start(state: TargetState, overlap: timedelta, full_refresh: bool) ->
         for job in state.jobs.values()
         if job.can_change and job.creation_time <= start and job.name not in state.gone_names
     )
-    best, cost = start, 2 * len(behind)  # list the window only, describe every changing job before it
-    for described, moment in enumerate(behind):  # or list back to the changing job ``behind[described]``
+    best, cost = start, fetch_calls(len(behind))  # list the window only, fetch every changing job before it
+    for fetched, moment in enumerate(behind):  # or list back to the changing job ``behind[fetched]``
         pages = (len(created) - bisect_left(created, moment)) / LISTING_PAGE
-        if pages + 2 * described < cost:
-            best, cost = moment - timedelta(seconds=1), pages + 2 * described
+        if pages + fetch_calls(fetched) < cost:
+            best, cost = moment - timedelta(seconds=1), pages + fetch_calls(fetched)
     return best
 
 

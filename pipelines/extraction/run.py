@@ -34,6 +34,7 @@ from pipelines.extraction.describe import complete_with_describe, fetch_job, reg
 from pipelines.extraction.planning import (
     JobToFetch,
     choose_mode,
+    describe_calls,
     fetch_by_search,
     listing_start,
     plan_fetches,
@@ -242,7 +243,12 @@ def _extract_target(client: Any, target: Target, report: TargetReport, run: _Run
                 settings.warehouse, target.account_id, target.region, window.newest_modified, run.run_id
             )
         return
-    start = listing_start(state, overlap, full_refresh)
+
+    def fetch_calls(jobs: int) -> float:  # what reading ``jobs`` changing jobs the listing misses costs
+        by_search = fetch_by_search(extraction.mode, jobs, extraction.search_above_jobs)
+        return jobs / NAMES_PER_CALL if by_search else describe_calls(jobs)
+
+    start = listing_start(state, overlap, full_refresh, fetch_calls)
     summaries = list(_list_summaries(client, start))
     report.listed = len(summaries)
     plan = plan_fetches(summaries, state, full_refresh)

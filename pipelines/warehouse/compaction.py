@@ -48,7 +48,7 @@ from pipelines.storage.raw import (
 from pipelines.storage.versions import current_version
 from pipelines.warehouse.changes import published_raw_files, read_manifest
 
-_MONTH = re.compile(r"^(?:compacted-)?(\d{6})")
+_MONTH = re.compile(rf"^(?:{COMPACTED_PREFIX})?(\d{{6}})")
 
 
 class CompactionError(RuntimeError):
