@@ -105,11 +105,11 @@ def compact_raw(
     by month; returns what was merged."""
     version = current_version(warehouse)
     manifest = read_manifest(warehouse / VERSIONS / version) if version else None
+    published = published_raw_files(warehouse, manifest) if manifest else set()
     done = []
     for account_id, region in partitions(warehouse):
         with hold_partition(account_id, region):
             remove_replaced(warehouse, account_id, region)
-            published = published_raw_files(warehouse, manifest) if manifest else set()
             for table_name in (RAW_JOBS, RAW_ERRORS):
                 files = [Path(f) for f in parquet_files(warehouse, table_name, account_id, region)]
                 if table_name == RAW_JOBS:  # only what the published version read: the next build stays incremental
@@ -139,11 +139,20 @@ def merge(files: list[Path], month: str) -> Compaction:
         with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, target)
+        _fsync_directory(directory)  # the merged file's name is on disk before the files it replaces go
     finally:
         temporary.unlink(missing_ok=True)
     for source in files:
         source.unlink()
     return Compaction(target, len(files), rows)
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _batches(files: list[Path], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
