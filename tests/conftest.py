@@ -18,13 +18,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.config import ExtractionSettings, Settings
+from pipelines.config import CostSettings, ExtractionSettings, Settings
 from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.demo.fleet import FleetSpec, arn_account_and_region, generate_fleet
+from pipelines.demo.nights import build, differing_rows
 from pipelines.extraction.redaction import redact
 from pipelines.normalization.flatten import build_normalized_tables, load_latest_records
-from pipelines.schemas import table
-from pipelines.storage.layout import DATABASE
+from pipelines.schemas import all_tables, table
+from pipelines.storage.layout import DATABASE, PARQUET
 from pipelines.storage.raw import RAW_JOBS, raw_job_row
 
 # A fixed "now", so the fleet (and every number derived from it) is the same on every run.
@@ -196,3 +197,22 @@ def renamed(record: dict[str, Any], name: str) -> dict[str, Any]:
     """A new job like ``record``, created recently enough for an incremental listing to see it."""
     arn = record["TrainingJobArn"].rsplit("/", 1)[0] + "/" + name
     return {**copy.deepcopy(record), "TrainingJobName": name, "TrainingJobArn": arn, "CreationTime": FETCHED}
+
+
+PUBLISHED = [name for name, declared in all_tables().items() if declared.layer not in ("raw", "history")]
+
+
+def same_as_full_build(warehouse: Path, scratch: Path, costs: CostSettings | None = None) -> None:
+    """A full build of a copy of the raw layer holds exactly the incremental warehouse's tables and Parquet."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.copytree(warehouse / "raw", scratch / "raw")
+    result = build(scratch, full=True, costs=costs)
+    assert result["mode"] == "full" and not result["failed_checks"]
+    assert differing_rows(warehouse / "sagemaker.duckdb", scratch / "sagemaker.duckdb", PUBLISHED) == {}
+    with duckdb.connect() as connection:
+        for name in ("jobs", "tags", "job_costs", "job_cost_days_tagged", "cost_daily"):
+            files = [f"{folder}/{PARQUET}/{name}/*.parquet" for folder in (warehouse, scratch)]
+            one_way = f"from read_parquet('{files[0]}') except all from read_parquet('{files[1]}')"
+            other_way = f"from read_parquet('{files[1]}') except all from read_parquet('{files[0]}')"
+            assert connection.execute(f"select count(*) from ({one_way})").fetchall() == [(0,)], name
+            assert connection.execute(f"select count(*) from ({other_way})").fetchall() == [(0,)], name

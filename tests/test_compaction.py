@@ -18,7 +18,7 @@ from pipelines.storage.raw import RAW_ERRORS, RAW_JOBS, parquet_files, write_row
 from pipelines.warehouse import compaction
 from pipelines.warehouse.changes import plan_build
 from pipelines.warehouse.compaction import CompactionError, compact_raw, month_of
-from tests.test_incremental import _same_as_full_build
+from tests.conftest import copy_of, same_as_full_build
 
 START = datetime(2026, 10, 29, 2, tzinfo=UTC)  # nights 0-2 in October, 3-4 in November
 
@@ -52,10 +52,10 @@ def _files(warehouse: Path, table_name: str) -> list[str]:
     return sorted(Path(f).name for f in parquet_files(warehouse, table_name))
 
 
-@pytest.fixture
-def warehouse(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def nights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four nights stored and built (October and November), a fifth stored but not built yet."""
-    warehouse = tmp_path / "warehouse"
+    warehouse = tmp_path_factory.mktemp("nights") / "warehouse"
     fleet = list(generate_fleet(FleetSpec(jobs=200, seed=5, end=START - timedelta(hours=1))))
     _night(warehouse, fleet, 0)
     assert build(warehouse)["mode"] == "full"
@@ -65,6 +65,12 @@ def warehouse(tmp_path: Path) -> Path:
         assert build(warehouse)["mode"] == "incremental"
     _night(warehouse, [changed(r, START + timedelta(days=4), 4) for r in pick(fleet, 10, seed=4, recent=True)], 4)
     return warehouse
+
+
+@pytest.fixture
+def warehouse(nights: Path, tmp_path: Path) -> Path:
+    """A private copy of those nights' warehouse."""
+    return copy_of(nights, tmp_path / "warehouse")
 
 
 def test_a_month_of_files_becomes_one_without_losing_a_row_and_the_next_build_stays_incremental(
@@ -97,7 +103,7 @@ def test_a_month_of_files_becomes_one_without_losing_a_row_and_the_next_build_st
     assert plan.incremental and sorted(Path(f).name for f in plan.new_files) == unread
     night = build(warehouse)
     assert (night["mode"], night["jobs_rebuilt"], night["failed_checks"]) == ("incremental", 10, [])
-    _same_as_full_build(warehouse, tmp_path / "full")
+    same_as_full_build(warehouse, tmp_path / "full")
 
     # Once the published version has read night 4, November's files merge too and a build is still incremental.
     assert {month_of(c.path) for c in compact_raw(warehouse)} == {"202611"}

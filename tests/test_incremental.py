@@ -5,7 +5,6 @@ cost settings); checks of the changed rows still catch each kind of defect."""
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -19,16 +18,14 @@ from pipelines.demo.fleet import FleetSpec, generate_fleet
 from pipelines.demo.nights import build, changed, differing_rows, moved, pick, renamed, write_records
 from pipelines.normalization import checks
 from pipelines.normalization.flatten import normalized_tables
-from pipelines.schemas import all_tables
 from pipelines.storage.layout import CURRENT, PARQUET, VERSIONS
 from pipelines.warehouse import build as warehouse_build
 from pipelines.warehouse.build import stage_from_raw
 from pipelines.warehouse.changes import read_manifest
 from pipelines.warehouse.publication import PublicationRefused
-from tests.conftest import FLEET_END
+from tests.conftest import FLEET_END, PUBLISHED, same_as_full_build
 
 START = FLEET_END + timedelta(hours=1)
-PUBLISHED = [name for name, declared in all_tables().items() if declared.layer not in ("raw", "history")]
 
 
 def _fleet() -> list[dict[str, Any]]:
@@ -38,22 +35,6 @@ def _fleet() -> list[dict[str, Any]]:
 def _store(warehouse: Path, records: list[dict[str, Any]], night: int, hours: float = 0) -> None:
     at = START + timedelta(days=night, hours=hours)
     write_records(warehouse, records, f"{at:%Y%m%dT%H%M%SZ}-night{night}", at)
-
-
-def _same_as_full_build(warehouse: Path, scratch: Path, costs: CostSettings | None = None) -> None:
-    """A full build of a copy of the raw layer holds exactly the incremental warehouse's tables and Parquet."""
-    shutil.rmtree(scratch, ignore_errors=True)
-    shutil.copytree(warehouse / "raw", scratch / "raw")
-    result = build(scratch, full=True, costs=costs)
-    assert result["mode"] == "full" and not result["failed_checks"]
-    assert differing_rows(warehouse / "sagemaker.duckdb", scratch / "sagemaker.duckdb", PUBLISHED) == {}
-    with duckdb.connect() as connection:
-        for name in ("jobs", "tags", "job_costs", "job_cost_days_tagged", "cost_daily"):
-            files = [f"{folder}/{PARQUET}/{name}/*.parquet" for folder in (warehouse, scratch)]
-            one_way = f"from read_parquet('{files[0]}') except all from read_parquet('{files[1]}')"
-            other_way = f"from read_parquet('{files[1]}') except all from read_parquet('{files[0]}')"
-            assert connection.execute(f"select count(*) from ({one_way})").fetchall() == [(0,)], name
-            assert connection.execute(f"select count(*) from ({other_way})").fetchall() == [(0,)], name
 
 
 def _tag(warehouse: Path, arn: str, key: str) -> list[tuple]:
@@ -79,7 +60,7 @@ def test_incremental_builds_match_a_full_build_night_after_night(tmp_path: Path)
     assert (night["mode"], night["jobs_rebuilt"], night["jobs"]) == ("incremental", 32, 252)
     assert night["failed_checks"] == []
     assert _tag(warehouse, newer[1]["TrainingJobArn"], "reviewed") == [("n1",)]
-    _same_as_full_build(warehouse, scratch)
+    same_as_full_build(warehouse, scratch)
 
     # Night 2: a stale record arrives late (fetched before the published one): it changes nothing.
     stale = pick(fleet, 5, seed=3, recent=False)
@@ -88,7 +69,7 @@ def test_incremental_builds_match_a_full_build_night_after_night(tmp_path: Path)
     night = build(warehouse)
     assert (night["mode"], night["jobs_rebuilt"]) == ("incremental", 1)
     assert _tag(warehouse, newer[1]["TrainingJobArn"], "reviewed") == [("n2",)]
-    _same_as_full_build(warehouse, scratch)
+    same_as_full_build(warehouse, scratch)
 
     # Night 3: nothing new. Nothing is rebuilt, and every per-job Parquet file is the previous version's.
     previous = (warehouse / CURRENT).resolve()
@@ -115,7 +96,7 @@ def test_incremental_builds_match_a_full_build_night_after_night(tmp_path: Path)
     _store(warehouse, [*newer5, changed(recreated, START + timedelta(days=15), 5)], night=5, hours=10 * 24)
     night = build(warehouse)
     assert (night["mode"], night["jobs_rebuilt"]) == ("incremental", 8)
-    _same_as_full_build(warehouse, scratch)
+    same_as_full_build(warehouse, scratch)
 
     # Night 6: other cost settings. The tables stay incremental; the per-job models are built whole.
     costs = CostSettings(allocation_tags=("project", "team"), storage_usd_per_gb_month=0.2)
@@ -123,7 +104,7 @@ def test_incremental_builds_match_a_full_build_night_after_night(tmp_path: Path)
     night = build(warehouse, costs=costs)
     assert (night["mode"], night["jobs_rebuilt"]) == ("incremental", 1)
     assert read_manifest((warehouse / CURRENT).resolve())["models"] == "full"
-    _same_as_full_build(warehouse, scratch, costs)
+    same_as_full_build(warehouse, scratch, costs)
     assert len(list((warehouse / VERSIONS).iterdir())) == 2
 
 
