@@ -142,3 +142,26 @@ def test_a_merge_that_does_not_hold_every_row_removes_nothing(warehouse: Path, m
     leftovers = [p for p in (warehouse / "raw").rglob("*") if p.is_file() and "compacted" in p.name]
     assert leftovers == [] and not any(".tmp-" in p.name for p in (warehouse / "raw").rglob("*"))
     assert os.listdir(warehouse / "raw")
+
+
+def test_the_dagster_job_compacts_holding_the_build_and_each_partition_in_turn(warehouse: Path) -> None:
+    """As Dagster runs it (no lock on the whole warehouse): the build's lock, then each account and region's."""
+    from dagster import DagsterInstance
+
+    from pipelines.config import load_settings
+    from pipelines.definitions import COMPACT_JOB, build_resources, make_definitions
+
+    jobs_before, files_before = _rows(warehouse, RAW_JOBS), _files(warehouse, RAW_JOBS)
+    resources = build_resources(warehouse=str(warehouse))
+    job = make_definitions(load_settings(None, environ={}), resources).resolve_job_def(COMPACT_JOB)
+    with DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(instance=instance)
+    metadata = result.asset_materializations_for_node("compacted_raw_layer")[0].metadata
+    assert metadata["files_written"].value >= 2 and metadata["files_merged"].value > metadata["files_written"].value
+    assert _rows(warehouse, RAW_JOBS) == jobs_before and len(_files(warehouse, RAW_JOBS)) < len(files_before)
+    assert sorted(p.name for p in (warehouse / ".locks").glob("*.lock")) == [
+        "build.lock",
+        "extract-123456789012-eu-west-1.lock",
+        "extract-123456789012-us-east-1.lock",
+        "warehouse.lock",
+    ]
