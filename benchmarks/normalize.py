@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipelines.demo.fleet import FleetSpec, generate_fleet
+from pipelines.demo.nights import peak_rss_mb
 from pipelines.extraction.redaction import redact
 from pipelines.schemas import table
 from pipelines.storage.raw import RAW_JOBS, raw_job_row, table_dir, write_parquet_atomically
@@ -150,7 +150,7 @@ def run_dlt(warehouse: str, configuration: str) -> dict:
 def child(argv: list[str]) -> None:
     kind, warehouse = argv[0], argv[1]
     result = run_warehouse(warehouse) if kind == "warehouse" else run_dlt(warehouse, kind)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))
 
 
