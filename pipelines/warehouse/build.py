@@ -166,17 +166,15 @@ def _build_in_batches(connection: duckdb.DuckDBPyConnection, source: str) -> dic
     """Every job's rows, :data:`BATCH_JOBS` jobs at a time (by a hash of the ARN), so that the parsed records
     in memory stay the size of a batch however many jobs there are; each batch reads the raw layer again
     (about a second per million records here), but parses only its own jobs' JSON."""
-    run(connection, f"create or replace temp table all_jobs as select training_job_arn from ({newest_fetches(source)})")
-    jobs = int(run(connection, "select count(*) from all_jobs")[0][0])
+    # Only the count is kept: 10 million ARNs held in memory would take most of a 1 GB limit.
+    jobs = int(run(connection, f"select count(distinct training_job_arn) from {source}")[0][0])
     batches = max(1, math.ceil(jobs / BATCH_JOBS))
     counts: dict[str, int] = {}
     for batch in range(batches):
         in_batch = f"hash(training_job_arn) % {batches} = {batch}"
-        run(
-            connection,
-            f"create or replace temp table batch_jobs as select training_job_arn from all_jobs where {in_batch}",
-        )
         load_latest_records(connection, source, view_catalog=STAGED, batch=in_batch)
+        batch_jobs = f"select job.TrainingJobArn as training_job_arn from {RECORDS}"
+        run(connection, f"create or replace temp table batch_jobs as {batch_jobs}")
         how = "create" if batch == 0 else "append"
         counts = build_normalized_tables(connection, catalog=STAGED, jobs="batch_jobs", how=how)
     run(connection, f"drop table {RECORDS}")
