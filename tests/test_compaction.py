@@ -165,3 +165,22 @@ def test_the_dagster_job_compacts_holding_the_build_and_each_partition_in_turn(w
         "extract-123456789012-us-east-1.lock",
         "warehouse.lock",
     ]
+
+
+def test_a_file_merged_twice_counts_as_read_and_a_second_merge_of_the_same_rows_is_read_once(warehouse: Path) -> None:
+    jobs_before = _rows(warehouse, RAW_JOBS)
+    unread = sorted(Path(f).name for f in plan_build(warehouse).new_files)
+    folder = Path(next(f for f in parquet_files(warehouse, RAW_JOBS) if month_of(Path(f)) == "202610")).parent
+    october = sorted(p for p in folder.glob("*.parquet") if month_of(p) == "202610")
+    assert len(october) == 3
+    first = compaction.merge(october[:2], "202610")
+    second = compaction.merge([first.path, october[2]], "202610")  # the first merge merged again
+    assert _rows(warehouse, RAW_JOBS) == jobs_before
+    plan = plan_build(warehouse)  # every file the second merge holds was read by the published version
+    assert plan.incremental and sorted(Path(f).name for f in plan.new_files) == unread
+
+    # Another writer's merge of the same rows (sent by a copy whose lease expired): each row is read once.
+    (folder / "compacted-202610-0000000000000000.parquet").write_bytes(second.path.read_bytes())
+    assert _rows(warehouse, RAW_JOBS) == jobs_before
+    night = build(warehouse, full=True)
+    assert (night["mode"], night["failed_checks"]) == ("full", [])

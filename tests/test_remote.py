@@ -278,6 +278,84 @@ def test_files_a_compaction_merged_leave_s3_after_the_merged_file_arrives(bucket
     assert sorted(pq.read_table(only).column("training_job_name").to_pylist()) == ["job-0", "job-1", "job-2"]
 
 
+def _error_rows(night: int) -> list[dict]:
+    return [
+        {
+            **dict(account_id="123456789012", region="us-east-1", operation="DescribeTrainingJob"),
+            **dict(training_job_name=f"job-{night}", error_code="InternalFailure", error_message="a 5xx"),
+            **dict(occurred_at=datetime(2026, 11, 1, night, tzinfo=UTC), run_id=f"night-{night}"),
+        }
+    ]
+
+
+def _error_names(warehouse: Path) -> list[str]:
+    files = parquet_files(warehouse, RAW_ERRORS)
+    return sorted(name for file in files for name in pq.read_table(file).column("training_job_name").to_pylist())
+
+
+def _copies(bucket: str, tmp_path: Path, *names: str) -> list[remote.WorkingCopy]:
+    copies = [remote.WorkingCopy(tmp_path / name, remote.Remote(bucket, "wh")) for name in names]
+    for copy in copies:
+        copy.warehouse.mkdir(parents=True, exist_ok=True)
+    return copies
+
+
+def test_a_merge_not_sent_before_a_second_one_still_removes_every_file_it_holds(bucket: str, tmp_path: Path) -> None:
+    one, two, fresh = _copies(bucket, tmp_path, "one", "two", "fresh")
+    for night in range(3):
+        write_rows(one.warehouse, RAW_ERRORS, _error_rows(night), "123456789012", "us-east-1", f"2026110{night}-e")
+    one.push()
+    compact_raw(one.warehouse)  # its session's push fails: the merge stays in this copy
+    two.pull(make_current=False)
+    write_rows(two.warehouse, RAW_ERRORS, _error_rows(5), "123456789012", "us-east-1", "20261105-e")
+    two.push()  # another copy's night
+    one.pull(make_current=False)
+    compact_raw(one.warehouse)  # merges the unsent merge and the new file
+    one.push()
+    fresh.pull(make_current=False)
+    assert _error_names(fresh.warehouse) == ["job-0", "job-1", "job-2", "job-5"]
+    assert len(_keys(bucket, "wh/raw/extraction_errors/")) == 1
+
+
+def test_two_copies_that_merged_the_same_files_show_each_row_once(bucket: str, tmp_path: Path) -> None:
+    one, two, fresh = _copies(bucket, tmp_path, "one", "two", "fresh")
+    for night in range(3):
+        write_rows(one.warehouse, RAW_ERRORS, _error_rows(night), "123456789012", "us-east-1", f"2026110{night}-e")
+    one.push()
+    two.pull(make_current=False)
+    compact_raw(one.warehouse)  # copy one dies before it sends the merge; its lease expires
+    write_rows(two.warehouse, RAW_ERRORS, _error_rows(4), "123456789012", "us-east-1", "20261104-e")
+    compact_raw(two.warehouse)  # copy two merges the same files and one more, and sends it
+    two.push()
+    one.pull(make_current=False)
+    one.push()  # copy one comes back and sends its older merge too
+    for copy in (one, fresh):
+        copy.pull(make_current=False)
+        assert _error_names(copy.warehouse) == ["job-0", "job-1", "job-2", "job-4"]
+
+
+def test_a_push_removes_only_what_a_merge_it_sent_replaces(
+    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process's push from the same copy while a compaction lands there: the files it merged stay on
+    S3 until the merged file is sent."""
+    one, fresh = _copies(bucket, tmp_path, "one", "fresh")
+    for night in range(3):
+        write_rows(one.warehouse, RAW_ERRORS, _error_rows(night), "123456789012", "us-east-1", f"2026110{night}-e")
+    one.push()
+    real = remote.replaced_raw_files
+
+    def compaction_lands_now(warehouse: Path, compacted: object = None) -> set[str]:
+        compact_raw(warehouse)
+        return real(warehouse, compacted)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(remote, "replaced_raw_files", compaction_lands_now)
+    remote.WorkingCopy(one.warehouse, remote.Remote(bucket, "wh")).push(publish=False)
+    monkeypatch.setattr(remote, "replaced_raw_files", real)
+    fresh.pull(make_current=False)  # the compaction's own push never happened
+    assert _error_names(fresh.warehouse) == ["job-0", "job-1", "job-2"]
+
+
 def test_a_lease_admits_one_writer_and_an_expired_one_is_taken_over(bucket: str, tmp_path: Path) -> None:
     copy = remote.WorkingCopy(tmp_path, remote.Remote(bucket, "wh"))
     first = remote.Lease(copy, "build")

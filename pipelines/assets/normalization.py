@@ -87,30 +87,34 @@ def normalized(context: AssetExecutionContext, config: BuildConfig, warehouse_co
     staging database."""
     settings = warehouse_config.settings()
     progress.stage("build", "flattening the raw layer into the normalized tables")
+    # The checks read the raw layer (latest_raw_json) too: they run under the lock, so that no compaction
+    # removes a file they read meanwhile.
     with writer(settings.warehouse, BUILD, context.log.info):
         # By age only: a Dagster build between two of its steps holds no lock, so its staging area would
         # look abandoned to a CLI run that holds the warehouse.
         remove_abandoned_staging(settings.warehouse, context.run_id, ABANDONED_AFTER_SECONDS)
         build = stage_from_raw(settings.warehouse, context.run_id, full=config.full_rebuild)
-    staging, counts = build.staging, build.counts
-    for moved in build.quarantined:
-        context.log.warning(f"raw file could not be read and was moved to {moved}; its jobs are fetched again")
-    context.log.info(
-        f"{build.plan.mode} build ({build.plan.reason}): {build.changed_jobs} jobs rebuilt, {counts['jobs']} jobs "
-        f"in {len(counts)} tables at {staging.database}"
-    )
-    with staging.connect(read_only=True) as connection:
-        for declared in TABLES:
-            metadata = {
-                "dagster/row_count": counts[declared.name],
-                "build": build.plan.mode,
-                "jobs_rebuilt": build.changed_jobs,
-            }
-            yield MaterializeResult(asset_key=declared.name, metadata=metadata)
-            for outcome in checks.table_checks(connection, declared):
-                yield check_result(declared.name, outcome)
-            if declared.name != checks.JOBS:
-                yield check_result(declared.name, checks.rows_left_out(connection, declared), AssetCheckSeverity.WARN)
-        yield check_result(checks.JOBS, checks.unknown_members(connection), AssetCheckSeverity.WARN)
-        published = published_parquet(settings.warehouse, checks.JOBS)
-        yield check_result(checks.JOBS, checks.published_jobs_kept(connection, published))
+        staging, counts = build.staging, build.counts
+        for moved in build.quarantined:
+            context.log.warning(f"raw file could not be read and was moved to {moved}; its jobs are fetched again")
+        context.log.info(
+            f"{build.plan.mode} build ({build.plan.reason}): {build.changed_jobs} jobs rebuilt, {counts['jobs']} "
+            f"jobs in {len(counts)} tables at {staging.database}"
+        )
+        with staging.connect(read_only=True) as connection:
+            for declared in TABLES:
+                metadata = {
+                    "dagster/row_count": counts[declared.name],
+                    "build": build.plan.mode,
+                    "jobs_rebuilt": build.changed_jobs,
+                }
+                yield MaterializeResult(asset_key=declared.name, metadata=metadata)
+                for outcome in checks.table_checks(connection, declared):
+                    yield check_result(declared.name, outcome)
+                if declared.name != checks.JOBS:
+                    yield check_result(
+                        declared.name, checks.rows_left_out(connection, declared), AssetCheckSeverity.WARN
+                    )
+            yield check_result(checks.JOBS, checks.unknown_members(connection), AssetCheckSeverity.WARN)
+            published = published_parquet(settings.warehouse, checks.JOBS)
+            yield check_result(checks.JOBS, checks.published_jobs_kept(connection, published))

@@ -99,20 +99,42 @@ def table_dir(warehouse: Path, table_name: str, account_id: str | None = None, r
 
 
 COMPACTED_PREFIX = "compacted-"
-REPLACES_KEY = b"sagemaker_warehouse.replaces"  # a compacted file's footer: the names of the files it replaces
+# A compacted file's footer: the files it merged, each with the files it had merged in turn (null for a file
+# written by extraction), so that a file merged twice still names every file whose rows it holds.
+REPLACES_KEY = b"sagemaker_warehouse.merged"
+
+
+def merge_tree(path: Path) -> dict[str, Any] | None:
+    """The files a compacted file merged (see :data:`REPLACES_KEY`); None when its footer cannot be read."""
+    try:
+        tree = json.loads((pq.read_schema(path).metadata or {}).get(REPLACES_KEY, b"{}"))
+    except (OSError, pa.ArrowException, ValueError):
+        return None
+    return tree if isinstance(tree, dict) else None
+
+
+def merged_names(tree: dict[str, Any]) -> set[str]:
+    """Every file name in a merge tree, at any depth."""
+    return {name for name, inner in tree.items() for name in {name, *(merged_names(inner) if inner else ())}}
 
 
 def replaced_by_compaction(files: Iterable[Path]) -> dict[Path, frozenset[Path]]:
-    """Each compacted file among ``files`` and the files (in its folder) whose rows it holds. An
-    unreadable compacted file replaces nothing: quarantine moves it aside and its jobs are fetched again."""
-    replaced = {}
+    """Each compacted file among ``files`` and the files (in its folder) whose rows it holds. An unreadable
+    compacted file replaces nothing: quarantine moves it aside and its jobs are fetched again. Of two
+    compacted files in one folder, one whose files the other holds too (two writers that merged a month
+    from different views of it) is replaced by the other, so no row is read twice."""
+    replaced: dict[Path, frozenset[Path]] = {}
     for path in files:
-        if path.name.startswith(COMPACTED_PREFIX):
-            try:
-                names = json.loads((pq.read_schema(path).metadata or {}).get(REPLACES_KEY, b"[]"))
-            except (OSError, pa.ArrowException, ValueError):
-                continue
-            replaced[path] = frozenset(path.parent / name for name in names)
+        if path.name.startswith(COMPACTED_PREFIX) and (tree := merge_tree(path)) is not None:
+            replaced[path] = frozenset(path.parent / name for name in merged_names(tree))
+    covered = {
+        path: other
+        for path, sources in replaced.items()
+        for other, others in replaced.items()
+        if other.parent == path.parent and (sources < others or (sources == others and path.name < other.name))
+    }
+    for path, other in covered.items():
+        replaced[other] = replaced[other] | {path}
     return replaced
 
 
@@ -129,9 +151,10 @@ def parquet_files(
     return [str(p) for p in files if p not in replaced]
 
 
-def replaced_raw_files(warehouse: Path) -> set[str]:
-    """Every raw file (relative to the warehouse) that a compacted file present replaces."""
-    files = sorted((warehouse / "raw").rglob(f"{COMPACTED_PREFIX}*.parquet"))
+def replaced_raw_files(warehouse: Path, compacted: Iterable[Path] | None = None) -> set[str]:
+    """Every raw file (relative to the warehouse) that a compacted file present (or one of ``compacted``)
+    replaces."""
+    files = sorted((warehouse / "raw").rglob(f"{COMPACTED_PREFIX}*.parquet")) if compacted is None else compacted
     return {p.relative_to(warehouse).as_posix() for sources in replaced_by_compaction(files).values() for p in sources}
 
 

@@ -46,7 +46,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from pipelines.config import ORIGIN_FILE, ConfigError, remote_origin
 from pipelines.storage.layout import CURRENT, DATABASE, PARQUET, STAGING, VERSIONS
-from pipelines.storage.raw import QUARANTINE, replaced_raw_files
+from pipelines.storage.raw import COMPACTED_PREFIX, QUARANTINE, replaced_raw_files
 from pipelines.storage.versions import current_version, forget_published
 from pipelines.storage.versions import make_current as make_current_version
 
@@ -325,7 +325,16 @@ class WorkingCopy:
             with open(path, "rb") as body:
                 response = self.client.put_object(Bucket=self.remote.bucket, Key=self.remote.key(relative), Body=body)
             synced[relative] = {"etag": response["ETag"], "stat": self._stat(path)}
-        replaced = replaced_raw_files(self.warehouse)
+        # Only what a compacted file sent up (by this push or an earlier one) replaces is removed: another
+        # process's compaction may finish while this push runs, and its sources must stay until it is sent.
+        sent = [
+            self.warehouse / r
+            for r in synced
+            if r.rsplit("/", 1)[-1].startswith(COMPACTED_PREFIX)
+            and (self.warehouse / r).is_file()
+            and self._stat(self.warehouse / r) == synced[r]["stat"]
+        ]
+        replaced = replaced_raw_files(self.warehouse, sent)
         for relative in [r for r in synced if not (self.warehouse / r).is_file() and self._set_aside(r, replaced)]:
             _delete_if_unchanged(self.client, self.remote.bucket, self.remote.key(relative), synced[relative]["etag"])
             del synced[relative]

@@ -33,7 +33,7 @@ from pipelines.config import CostSettings
 from pipelines.pricing.refresh import refreshed_prices_file
 from pipelines.resources import resource_dir
 from pipelines.storage.layout import DATABASE, VERSIONS
-from pipelines.storage.raw import RAW_JOBS, parquet_files, replaced_by_compaction, replaced_raw_files
+from pipelines.storage.raw import COMPACTED_PREFIX, RAW_JOBS, merge_tree, parquet_files, replaced_raw_files
 from pipelines.storage.versions import current_version
 
 MANIFEST = "build.json"
@@ -130,10 +130,16 @@ def published_raw_files(warehouse: Path, manifest: dict[str, Any]) -> set[str]:
     """The raw job files whose rows the published version (``manifest``) read: the ones it lists, and
     compacted files that replace only those (their rows were read, from the files they replace)."""
     read = set(manifest["raw_files"])
-    compacted = replaced_by_compaction(Path(f) for f in parquet_files(warehouse, RAW_JOBS))
-    for path, sources in compacted.items():
-        if {p.relative_to(warehouse).as_posix() for p in sources} <= read:
-            read.add(path.relative_to(warehouse).as_posix())
+
+    def covered(folder: str, tree: dict[str, Any]) -> bool:  # every file merged was read, or merged from read ones
+        return all(f"{folder}/{name}" in read or (inner and covered(folder, inner)) for name, inner in tree.items())
+
+    for name in parquet_files(warehouse, RAW_JOBS):
+        path = Path(name)
+        relative = path.relative_to(warehouse).as_posix()
+        tree = merge_tree(path) if path.name.startswith(COMPACTED_PREFIX) else None
+        if tree is not None and covered(relative.rsplit("/", 1)[0], tree):
+            read.add(relative)
     return read - replaced_raw_files(warehouse)
 
 

@@ -7,7 +7,8 @@ account, region and month (the month of the run that wrote each file), the files
 
 1. the merged file is written under a temporary name, its rows are checked against the files it
    replaces (same count, and the same sum of a hash of every row, every column), then it is fsynced
-   and renamed into place; its footer names the files it replaces;
+   and renamed into place; its footer names the files it merged, and those a merged compacted file had
+   merged in turn, and its name is a hash of the files it merged;
 2. only then are those files removed. Until they are, readers skip them (:func:`parquet_files`), so a
    stop between the two steps never shows a row twice, and the next compaction removes them.
 
@@ -19,10 +20,10 @@ or more. The caller holds the locks: no extraction of the partition and no build
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -41,6 +42,7 @@ from pipelines.storage.raw import (
     RAW_JOBS,
     REPLACES_KEY,
     TEMP_MARKER,
+    merge_tree,
     parquet_files,
     replaced_by_compaction,
     table_dir,
@@ -126,11 +128,14 @@ def compact_raw(
 def merge(files: list[Path], month: str) -> Compaction:
     """Merge ``files`` (one folder) into one compacted file, verified before they are removed."""
     directory = files[0].parent
-    target = directory / f"{COMPACTED_PREFIX}{month}-{uuid.uuid4().hex[:12]}.parquet"
+    # Named by what it merges: two writers that merge the same files write the same file.
+    names = json.dumps(sorted(f.name for f in files)).encode()
+    target = directory / f"{COMPACTED_PREFIX}{month}-{hashlib.sha256(names).hexdigest()[:16]}.parquet"
     temporary = target.with_name(f"{target.name}{TEMP_MARKER}{os.getpid()}")
     # The union of the files' columns: a file written by a newer version keeps the columns it added.
     schema = pa.unify_schemas([pq.read_schema(f) for f in files]).remove_metadata()
-    schema = schema.with_metadata({REPLACES_KEY: json.dumps(sorted(f.name for f in files)).encode()})
+    tree = {f.name: merge_tree(f) if f.name.startswith(COMPACTED_PREFIX) else None for f in files}
+    schema = schema.with_metadata({REPLACES_KEY: json.dumps(tree, sort_keys=True).encode()})
     try:
         with pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
             for batch in _batches(files, schema):
