@@ -4,10 +4,11 @@ Incremental by default. The listing starts at the newest stored creation time mi
 ``LastModifiedTimeAfter``, which is reported to page slowly and throttle), or earlier, at a job that can
 still change, when that costs fewer calls than describing it. A listed job is fetched when it is new or
 its summary changed (status, a running job's secondary status, ``LastModifiedTime``, warm-pool status);
-a listed job whose summary did not change is not, even one that can still change: its record would come
-back the same and not be stored. Stored jobs that can still change (not yet terminal, or holding a warm
-pool) and that the listing does not reach, jobs whose last fetch failed, and published jobs whose raw
-record was lost (a damaged file moved to quarantine) are fetched again.
+a listed job whose summary did not change is not, even one that can still change (what its record says
+between two changes of its summary is not read; see docs/extraction.md). Stored jobs that can still
+change (not yet terminal, or holding a warm pool) and that the listing does not reach, jobs whose last
+fetch failed, and published jobs whose raw record was lost (a damaged file moved to quarantine) are
+fetched again.
 
 Search mode (:func:`choose_mode`) reads whole records, 100 a call, modified after the newest stored
 modification time minus the same overlap; a record that matches the stored one (compared without the
