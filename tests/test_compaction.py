@@ -184,3 +184,14 @@ def test_a_file_merged_twice_counts_as_read_and_a_second_merge_of_the_same_rows_
     assert _rows(warehouse, RAW_JOBS) == jobs_before
     night = build(warehouse, full=True)
     assert (night["mode"], night["failed_checks"]) == ("full", [])
+
+
+def test_a_damaged_file_stops_its_own_month_only_and_the_compaction_fails(warehouse: Path) -> None:
+    october = sorted(Path(f) for f in parquet_files(warehouse, RAW_JOBS) if month_of(Path(f)) == "202610")
+    damaged = october[0]
+    damaged.write_bytes(b"PAR1 not a parquet file PAR1")
+    with pytest.raises(CompactionError, match=f"1 months were not merged.*{damaged.parent.name} 202610"):
+        compact_raw(warehouse)
+    assert damaged.exists() and all(p.exists() for p in october if p.parent == damaged.parent)
+    elsewhere = {p.parent for p in october} - {damaged.parent}
+    assert elsewhere and all(len(list(folder.glob("compacted-202610-*.parquet"))) == 1 for folder in elsewhere)

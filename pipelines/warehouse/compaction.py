@@ -108,7 +108,7 @@ def compact_raw(
     version = current_version(warehouse)
     manifest = read_manifest(warehouse / VERSIONS / version) if version else None
     published = published_raw_files(warehouse, manifest) if manifest else set()
-    done = []
+    done, failed = [], []
     for account_id, region in partitions(warehouse):
         with hold_partition(account_id, region):
             remove_replaced(warehouse, account_id, region)
@@ -120,8 +120,18 @@ def compact_raw(
                 for path in files:
                     by_month[month_of(path)].append(path)
                 for month, group in sorted(by_month.items()):
-                    if len(group) >= min_files:
+                    if len(group) < min_files:
+                        continue
+                    try:
                         done.append(merge(group, month))
+                    except (OSError, pa.ArrowException, duckdb.Error, CompactionError) as error:
+                        # One damaged file (quarantined by the next extraction or build) stops its month only.
+                        failed.append(f"{group[0].parent.relative_to(warehouse)} {month}: {error}")
+    if failed:
+        raise CompactionError(
+            f"{len(failed)} months were not merged, nothing of theirs was removed ({'; '.join(failed)}); "
+            f"{len(done)} others were."
+        )
     return done
 
 
