@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, main
-from pipelines.config import ConfigError, warehouse_location
+from pipelines.config import ORIGIN_FILE, ConfigError, warehouse_location
 from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.storage import remote
 from pipelines.storage.layout import VERSIONS
@@ -294,9 +294,11 @@ def _error_names(warehouse: Path) -> list[str]:
 
 
 def _copies(bucket: str, tmp_path: Path, *names: str) -> list[remote.WorkingCopy]:
+    """Working copies of s3://bucket/wh, marked as such (as a session leaves them)."""
     copies = [remote.WorkingCopy(tmp_path / name, remote.Remote(bucket, "wh")) for name in names]
     for copy in copies:
         copy.warehouse.mkdir(parents=True, exist_ok=True)
+        (copy.warehouse / ORIGIN_FILE).write_text(f"s3://{bucket}/wh")
     return copies
 
 
@@ -310,11 +312,11 @@ def test_a_merge_not_sent_before_a_second_one_still_removes_every_file_it_holds(
     write_rows(two.warehouse, RAW_ERRORS, _error_rows(5), "123456789012", "us-east-1", "20261105-e")
     two.push()  # another copy's night
     one.pull(make_current=False)
-    compact_raw(one.warehouse)  # merges the unsent merge and the new file
+    compact_raw(one.warehouse)  # its unsent merge is not merged again (not on S3 yet), nor what it merged
     one.push()
     fresh.pull(make_current=False)
     assert _error_names(fresh.warehouse) == ["job-0", "job-1", "job-2", "job-5"]
-    assert len(_keys(bucket, "wh/raw/extraction_errors/")) == 1
+    assert len(_keys(bucket, "wh/raw/extraction_errors/")) == 2  # the merge and copy two's file
 
 
 def test_two_copies_that_merged_the_same_files_show_each_row_once(bucket: str, tmp_path: Path) -> None:
@@ -332,6 +334,28 @@ def test_two_copies_that_merged_the_same_files_show_each_row_once(bucket: str, t
     for copy in (one, fresh):
         copy.pull(make_current=False)
         assert _error_names(copy.warehouse) == ["job-0", "job-1", "job-2", "job-4"]
+
+
+def test_a_copy_merges_only_files_on_s3_so_two_merges_never_overlap_in_part(bucket: str, tmp_path: Path) -> None:
+    one, two, fresh = _copies(bucket, tmp_path, "one", "two", "fresh")
+    for night in range(3):
+        write_rows(one.warehouse, RAW_ERRORS, _error_rows(night), "123456789012", "us-east-1", f"2026110{night}-e")
+    one.push()
+    two.pull(make_current=False)
+    write_rows(one.warehouse, RAW_ERRORS, _error_rows(3), "123456789012", "us-east-1", "20261103-e")  # not sent
+    compact_raw(one.warehouse)  # then copy one dies before it sends anything
+    assert "20261103-e.parquet" in [Path(f).name for f in parquet_files(one.warehouse, RAW_ERRORS)]
+    write_rows(two.warehouse, RAW_ERRORS, _error_rows(4), "123456789012", "us-east-1", "20261104-e")
+    two.push()
+    two.pull(make_current=False)
+    compact_raw(two.warehouse)
+    two.push()
+    one.pull(make_current=False)
+    one.push()  # copy one comes back: its merge holds only files copy two's merge holds too
+    for copy in (one, fresh):
+        copy.pull(make_current=False)
+    assert _error_names(fresh.warehouse) == ["job-0", "job-1", "job-2", "job-3", "job-4"]
+    assert _error_names(one.warehouse) == ["job-0", "job-1", "job-2", "job-3", "job-4"]
 
 
 def test_a_push_removes_only_what_a_merge_it_sent_replaces(

@@ -124,14 +124,17 @@ def replaced_by_compaction(files: Iterable[Path]) -> dict[Path, frozenset[Path]]
     compacted files in one folder, one whose files the other holds too (two writers that merged a month
     from different views of it) is replaced by the other, so no row is read twice."""
     replaced: dict[Path, frozenset[Path]] = {}
+    by_folder: dict[Path, list[Path]] = {}
     for path in files:
         if path.name.startswith(COMPACTED_PREFIX) and (tree := merge_tree(path)) is not None:
             replaced[path] = frozenset(path.parent / name for name in merged_names(tree))
+            by_folder.setdefault(path.parent, []).append(path)
     covered = {
         path: other
-        for path, sources in replaced.items()
-        for other, others in replaced.items()
-        if other.parent == path.parent and (sources < others or (sources == others and path.name < other.name))
+        for folder in by_folder.values()
+        for path in folder
+        for other in folder
+        if replaced[path] < replaced[other] or (replaced[path] == replaced[other] and path.name < other.name)
     }
     for path, other in covered.items():
         replaced[other] = replaced[other] | {path}

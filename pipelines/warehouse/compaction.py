@@ -47,6 +47,7 @@ from pipelines.storage.raw import (
     replaced_by_compaction,
     table_dir,
 )
+from pipelines.storage.remote import working_copy
 from pipelines.storage.versions import current_version
 from pipelines.warehouse.changes import published_raw_files, read_manifest
 
@@ -108,6 +109,9 @@ def compact_raw(
     version = current_version(warehouse)
     manifest = read_manifest(warehouse / VERSIONS / version) if version else None
     published = published_raw_files(warehouse, manifest) if manifest else set()
+    # In a working copy of an S3 warehouse, only files that are on S3: another copy's merge, made from what
+    # S3 holds, then holds every file of this one's or none, and the larger is read (no row twice).
+    copy = working_copy(warehouse)
     done, failed = [], []
     for account_id, region in partitions(warehouse):
         with hold_partition(account_id, region):
@@ -116,6 +120,8 @@ def compact_raw(
                 files = [Path(f) for f in parquet_files(warehouse, table_name, account_id, region)]
                 if table_name == RAW_JOBS:  # only what the published version read: the next build stays incremental
                     files = [f for f in files if f.relative_to(warehouse).as_posix() in published]
+                if copy is not None:
+                    files = [f for f in files if copy.sent(f)]
                 by_month: dict[str, list[Path]] = defaultdict(list)
                 for path in files:
                     by_month[month_of(path)].append(path)
