@@ -288,6 +288,12 @@ def _error_rows(night: int) -> list[dict]:
     ]
 
 
+def _store_errors(copy: remote.WorkingCopy, *nights: int) -> None:
+    """One raw error file per night, as an extraction of that night leaves it."""
+    for night in nights:
+        write_rows(copy.warehouse, RAW_ERRORS, _error_rows(night), "123456789012", "us-east-1", f"2026110{night}-e")
+
+
 def _error_names(warehouse: Path) -> list[str]:
     files = parquet_files(warehouse, RAW_ERRORS)
     return sorted(name for file in files for name in pq.read_table(file).column("training_job_name").to_pylist())
@@ -304,12 +310,11 @@ def _copies(bucket: str, tmp_path: Path, *names: str) -> list[remote.WorkingCopy
 
 def test_a_merge_not_sent_before_a_second_one_still_removes_every_file_it_holds(bucket: str, tmp_path: Path) -> None:
     one, two, fresh = _copies(bucket, tmp_path, "one", "two", "fresh")
-    for night in range(3):
-        write_rows(one.warehouse, RAW_ERRORS, _error_rows(night), "123456789012", "us-east-1", f"2026110{night}-e")
+    _store_errors(one, 0, 1, 2)
     one.push()
     compact_raw(one.warehouse)  # its session's push fails: the merge stays in this copy
     two.pull(make_current=False)
-    write_rows(two.warehouse, RAW_ERRORS, _error_rows(5), "123456789012", "us-east-1", "20261105-e")
+    _store_errors(two, 5)
     two.push()  # another copy's night
     one.pull(make_current=False)
     compact_raw(one.warehouse)  # its unsent merge is not merged again (not on S3 yet), nor what it merged
@@ -321,13 +326,12 @@ def test_a_merge_not_sent_before_a_second_one_still_removes_every_file_it_holds(
 
 def test_two_copies_that_merged_the_same_files_show_each_row_once(bucket: str, tmp_path: Path) -> None:
     one, two, fresh = _copies(bucket, tmp_path, "one", "two", "fresh")
-    for night in range(3):
-        write_rows(one.warehouse, RAW_ERRORS, _error_rows(night), "123456789012", "us-east-1", f"2026110{night}-e")
+    _store_errors(one, 0, 1, 2)
     one.push()
     two.pull(make_current=False)
     compact_raw(one.warehouse)  # copy one dies before it sends the merge; its lease expires
-    write_rows(two.warehouse, RAW_ERRORS, _error_rows(4), "123456789012", "us-east-1", "20261104-e")
-    compact_raw(two.warehouse)  # copy two merges the same files and one more, and sends it
+    _store_errors(two, 4)
+    compact_raw(two.warehouse)  # copy two merges the same files (its new one is not on S3 yet) and sends it
     two.push()
     one.pull(make_current=False)
     one.push()  # copy one comes back and sends its older merge too
@@ -338,14 +342,13 @@ def test_two_copies_that_merged_the_same_files_show_each_row_once(bucket: str, t
 
 def test_a_copy_merges_only_files_on_s3_so_two_merges_never_overlap_in_part(bucket: str, tmp_path: Path) -> None:
     one, two, fresh = _copies(bucket, tmp_path, "one", "two", "fresh")
-    for night in range(3):
-        write_rows(one.warehouse, RAW_ERRORS, _error_rows(night), "123456789012", "us-east-1", f"2026110{night}-e")
+    _store_errors(one, 0, 1, 2)
     one.push()
     two.pull(make_current=False)
-    write_rows(one.warehouse, RAW_ERRORS, _error_rows(3), "123456789012", "us-east-1", "20261103-e")  # not sent
+    _store_errors(one, 3)  # not sent
     compact_raw(one.warehouse)  # then copy one dies before it sends anything
     assert "20261103-e.parquet" in [Path(f).name for f in parquet_files(one.warehouse, RAW_ERRORS)]
-    write_rows(two.warehouse, RAW_ERRORS, _error_rows(4), "123456789012", "us-east-1", "20261104-e")
+    _store_errors(two, 4)
     two.push()
     two.pull(make_current=False)
     compact_raw(two.warehouse)
@@ -364,8 +367,7 @@ def test_a_push_removes_only_what_a_merge_it_sent_replaces(
     """Another process's push from the same copy while a compaction lands there: the files it merged stay on
     S3 until the merged file is sent."""
     one, fresh = _copies(bucket, tmp_path, "one", "fresh")
-    for night in range(3):
-        write_rows(one.warehouse, RAW_ERRORS, _error_rows(night), "123456789012", "us-east-1", f"2026110{night}-e")
+    _store_errors(one, 0, 1, 2)
     one.push()
     real = remote.replaced_raw_files
 
