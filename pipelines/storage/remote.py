@@ -249,10 +249,11 @@ class WorkingCopy:
             del synced[relative]
         self._write_synced(synced)
 
-    def sent(self, path: Path) -> bool:
-        """Whether the file at ``path`` is on S3 as it is here (sent or fetched by this copy, unchanged since)."""
-        seen = self._read_synced().get(path.relative_to(self.warehouse).as_posix())
-        return seen is not None and path.is_file() and self._stat(path) == seen["stat"]
+    def on_s3(self) -> set[Path]:
+        """The files of this copy that are on S3 as they are here (sent or fetched, unchanged since)."""
+        synced = self._read_synced()
+        paths = ((self.warehouse / relative, seen) for relative, seen in synced.items())
+        return {path for path, seen in paths if path.is_file() and self._stat(path) == seen["stat"]}
 
     def _set_aside(self, relative: str, replaced: set[str]) -> bool:
         """Whether this copy moved the raw file ``relative`` to quarantine or merged it into a compacted

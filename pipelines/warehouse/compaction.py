@@ -116,12 +116,13 @@ def compact_raw(
     for account_id, region in partitions(warehouse):
         with hold_partition(account_id, region):
             remove_replaced(warehouse, account_id, region)
+            on_s3 = copy.on_s3() if copy is not None else None
             for table_name in (RAW_JOBS, RAW_ERRORS):
                 files = [Path(f) for f in parquet_files(warehouse, table_name, account_id, region)]
                 if table_name == RAW_JOBS:  # only what the published version read: the next build stays incremental
                     files = [f for f in files if f.relative_to(warehouse).as_posix() in published]
-                if copy is not None:
-                    files = [f for f in files if copy.sent(f)]
+                if on_s3 is not None:
+                    files = [f for f in files if f in on_s3]
                 by_month: dict[str, list[Path]] = defaultdict(list)
                 for path in files:
                     by_month[month_of(path)].append(path)
