@@ -1,7 +1,8 @@
 """What botocore's own service model says about DescribeTrainingJob: validation and JSON conversion.
 
 The botocore model is the declarative truth about the API's shape; walking it (instead of hand-written
-field lists) keeps this code correct as AWS adds members.
+field lists) keeps this code correct as AWS adds members. Importing this module also makes every botocore
+session of the process share one data loader (see ``_share_data_loader``).
 """
 
 from __future__ import annotations
@@ -11,9 +12,37 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+import botocore
+import botocore.loaders
 import botocore.session
 from botocore.model import Shape, StructureShape
 from botocore.validate import ParamValidator
+
+
+class _SearchPaths(list[str]):
+    """boto3 appends its data folder to the loader of every session it makes: once is enough."""
+
+    def append(self, path: str) -> None:
+        if path not in self:
+            super().append(path)
+
+
+@cache
+def _loader(data_path: str | None) -> botocore.loaders.Loader:
+    loader = botocore.loaders.create_loader(data_path)
+    loader._search_paths = _SearchPaths(loader.search_paths)  # botocore keeps them there; no public setter
+    return loader
+
+
+def _share_data_loader(session: botocore.session.Session) -> None:
+    """Every session gets the process's loader for its ``data_path`` (AWS_DATA_PATH), so botocore's data
+    files (endpoints and service models, several MB of JSON) are parsed once per process instead of once per
+    session: a run makes a session per account and every thread its own. botocore's loader only caches what
+    it read, and a session shares it between its clients already (botocore issue #3078 describes this use)."""
+    session.lazy_register_component("data_loader", lambda: _loader(session.get_config_variable("data_path")))
+
+
+botocore.register_initializer(_share_data_loader)
 
 
 @cache

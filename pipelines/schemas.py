@@ -87,8 +87,12 @@ _TABLE_KEYS = {"name", "description", "key", "columns", "rows_from", "per_job"}
 _COLUMN_KEYS = {"name", "type", "nullable", "description", "added_later"}
 
 
+# libyaml's parser when PyYAML was built with it (its wheels are): the same documents, several times faster.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _parse(path: Path, layer: str) -> TableSchema:
-    document = yaml.safe_load(path.read_text())
+    document = yaml.load(path.read_text(), Loader=_YAML_LOADER)
     # An unquoted comma inside a {flow: mapping} ends the value and turns the rest into a key: a
     # description cut at its first comma shows up here as an unknown key.
     unknown = sorted(set(document) - _TABLE_KEYS) + sorted(

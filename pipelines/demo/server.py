@@ -636,6 +636,20 @@ def _deep_merge(target: dict[str, Any], extra: dict[str, Any]) -> None:
             target[key] = value
 
 
+class _Dispatcher(DomainDispatcherApplication):
+    """moto's dispatcher, with each host's backend looked up once: moto's own lookup lists moto's package
+    folder on disk at every request (a sixth of the server's time)."""
+
+    def __init__(self) -> None:
+        super().__init__(create_backend_app)
+        self._backends: dict[str | None, Any] = {}
+
+    def get_backend_for_host(self, host: str | None) -> Any:
+        if host not in self._backends:
+            self._backends[host] = super().get_backend_for_host(host)
+        return self._backends[host]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -646,7 +660,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     if args.jobs:
         upsert_jobs(generate_fleet(FleetSpec(jobs=args.jobs, seed=args.seed)))
-    app = FaultInjectingApp(DomainDispatcherApplication(create_backend_app))
+    app = FaultInjectingApp(_Dispatcher())
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
     host, port = server.server_address[:2]
     print(json.dumps({"endpoint": f"http://{host}:{port}"}), flush=True)

@@ -73,14 +73,21 @@ def _ctes(node: Any) -> dict[str, Any]:
     return {entry["key"]: entry["value"] for n in _nodes(node) for entry in (n.get("cte_map") or {}).get("map", [])}
 
 
-@cache
 def model_dependencies(name: str) -> frozenset[str]:
     """The tables a model reads. A CTE named like the table it selects from (``jobs as (select * from
     jobs)``, this project's style for inputs) counts as reading that table."""
+    return _dependencies()[name]
+
+
+@cache
+def _dependencies() -> dict[str, frozenset[str]]:
+    """Every model's inputs, from DuckDB's own parse tree; one connection for them all, once per process."""
     with duckdb.connect() as connection:
-        tree = json.loads(
-            run(connection, f"select json_serialize_sql({literal(table_sql(name, MODELS_FOLDER))})")[0][0]
-        )
+        return {name: _inputs(connection, name) for name in model_names()}
+
+
+def _inputs(connection: duckdb.DuckDBPyConnection, name: str) -> frozenset[str]:
+    tree = json.loads(run(connection, f"select json_serialize_sql({literal(table_sql(name, MODELS_FOLDER))})")[0][0])
     if tree.get("error"):
         raise ValueError(f"sql/models/{name}.sql does not parse: {tree.get('error_message')}")
     ctes = _ctes(tree)

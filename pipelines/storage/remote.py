@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from pipelines.config import ORIGIN_FILE, ConfigError, remote_origin
@@ -99,6 +100,24 @@ class Remote:
 def _client() -> Any:
     """An S3 client from the standard AWS settings (``AWS_ENDPOINT_URL`` reaches a local endpoint)."""
     return boto3.client("s3")
+
+
+def _side_by_side(client: Any, transfers: list[tuple[str, tuple[Any, ...]]]) -> None:
+    """Run S3 transfers (``download``, ``upload``, ``copy`` with their arguments) side by side through one
+    of boto3's transfer managers: a version is a couple of hundred small objects, and one at a time each
+    waits out its own round trip. Raises the first failure; the transfers not yet done are cancelled."""
+    if not transfers:
+        return
+    with create_transfer_manager(client, TransferConfig()) as manager:
+        futures = [getattr(manager, method)(*arguments) for method, arguments in transfers]
+        for future in futures:
+            future.result()
+
+
+def _new_file(path: Path) -> str:
+    """``path`` as a download target, its folder made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(path)
 
 
 def _explain(error: Exception, remote: Remote, doing: str) -> RemoteWarehouseError:
@@ -232,16 +251,24 @@ class WorkingCopy:
         synced = self._read_synced()
         listed = {key: found for key, found in _listing(self.client, self.remote).items() if _synced_files(key)}
         replaced = replaced_raw_files(self.warehouse)
+        wanted = {}
         for relative, (etag, _size) in listed.items():
             local = self.warehouse / relative
             seen = synced.get(relative)
-            if seen and seen["etag"] == etag and (local.is_file() or self._set_aside(relative, replaced)):
-                continue
-            local.parent.mkdir(parents=True, exist_ok=True)
-            temporary = local.with_name(f"{local.name}.tmp-{os.getpid()}")
-            self.client.download_file(self.remote.bucket, self.remote.key(relative), str(temporary))
-            os.replace(temporary, local)
-            synced[relative] = {"etag": etag, "stat": self._stat(local)}
+            if not (seen and seen["etag"] == etag and (local.is_file() or self._set_aside(relative, replaced))):
+                wanted[relative] = (etag, local.with_name(f"{local.name}.tmp-{os.getpid()}"))
+        try:
+            _side_by_side(
+                self.client,
+                [("download", (self.remote.bucket, self.remote.key(r), _new_file(t))) for r, (_, t) in wanted.items()],
+            )
+            for relative, (etag, temporary) in wanted.items():
+                local = self.warehouse / relative
+                os.replace(temporary, local)
+                synced[relative] = {"etag": etag, "stat": self._stat(local)}
+        finally:
+            for _etag, temporary in wanted.values():
+                temporary.unlink(missing_ok=True)
         for relative in [r for r in synced if r not in listed]:  # set aside by another writer since
             local = self.warehouse / relative
             if local.is_file() and self._stat(local) == synced[relative]["stat"]:
@@ -286,10 +313,12 @@ class WorkingCopy:
                     f"{self.remote.uri}/{POINTER} names version {version}, which has no objects under "
                     f"{REMOTE_VERSIONS}/{version}/; restore them or publish again with a full run."
                 )
-            for relative in objects:
-                target = partial / relative.removeprefix(f"{REMOTE_VERSIONS}/{version}/")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self.client.download_file(self.remote.bucket, self.remote.key(relative), str(target))
+            prefix = f"{REMOTE_VERSIONS}/{version}/"
+            targets = {relative: partial / relative.removeprefix(prefix) for relative in objects}
+            _side_by_side(
+                self.client,
+                [("download", (self.remote.bucket, self.remote.key(r), _new_file(t))) for r, t in targets.items()],
+            )
             os.replace(partial, folder)
         return version
 
@@ -352,13 +381,13 @@ class WorkingCopy:
             return  # this session published nothing
         folder = self.warehouse / VERSIONS / version
         files = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
-        tables = {}
-        for name in files:
-            path, relative = folder / name, f"{REMOTE_VERSIONS}/{version}/{name}"
-            self.client.upload_file(str(path), self.remote.bucket, self.remote.key(relative))
-            if name.startswith(f"{PARQUET}/"):  # a table is a folder of Parquet files
-                table_name = name.split("/")[1]
-                tables[table_name] = f"{self.remote.uri}/{REMOTE_VERSIONS}/{version}/{PARQUET}/{table_name}/"
+        keys = {name: self.remote.key(f"{REMOTE_VERSIONS}/{version}/{name}") for name in files}
+        _side_by_side(self.client, [("upload", (str(folder / n), self.remote.bucket, k)) for n, k in keys.items()])
+        tables = {  # a table is a folder of Parquet files
+            name.split("/")[1]: f"{self.remote.uri}/{REMOTE_VERSIONS}/{version}/{PARQUET}/{name.split('/')[1]}/"
+            for name in files
+            if name.startswith(f"{PARQUET}/")
+        }
         if lease is not None and not lease.still_held():
             raise PublicationConflict(
                 f"Not published to {self.remote.uri}: this run's lease expired while it ran and another writer may "
@@ -403,9 +432,18 @@ class WorkingCopy:
         the fixed-key files it no longer has (a week no row of the table is in any more) removed. Each object is
         replaced whole; across tables they can differ by one version for the seconds this takes."""
         stable = [name for name in files if name == DATABASE or name.startswith(f"{PARQUET}/")]
-        for relative in stable:
-            source = {"Bucket": self.remote.bucket, "Key": self.remote.key(f"{REMOTE_VERSIONS}/{version}/{relative}")}
-            self.client.copy(source, self.remote.bucket, self.remote.key(relative))
+        copies = [
+            (
+                "copy",
+                (
+                    {"Bucket": self.remote.bucket, "Key": self.remote.key(f"{REMOTE_VERSIONS}/{version}/{relative}")},
+                    self.remote.bucket,
+                    self.remote.key(relative),
+                ),
+            )
+            for relative in stable
+        ]
+        _side_by_side(self.client, copies)
         extra = set(_listing(self.client, self.remote, f"{PARQUET}/")) - set(stable)
         self._delete(sorted(extra), f"{self.remote.uri}/{PARQUET}/")
 
