@@ -126,16 +126,18 @@ def test_two_concurrent_runs_store_each_job_once_and_both_succeed(aws: LocalSage
     aws.load_fleet(SMALL)
     aws.set_faults(latency_ms=5)  # long enough for the two runs to overlap
     warehouse = tmp_path / "warehouse"
+    environment = run_environment(aws)
+    environment.pop("SMW_LOG_LEVEL", None)
     runs = [
-        subprocess.Popen(
-            cli(warehouse), env=run_environment(aws), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+        subprocess.Popen(cli(warehouse), env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)
     ]
     outcomes = [(run.wait(timeout=300), *run.communicate()) for run in runs]
-    for code, _out, err in outcomes:
+    for code, out, err in outcomes:
         assert code == EXIT_OK, err
         assert "Traceback" not in err
+        # Output to pipes gets Dagster's log lines, not the progress bars a terminal gets (tests/test_progress.py).
+        assert " - dagster - INFO - " in err and "━" not in err + out
     assert any("Another run holds" in err and "waiting for it to finish" in err for _, _, err in outcomes)
     rows, jobs = raw_counts(warehouse)
     assert rows == jobs == SMALL.jobs

@@ -1,4 +1,5 @@
-"""Progress on a terminal, plain log lines elsewhere: the same `run`, under a pseudo-terminal and with pipes."""
+"""Progress on a terminal: `run` under a pseudo-terminal draws bars (through pipes it logs lines instead,
+which the concurrent runs of tests/test_faults.py check)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def _on_a_terminal(command: list[str], env: dict[str, str]) -> tuple[int, str]:
     return process.wait(timeout=300), output.decode(errors="replace")
 
 
-def test_a_terminal_gets_progress_bars_and_a_pipe_gets_log_lines(
+def test_a_terminal_gets_a_progress_bar_per_partition(
     aws: LocalSageMaker, fleet: list[dict], tmp_path: Path
 ) -> None:
     env = {**os.environ, "SMW_REGIONS": ",".join(REGIONS), "SMW_WAREHOUSE": str(tmp_path / "warehouse")}
@@ -45,10 +46,7 @@ def test_a_terminal_gets_progress_bars_and_a_pipe_gets_log_lines(
     assert "published" in shown and "━" in shown
     assert " - dagster - INFO - " not in shown  # the bars replace the info lines
     assert f"Published {SMALL_FLEET.jobs:,} jobs" in shown
-
-    piped = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert piped.returncode == 0, piped.stderr
-    assert " - dagster - INFO - " in piped.stderr and "━" not in piped.stderr + piped.stdout
+    # A run whose output goes to pipes logs lines instead: tests/test_faults.py's concurrent runs check that.
 
 
 def _final_lines(shown: str) -> list[str]:

@@ -59,7 +59,7 @@ def jobs_published(uri: str, fixed_key: bool = False) -> int:
         return connection.execute("select count(*) from read_parquet(?)", [jobs]).fetchall()[0][0]
 
 
-def test_runs_from_two_empty_folders_share_one_s3_warehouse_incrementally(
+def test_runs_from_empty_folders_share_one_s3_warehouse_and_a_stopped_publication_changes_nothing(
     aws: LocalSageMaker,
     bucket: str,
     fleet: list[dict],
@@ -68,19 +68,35 @@ def test_runs_from_two_empty_folders_share_one_s3_warehouse_incrementally(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """One night after another, each run from a folder that has never seen the warehouse."""
     uri = f"s3://{bucket}/wh"
     scratch(monkeypatch, tmp_path / "first")
     assert main(["run", "--warehouse", uri]) == EXIT_OK
     assert jobs_published(uri) == SMALL_FLEET.jobs
-    first = pointer(bucket)["version"]
+    published = pointer(bucket)
 
-    # The same night's second run, on a machine that has never seen the warehouse.
+    # Every object of the next version is uploaded; the process dies before the one write that publishes.
+    def dies(*args: object, **kwargs: object) -> None:
+        raise remote.RemoteWarehouseError("injected: the machine died before replacing the pointer")
+
+    replace_pointer = remote.WorkingCopy._replace_pointer
+    monkeypatch.setattr(remote.WorkingCopy, "_replace_pointer", dies)
+    scratch(monkeypatch, tmp_path / "stopped")
+    assert main(["run", "--warehouse", uri]) == EXIT_CONFIG
+    assert pointer(bucket) == published
+    assert len({key.split("/")[2] for key in _keys(bucket, "wh/versions/")}) == 2  # the orphan is there
+    assert jobs_published(uri) == SMALL_FLEET.jobs
+    monkeypatch.setattr(remote.WorkingCopy, "_replace_pointer", replace_pointer)
+
+    # The next run publishes, from another empty folder.
     aws.reset_stats()
+    capsys.readouterr()
     scratch(monkeypatch, tmp_path / "second")
     assert main(["run", "--warehouse", uri]) == EXIT_OK
     from_s3 = aws.stats()["calls"]
     assert f"Published {SMALL_FLEET.jobs:,} jobs to {uri}: 0 new and 0 changed" in capsys.readouterr().out
-    assert pointer(bucket)["version"] != first
+    now = pointer(bucket)["version"]
+    assert now != published["version"]
 
     # It made the calls a second run on a local warehouse makes: only what can still change is read again.
     aws.reset_stats()
@@ -89,7 +105,8 @@ def test_runs_from_two_empty_folders_share_one_s3_warehouse_incrementally(
     assert from_s3 == aws.stats()["calls"]
     assert "Search" not in from_s3 and from_s3.get("DescribeTrainingJob", 0) < SMALL_FLEET.jobs / 10
 
-    # A reader in a third empty folder queries the published version; two versions are kept on S3.
+    # A reader in a third empty folder queries the published version. Two versions are kept on S3: the
+    # orphan went with the versions no reader needs.
     capsys.readouterr()
     scratch(monkeypatch, tmp_path / "reader")
     assert main(["query", "--warehouse", uri, "select count(*) as jobs from jobs"]) == EXIT_OK
@@ -97,8 +114,7 @@ def test_runs_from_two_empty_folders_share_one_s3_warehouse_incrementally(
     assert main(["ddl", "--dialect", "athena", "--warehouse", uri]) == EXIT_OK
     assert f"LOCATION '{uri}/parquet/jobs/'" in capsys.readouterr().out
     assert jobs_published(uri, fixed_key=True) == SMALL_FLEET.jobs
-    versions = {key.split("/")[2] for key in _keys(bucket, "wh/versions/")}
-    assert versions == {first, pointer(bucket)["version"]}
+    assert {key.split("/")[2] for key in _keys(bucket, "wh/versions/")} == {published["version"], now}
     assert not _keys(bucket, "wh/locks/"), "every lease was released"
 
 
@@ -121,33 +137,6 @@ def test_dagster_steps_each_keep_the_s3_warehouse_in_step(
 def _keys(bucket: str, prefix: str) -> list[str]:
     listed = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix)
     return [item["Key"] for item in listed.get("Contents", [])]
-
-
-def test_a_publication_stopped_before_the_pointer_leaves_the_previous_version_current(
-    aws: LocalSageMaker, bucket: str, fleet: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    uri = f"s3://{bucket}/wh"
-    scratch(monkeypatch, tmp_path / "first")
-    assert main(["run", "--warehouse", uri]) == EXIT_OK
-    published = pointer(bucket)
-
-    def dies(*args: object, **kwargs: object) -> None:
-        raise remote.RemoteWarehouseError("injected: the machine died before replacing the pointer")
-
-    # Every object of the new version is uploaded; the process dies before the one write that publishes.
-    replace_pointer = remote.WorkingCopy._replace_pointer
-    monkeypatch.setattr(remote.WorkingCopy, "_replace_pointer", dies)
-    assert main(["run", "--warehouse", uri]) == EXIT_CONFIG
-    assert pointer(bucket) == published
-    assert len({key.split("/")[2] for key in _keys(bucket, "wh/versions/")}) == 2  # the orphan is there
-    assert jobs_published(uri) == SMALL_FLEET.jobs
-
-    # The next run, from another folder, publishes; the orphan goes with the versions no reader needs.
-    monkeypatch.setattr(remote.WorkingCopy, "_replace_pointer", replace_pointer)
-    scratch(monkeypatch, tmp_path / "second")
-    assert main(["run", "--warehouse", uri]) == EXIT_OK
-    now = pointer(bucket)["version"]
-    assert {key.split("/")[2] for key in _keys(bucket, "wh/versions/")} == {published["version"], now}
 
 
 def _fake_version(copy: remote.WorkingCopy, run_id: str) -> None:
