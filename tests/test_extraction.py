@@ -266,3 +266,25 @@ def test_a_permanent_error_is_not_tried_again_in_the_same_run(
     assert [t.failed_codes for t in report.targets] == [{"AccessDeniedException": t.planned} for t in report.targets]
     # AccessDenied is neither retried by botocore nor given the second round that transient errors get.
     assert aws.stats()["calls"]["DescribeTrainingJob"] == len(fleet)
+
+
+def test_sessions_share_botocore_data_but_not_credentials(
+    aws: LocalSageMaker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A run makes a session per account and thread: botocore's data files are parsed once per process (one
+    loader per AWS_DATA_PATH), while each session still reads its own credentials from the environment."""
+    import boto3
+
+    from pipelines.extraction.aws import base_session
+
+    first = base_session()
+    first.client("sagemaker", region_name="us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDSECONDSESSION")
+    second = base_session()
+    loader = first._session.get_component("data_loader")
+    assert second._session.get_component("data_loader") is loader
+    assert len(loader.search_paths) == len(set(loader.search_paths))  # boto3 adds its folder once, not per session
+    assert second.get_credentials().access_key == "AKIDSECONDSESSION" != first.get_credentials().access_key
+    monkeypatch.setenv("AWS_DATA_PATH", str(tmp_path))  # a user's own models: another loader, searching there
+    own = boto3.Session()._session.get_component("data_loader")
+    assert own is not loader and str(tmp_path) in own.search_paths
