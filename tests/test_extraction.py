@@ -279,12 +279,13 @@ def test_sessions_share_botocore_data_but_not_credentials(
 
     first = base_session()
     first.client("sagemaker", region_name="us-east-1")
+    first_key = first.get_credentials().access_key  # read now, from the environment as it is
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDSECONDSESSION")
     second = base_session()
     loader = first._session.get_component("data_loader")
     assert second._session.get_component("data_loader") is loader
     assert len(loader.search_paths) == len(set(loader.search_paths))  # boto3 adds its folder once, not per session
-    assert second.get_credentials().access_key == "AKIDSECONDSESSION" != first.get_credentials().access_key
+    assert second.get_credentials().access_key == "AKIDSECONDSESSION" != first_key
     monkeypatch.setenv("AWS_DATA_PATH", str(tmp_path))  # a user's own models: another loader, searching there
     own = boto3.Session()._session.get_component("data_loader")
     assert own is not loader and str(tmp_path) in own.search_paths

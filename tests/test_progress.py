@@ -30,9 +30,7 @@ def _on_a_terminal(command: list[str], env: dict[str, str]) -> tuple[int, str]:
     return process.wait(timeout=300), output.decode(errors="replace")
 
 
-def test_a_terminal_gets_a_progress_bar_per_partition(
-    aws: LocalSageMaker, fleet: list[dict], tmp_path: Path
-) -> None:
+def test_a_terminal_gets_a_progress_bar_per_partition(aws: LocalSageMaker, fleet: list[dict], tmp_path: Path) -> None:
     env = {**os.environ, "SMW_REGIONS": ",".join(REGIONS), "SMW_WAREHOUSE": str(tmp_path / "warehouse")}
     env.pop("SMW_LOG_LEVEL", None)
     command = [sys.executable, "-m", "pipelines.cli", "run"]

@@ -43,7 +43,9 @@ from typing import Any
 
 import boto3
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from s3transfer.exceptions import RetriesExceededError as S3TransferRetriesExceededError
 
 from pipelines.config import ORIGIN_FILE, ConfigError, remote_origin
 from pipelines.storage.layout import CURRENT, DATABASE, PARQUET, STAGING, VERSIONS
@@ -97,9 +99,13 @@ class Remote:
         return key[len(self.prefix) + 1 :] if self.prefix else key
 
 
+_TRANSFERS = 10  # objects moved at once
+
+
 def _client() -> Any:
-    """An S3 client from the standard AWS settings (``AWS_ENDPOINT_URL`` reaches a local endpoint)."""
-    return boto3.client("s3")
+    """An S3 client from the standard AWS settings (``AWS_ENDPOINT_URL`` reaches a local endpoint), with a
+    connection for each transfer, each transfer manager's submitting threads and the lease renewer."""
+    return boto3.client("s3", config=Config(max_pool_connections=2 * _TRANSFERS))
 
 
 def _side_by_side(client: Any, transfers: list[tuple[str, tuple[Any, ...]]]) -> None:
@@ -108,10 +114,13 @@ def _side_by_side(client: Any, transfers: list[tuple[str, tuple[Any, ...]]]) -> 
     waits out its own round trip. Raises the first failure; the transfers not yet done are cancelled."""
     if not transfers:
         return
-    with create_transfer_manager(client, TransferConfig()) as manager:
+    with create_transfer_manager(client, TransferConfig(max_concurrency=_TRANSFERS)) as manager:
         futures = [getattr(manager, method)(*arguments) for method, arguments in transfers]
-        for future in futures:
-            future.result()
+        try:
+            for future in futures:
+                future.result()
+        except S3TransferRetriesExceededError as error:  # a body that broke off mid-read, every retry
+            raise error.last_exception from None  # botocore's own error, which callers explain
 
 
 def _new_file(path: Path) -> str:
@@ -256,7 +265,7 @@ class WorkingCopy:
             local = self.warehouse / relative
             seen = synced.get(relative)
             if not (seen and seen["etag"] == etag and (local.is_file() or self._set_aside(relative, replaced))):
-                wanted[relative] = (etag, local.with_name(f"{local.name}.tmp-{os.getpid()}"))
+                wanted[relative] = (etag, local.with_name(f"{local.name}.tmp-{os.getpid()}-{threading.get_ident()}"))
         try:
             _side_by_side(
                 self.client,
