@@ -68,7 +68,7 @@ def test_runs_from_empty_folders_share_one_s3_warehouse_and_a_stopped_publicatio
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """One night after another, each run from a folder that has never seen the warehouse."""
+    """Nights on one S3 warehouse: a host that runs it every night, and folders that have never seen it."""
     uri = f"s3://{bucket}/wh"
     scratch(monkeypatch, tmp_path / "first")
     assert main(["run", "--warehouse", uri]) == EXIT_OK
