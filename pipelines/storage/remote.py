@@ -285,9 +285,10 @@ class WorkingCopy:
             del synced[relative]
         self._write_synced(synced)
 
-    def on_s3(self) -> set[Path]:
-        """The files of this copy that are on S3 as they are here (sent or fetched, unchanged since)."""
-        synced = self._read_synced()
+    def on_s3(self, synced: dict[str, Any] | None = None) -> set[Path]:
+        """The files of this copy that are on S3 as they are here (sent or fetched, unchanged since), by the
+        sync record on disk or ``synced``, one being updated."""
+        synced = self._read_synced() if synced is None else synced
         paths = ((self.warehouse / relative, seen) for relative, seen in synced.items())
         return {path for path, seen in paths if path.is_file() and self._stat(path) == seen["stat"]}
 
@@ -371,13 +372,7 @@ class WorkingCopy:
             synced[relative] = {"etag": response["ETag"], "stat": self._stat(path)}
         # Only what a compacted file sent up (by this push or an earlier one) replaces is removed: another
         # process's compaction may finish while this push runs, and its sources must stay until it is sent.
-        sent = [
-            self.warehouse / r
-            for r in synced
-            if r.rsplit("/", 1)[-1].startswith(COMPACTED_PREFIX)
-            and (self.warehouse / r).is_file()
-            and self._stat(self.warehouse / r) == synced[r]["stat"]
-        ]
+        sent = [path for path in self.on_s3(synced) if path.name.startswith(COMPACTED_PREFIX)]
         replaced = replaced_raw_files(self.warehouse, sent)
         for relative in [r for r in synced if not (self.warehouse / r).is_file() and self._set_aside(r, replaced)]:
             _delete_if_unchanged(self.client, self.remote.bucket, self.remote.key(relative), synced[relative]["etag"])
