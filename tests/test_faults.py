@@ -94,8 +94,13 @@ def published_small(demo_warehouse: Path, aws: LocalSageMaker, tmp_path: Path, m
     return warehouse
 
 
+def run_args(warehouse: Path, *extra: str) -> list[str]:
+    return ["run", "--warehouse", str(warehouse), *extra]
+
+
 def cli(warehouse: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "pipelines.cli", "run", "--warehouse", str(warehouse), *extra]
+    """The run as its own process."""
+    return [sys.executable, "-m", "pipelines.cli", *run_args(warehouse, *extra)]
 
 
 def run_environment(aws: LocalSageMaker) -> dict[str, str]:
@@ -262,7 +267,9 @@ def test_no_credential_reaches_a_log_or_the_disk_at_debug(aws: LocalSageMaker, t
         assert "Signature=" not in text and "x-amz-security-token" not in text.lower()
 
 
-def test_a_signal_stops_a_run_within_seconds_and_the_next_run_converges(aws: LocalSageMaker, tmp_path: Path) -> None:
+def test_a_signal_stops_a_run_within_seconds_and_the_next_run_converges(
+    aws: LocalSageMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Mid-storm, with botocore's full 20-second backoffs: SIGTERM (what a scheduler or container runtime
     sends) and then SIGINT (Ctrl-C) each stop a run within seconds (it used to sleep its retries out for a
     minute or more); nothing is published, and the next, calm run completes."""
@@ -285,13 +292,16 @@ def test_a_signal_stops_a_run_within_seconds_and_the_next_run_converges(aws: Loc
         assert not (warehouse / DATABASE).exists()  # nothing was published
 
     aws.set_faults()
-    assert subprocess.run(cli(warehouse), env=run_environment(aws), capture_output=True).returncode == EXIT_OK
+    monkeypatch.setenv("SMW_REGIONS", ",".join(REGIONS))
+    assert main(run_args(warehouse)) == EXIT_OK  # the next run (in this process: its start-up is not under test)
     rows, jobs = raw_counts(warehouse)
     assert rows == jobs == SMALL.jobs
     assert len(published_arns(warehouse)) == SMALL.jobs
 
 
-def test_sigkill_at_any_point_then_a_clean_run_converges(aws: LocalSageMaker, tmp_path: Path) -> None:
+def test_sigkill_at_any_point_then_a_clean_run_converges(
+    aws: LocalSageMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """SIGKILL while fetching (between two batch files) and while publishing; each time the next run
     completes with every job once, in raw and published."""
     aws.load_fleet(SMALL)
@@ -305,8 +315,8 @@ def test_sigkill_at_any_point_then_a_clean_run_converges(aws: LocalSageMaker, tm
         run.kill()
         run.communicate()
     aws.set_faults()
-    result = subprocess.run(cli(warehouse, *config), env=run_environment(aws), capture_output=True, text=True)
-    assert result.returncode == EXIT_OK, result.stderr
+    monkeypatch.setenv("SMW_REGIONS", ",".join(REGIONS))
+    assert main(run_args(warehouse, *config)) == EXIT_OK  # the next run, in this process
     rows, jobs = raw_counts(warehouse)
     assert jobs == SMALL.jobs and rows >= jobs  # a job fetched again after a kill may be stored twice ...
     published = published_arns(warehouse)
