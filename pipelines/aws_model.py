@@ -156,3 +156,15 @@ def structure_paths(shape: Shape | None = None, prefix: str = "$", depth: int = 
             if member.type_name == "structure":
                 paths.update(structure_paths(member, f"{prefix}.{name}", depth - 1))
     return paths
+
+
+@cache
+def sagemaker_regions() -> frozenset[str]:
+    """Every region botocore's bundled endpoint data lists for SageMaker (it ships with botocore, so one
+    read per process is enough): the regions a run may read and a price file may price."""
+    session = botocore.session.get_session()
+    return frozenset(
+        region
+        for partition in session.get_available_partitions()
+        for region in session.get_available_regions("sagemaker", partition_name=partition)
+    )

@@ -101,6 +101,13 @@ def _instance() -> DagsterInstance:
     return DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
 
 
+def _loggers() -> dict[str, object]:
+    """The run config of Dagster's console logger: ``SMW_LOG_LEVEL``, else INFO (WARNING on a terminal,
+    where the progress bars say what the info lines would; warnings and errors still print)."""
+    default_level = "WARNING" if progress.active() else "INFO"
+    return {"console": {"config": {"log_level": os.environ.get("SMW_LOG_LEVEL", default_level)}}}
+
+
 def _materialize_all(resources: dict[str, object], full_refresh: bool) -> WarehouseRun:
     with _instance() as instance:
         return _materialize_in(instance, resources, full_refresh)
@@ -118,9 +125,7 @@ def _materialize_in(instance: DagsterInstance, resources: dict[str, object], ful
 
     settings = resources["warehouse_config"].settings()  # type: ignore[attr-defined]
     definitions = make_definitions(settings, resources)
-    # On a terminal the progress bars say what the info lines would; warnings and errors still print.
-    default_level = "WARNING" if progress.active() else "INFO"
-    loggers = {"console": {"config": {"log_level": os.environ.get("SMW_LOG_LEVEL", default_level)}}}
+    loggers = _loggers()
     runs = []
     for label in register_partitions(instance, settings):
         if stop_requested():
@@ -163,7 +168,7 @@ def _run_and_report(
     # unknown region is one sentence on stderr, not a step failure buried in a run log.
     settings = load_settings(config_file)
     # A directory this user can write (for an s3:// warehouse, its local working copy).
-    target = warehouse_path(warehouse_location(warehouse) if warehouse else settings.warehouse)
+    target = warehouse_path(warehouse_location(warehouse) if warehouse else settings.warehouse, create=True)
     effective_prices(Path(prices_file) if prices_file else settings.costs.prices_file)
     for location in (export_location(billing, "--billing"),) if billing else settings.billing.exports:
         find_deliveries(location)  # a wrong path or a malformed manifest is one sentence, before anything runs
@@ -278,7 +283,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
     resources = build_resources(args.config, args.warehouse)
     settings = resources["warehouse_config"].settings()  # type: ignore[attr-defined]
-    target = warehouse_path(settings.warehouse)
+    target = warehouse_path(settings.warehouse, create=True)
     where = remote_origin(target) or target
 
     def waiting(who: str) -> None:
@@ -292,7 +297,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
             result = (
                 make_definitions(settings, resources)
                 .resolve_job_def(COMPACT_JOB)
-                .execute_in_process(instance=instance, raise_on_error=False)
+                .execute_in_process(run_config={"loggers": _loggers()}, instance=instance, raise_on_error=False)
             )
     except WarehouseBusy as busy:
         print(f"error: another run holds {where} ({busy}); try again when it has finished.", file=sys.stderr)
@@ -337,7 +342,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.warehouse.startswith("s3://") and not os.environ.get(SCRATCH_ENV):
         # Its S3 lives only as long as the demo: a working copy of its own, never reused by a later run.
         os.environ[SCRATCH_ENV] = tempfile.mkdtemp(prefix="sagemaker-warehouse-demo-")
-    warehouse = warehouse_path(warehouse_location(args.warehouse, "--warehouse"))
+    warehouse = warehouse_path(warehouse_location(args.warehouse, "--warehouse"), create=True)
     print(f"Starting a local SageMaker endpoint with a demo fleet of {args.jobs} training jobs ...")
     endpoint = LocalSageMaker.start()
     on_hard_exit(endpoint.stop)  # a second Ctrl-C must not leave the server running
@@ -452,7 +457,7 @@ def cmd_prices_refresh(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     if args.warehouse:
         settings = replace(settings, warehouse=warehouse_location(args.warehouse, "--warehouse"))
-    warehouse_path(settings.warehouse)  # written to: a directory this user can write
+    warehouse_path(settings.warehouse, create=True)  # written to: a directory this user can write
     session = base_session()
     regions = resolve_regions(session, settings.regions)
     prices = fetch_training_prices(regions, session)
@@ -480,6 +485,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     prices = effective_prices(settings.costs.prices_file)
+    warehouse_path(settings.warehouse)  # a directory a run can write, or create (nothing is created here)
     warehouse = remote_origin(settings.warehouse) or settings.warehouse
     print(f"config: {settings.source}; {len(prices)} prices; warehouse {warehouse}")
     copy = working_copy(settings.warehouse)

@@ -117,10 +117,12 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
     source = "defaults"
     if path:
         config_path = Path(path)
+        if config_path.is_dir():
+            raise ConfigError(f"Config file {config_path} is a folder; point at the YAML file inside it.")
         if not config_path.is_file():
             raise ConfigError(f"Config file {config_path} does not exist; create it or point {CONFIG_ENV} elsewhere.")
         try:
-            loaded = yaml.safe_load(config_path.read_text()) or {}
+            loaded = yaml.safe_load(utf8_text(config_path, "Config file")) or {}
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
@@ -183,21 +185,49 @@ def remote_origin(warehouse: Path) -> str | None:
     return marker.read_text().strip() if marker.is_file() else None
 
 
-def warehouse_path(path: Path, writable: bool = True) -> Path:
+def utf8_text(path: Path, what: str) -> str:
+    """The text of ``path`` read as UTF-8 (a leading byte-order mark, as Excel writes, is dropped); a file in
+    another encoding is a ConfigError naming where its first foreign byte is."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{what} {path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}); "
+            "save it as UTF-8."
+        ) from None
+
+
+def warehouse_path(path: Path, writable: bool = True, create: bool = False) -> Path:
     """``path`` if it is a directory, or could be created as one; a writer (``writable``) must also be
-    able to write it, a reader need not. Else a ConfigError."""
+    able to write it, a reader need not. With ``create`` (a run about to write it) a missing directory is
+    created now, so that a place no one can write (such as /proc, which root's permission checks pass) is
+    one sentence rather than a failure deep in the run. Else a ConfigError."""
     if path.exists():
         if not path.is_dir():
             raise ConfigError(f"The warehouse {path} is a file, not a directory; point warehouse elsewhere.")
-        if writable and not os.access(path, os.W_OK | os.X_OK):
+        if writable and not (os.access(path, os.W_OK | os.X_OK) and _writable_mount(path)):
             raise ConfigError(f"The warehouse directory {path} is not writable by this user; fix its permissions.")
         return path
     parent = path.absolute().parent
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or (writable and not os.access(parent, os.W_OK | os.X_OK)):
+    if not parent.is_dir() or (writable and not (os.access(parent, os.W_OK | os.X_OK) and _writable_mount(parent))):
         raise ConfigError(f"The warehouse {path} cannot be created: {parent} is not a writable directory.")
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(
+                f"The warehouse {path} cannot be created ({error.strerror}); point warehouse at a folder you can write."
+            ) from None
     return path
+
+
+def _writable_mount(path: Path) -> bool:
+    """Whether the file system holding ``path`` takes writes: not mounted read-only, and not a kernel
+    pseudo file system such as /proc or /sys (no blocks), which permission checks alone pass for root."""
+    stats = os.statvfs(path)
+    return not stats.f_flag & os.ST_RDONLY and stats.f_blocks > 0
 
 
 def parse_settings(document: Mapping[str, Any], source: str = "config") -> Settings:

@@ -148,8 +148,10 @@ def test_a_run_ends_saying_what_changed_and_what_it_cost(
     # Compaction merges the raw files both runs wrote, per region (the demo's and tonight's batches).
     raw_files = sorted((warehouse / "raw" / "training_jobs").rglob("*.parquet"))
     assert main(["compact", "--warehouse", str(warehouse)]) == EXIT_OK
-    merged = re.fullmatch(r"Merged (\d+) raw files into (\d+) \((\d+) rows\) in .*\n", capsys.readouterr().out)
+    compacted = capsys.readouterr()
+    merged = re.fullmatch(r"Merged (\d+) raw files into (\d+) \((\d+) rows\) in .*\n", compacted.out)
     assert merged and int(merged[1]) > int(merged[2]) >= 1
+    assert " - DEBUG - " not in compacted.err and " - INFO - " in compacted.err  # the log level of a run
     assert len(list((warehouse / "raw" / "training_jobs").rglob("*.parquet"))) < len(raw_files)
     # Nothing at all with --quiet; the next night has nothing new.
     assert main(["run", "--warehouse", str(warehouse), "--quiet"]) == EXIT_OK

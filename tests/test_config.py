@@ -96,6 +96,15 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.yaml", environ={})
+    with pytest.raises(ConfigError, match="is a folder; point at the YAML file inside it"):
+        load_settings(tmp_path, environ={})
+
+
+def test_a_config_file_that_is_not_utf8_is_named_not_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes("# équipe ML\nregions: [us-east-1]\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"is not UTF-8 text \(byte 0xe9 at offset 2\); save it as UTF-8"):
+        load_settings(path, environ={})
 
 
 def test_unknown_region_is_rejected_before_any_call(aws: LocalSageMaker) -> None:
@@ -182,6 +191,12 @@ def test_the_warehouse_must_be_a_directory_or_creatable(tmp_path: Path, capsys: 
     assert "cannot be created" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="is a file, not a directory"):  # what Dagster's steps use
         WarehouseConfig(warehouse=str(a_file)).settings()
+    # /proc passes root's permission checks but takes no folder: `check` says so, and so does `run` in one line.
+    config = write(tmp_path, "warehouse: /proc/no-warehouse\nregions: [us-east-1]\n")
+    assert main(["check", "--config", str(config)]) == EXIT_CONFIG
+    assert "cannot be created: /proc is not a writable directory" in capsys.readouterr().err
+    assert main(["run", "--warehouse", "/proc/no-warehouse"]) == EXIT_CONFIG
+    assert capsys.readouterr().err.count("\n") == 1
     # A default ./warehouse that is a file does not matter to a run pointed elsewhere.
     assert load_settings(None, environ={"SMW_WAREHOUSE": str(a_file)}).warehouse == a_file
 

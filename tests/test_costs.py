@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import duckdb
 import pytest
 
 from pipelines.cli import main
-from pipelines.config import CostSettings
+from pipelines.config import ConfigError, CostSettings
 from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.models import checks
 from pipelines.models.build import REFERENCE_TABLES, build_models, model_names
@@ -559,6 +560,10 @@ def test_job_durations_sum_the_transitions(warehouse: duckdb.DuckDBPyConnection)
             "region,instance_type,usd_per_hour\nUS East,ml.m5.xlarge,1\n",
             "line 2: region 'US East' is not an AWS region",
         ),
+        (
+            "region,instance_type,usd_per_hour\nus-esat-1,ml.m5.xlarge,1\n",
+            "line 2: region 'us-esat-1' is not a region SageMaker is offered in",
+        ),
         ("region,instance_type,usd_per_hour\nus-east-1,ml.m5.xlarge,-2\n", "line 2: usd_per_hour '-2' must be"),
         (
             "region,instance_type,usd_per_hour\nus-east-1,ml.m5.xlarge,1\nus-east-1,ml.m5.xlarge,2\n",
@@ -572,6 +577,19 @@ def test_a_bad_price_row_names_file_line_and_problem(tmp_path: Path, text: str, 
     with pytest.raises(PriceFileError) as raised:
         read_price_file(path)
     assert str(raised.value).startswith(f"{path} ") and message in str(raised.value)
+
+
+@pytest.mark.parametrize(("encoding", "accepted"), [("utf-8-sig", True), ("latin-1", False), ("utf-16", False)])
+def test_a_price_file_is_read_as_utf8_with_or_without_excels_byte_order_mark(
+    tmp_path: Path, encoding: str, accepted: bool
+) -> None:
+    path = tmp_path / "rates.csv"
+    path.write_text("region,instance_type,usd_per_hour,source\nus-east-1,ml.m5.xlarge,1,négocié\n", encoding=encoding)
+    if accepted:
+        assert [(p.region, p.source) for p in read_price_file(path)] == [("us-east-1", "négocié")]
+        return
+    with pytest.raises(ConfigError, match=f"^Price file {re.escape(str(path))} is not UTF-8 text .*; save it as UTF-8"):
+        read_price_file(path)
 
 
 def test_user_rates_override_the_snapshot(tmp_path: Path) -> None:

@@ -12,13 +12,13 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import boto3
 import botocore.exceptions
 from botocore.config import Config
 
+from pipelines.aws_model import sagemaker_regions
 from pipelines.config import ACCOUNT_ID, Account, ConfigError, ExtractionSettings
 from pipelines.extraction.retries import install_retries
 
@@ -195,18 +195,6 @@ def caller_account_id(session: boto3.Session, region: str) -> str:
     return account_id
 
 
-@cache
-def _sagemaker_regions() -> frozenset[str]:
-    """Every region botocore's bundled endpoint data lists for SageMaker (it ships with botocore, so one
-    read per process is enough)."""
-    session = boto3.Session()
-    return frozenset(
-        region
-        for partition in session.get_available_partitions()
-        for region in session.get_available_regions("sagemaker", partition_name=partition)
-    )
-
-
 def resolve_regions(session: boto3.Session, configured: tuple[str, ...]) -> tuple[str, ...]:
     """The regions to read, validated against the regions where botocore knows SageMaker exists."""
     regions = configured or ((session.region_name,) if session.region_name else ())
@@ -214,7 +202,7 @@ def resolve_regions(session: boto3.Session, configured: tuple[str, ...]) -> tupl
         raise ConfigError(
             "No AWS region is configured; set AWS_DEFAULT_REGION, or list regions under 'regions:' in the config."
         )
-    known = _sagemaker_regions()
+    known = sagemaker_regions()
     for region in regions:
         if region not in known:
             raise ConfigError(

@@ -10,11 +10,13 @@ row is an error naming the file, the line and the problem.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pipelines.config import REGION_NAME, ConfigError
+from pipelines.aws_model import sagemaker_regions
+from pipelines.config import REGION_NAME, ConfigError, utf8_text
 
 BUNDLED = Path(__file__).resolve().parent / "training_prices.csv"
 REQUIRED = ("region", "instance_type", "usd_per_hour")
@@ -41,7 +43,7 @@ def read_price_file(path: Path, default_source: str | None = None) -> list[Price
         raise PriceFileError(
             f"Price file {path} does not exist; fix the path given with --prices or costs.prices_file."
         )
-    with path.open(newline="") as handle:
+    with io.StringIO(utf8_text(path, "Price file"), newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
@@ -64,6 +66,8 @@ def _parse_row(row: dict[str, str | None], where: str, default_source: str) -> P
     instance_type = (row.get("instance_type") or "").strip()
     if not REGION_NAME.match(region):
         raise PriceFileError(f"{where}: region {region!r} is not an AWS region name such as us-east-1.")
+    if region not in sagemaker_regions():  # a misspelt region would price nothing, silently
+        raise PriceFileError(f"{where}: region {region!r} is not a region SageMaker is offered in; fix its spelling.")
     if not INSTANCE_TYPE.match(instance_type):
         raise PriceFileError(f"{where}: instance_type {instance_type!r} is not a SageMaker type such as ml.g5.xlarge.")
     raw_price = (row.get("usd_per_hour") or "").strip()
