@@ -205,13 +205,13 @@ def warehouse_path(path: Path, writable: bool = True, create: bool = False) -> P
     if path.exists():
         if not path.is_dir():
             raise ConfigError(f"The warehouse {path} is a file, not a directory; point warehouse elsewhere.")
-        if writable and not (os.access(path, os.W_OK | os.X_OK) and _writable_mount(path)):
+        if writable and not _writable_directory(path):
             raise ConfigError(f"The warehouse directory {path} is not writable by this user; fix its permissions.")
         return path
     parent = path.absolute().parent
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or (writable and not (os.access(parent, os.W_OK | os.X_OK) and _writable_mount(parent))):
+    if not parent.is_dir() or (writable and not _writable_directory(parent)):
         raise ConfigError(f"The warehouse {path} cannot be created: {parent} is not a writable directory.")
     if create:
         try:
@@ -223,9 +223,12 @@ def warehouse_path(path: Path, writable: bool = True, create: bool = False) -> P
     return path
 
 
-def _writable_mount(path: Path) -> bool:
-    """Whether the file system holding ``path`` takes writes: not mounted read-only, and not a kernel
-    pseudo file system such as /proc or /sys (no blocks), which permission checks alone pass for root."""
+def _writable_directory(path: Path) -> bool:
+    """Whether this user may create files in the directory ``path``, on a file system that takes writes: not
+    mounted read-only, and not a kernel pseudo file system such as /proc or /sys (no blocks), which
+    permission checks alone pass for root."""
+    if not os.access(path, os.W_OK | os.X_OK):
+        return False
     stats = os.statvfs(path)
     return not stats.f_flag & os.ST_RDONLY and stats.f_blocks > 0
 
