@@ -81,10 +81,15 @@ def check_columns(connection: duckdb.DuckDBPyConnection, declared: TableSchema, 
         )
 
 
+def typed_rows(declared: TableSchema, sql: str) -> str:
+    """The rows of ``sql`` cast to ``declared``'s column types."""
+    casts = ", ".join(f'cast("{c.name}" as {c.duckdb_type}) as "{c.name}"' for c in declared.columns)
+    return f"select {casts} from ({sql})"
+
+
 def insert_rows(connection: duckdb.DuckDBPyConnection, declared: TableSchema, sql: str, catalog: str = "") -> None:
     """Append the rows of ``sql`` to the existing table ``declared``, cast to the declared types."""
-    casts = ", ".join(f'cast("{c.name}" as {c.duckdb_type}) as "{c.name}"' for c in declared.columns)
-    run(connection, f"insert into {qualified(declared.name, catalog)} select {casts} from ({sql})")
+    run(connection, f"insert into {qualified(declared.name, catalog)} {typed_rows(declared, sql)}")
 
 
 def replace_rows(
@@ -131,12 +136,28 @@ def replaced_by_job(connection: duckdb.DuckDBPyConnection) -> set[str]:
     return {name for (name,) in run(connection, f"select table_name from {REPLACED_TABLES}")}
 
 
+def only_changed_rows(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> bool:
+    """Whether the checks of ``table`` read only the changed jobs' rows (see :func:`rows_to_check`)."""
+    return table.per_job and table.name in replaced_by_job(connection)
+
+
 def rows_to_check(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> str:
     """The relation a check of ``table`` reads: the whole table, or the changed jobs' rows where an incremental
-    build replaced only those (a key starts with the job, so a duplicate or a null can only be there)."""
-    if table.per_job and table.name in replaced_by_job(connection):
-        return f"(select * from {identifier(table.name)} semi join {CHANGED_JOBS} using (training_job_arn))"
-    return identifier(table.name)
+    build replaced only those (a key starts with the job, so a duplicate or a null can only be there). The
+    changed rows' key and required columns are picked out of the table once per connection, into a temporary
+    table that every check of it reads: one scan of a large table, not one per check."""
+    if not only_changed_rows(connection, table):
+        return identifier(table.name)
+    changed_rows = identifier(f"_changed_rows_{table.name}")
+    if not has_table(connection, f"_changed_rows_{table.name}"):
+        wanted = ["training_job_arn", *table.key, *(c.name for c in table.columns if not c.nullable)]
+        columns = ", ".join(map(identifier, dict.fromkeys(wanted)))
+        run(
+            connection,
+            f"create temp table {changed_rows} as select {columns} from {identifier(table.name)} "
+            f"semi join {CHANGED_JOBS} using (training_job_arn)",
+        )
+    return changed_rows
 
 
 def unique_key(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> CheckOutcome:

@@ -16,11 +16,12 @@ import pytest
 from pipelines.config import CostSettings
 from pipelines.demo.fleet import FleetSpec, generate_fleet
 from pipelines.demo.nights import build, changed, differing_rows, moved, pick, renamed, write_records
+from pipelines.models.checks import MODEL_CHECKS
 from pipelines.normalization import checks
 from pipelines.normalization.flatten import normalized_tables
 from pipelines.storage.layout import CURRENT, PARQUET, VERSIONS
 from pipelines.warehouse import build as warehouse_build
-from pipelines.warehouse.build import stage_from_raw
+from pipelines.warehouse.build import stage_from_raw, stage_models
 from pipelines.warehouse.changes import read_manifest
 from pipelines.warehouse.publication import PublicationRefused
 from tests.conftest import FLEET_END, PUBLISHED, same_as_full_build
@@ -168,6 +169,33 @@ def test_checks_of_an_incremental_build_catch_each_defect_in_changed_rows(tmp_pa
     with staged.staging.connect(read_only=True) as connection:
         failed = [outcome.name for outcome in checks.table_checks(connection, declared) if not outcome.passed]
     assert check in failed
+
+
+COST_ROW_DEFECTS: dict[str, str] = {
+    "job without a cost row": "delete from job_costs where training_job_arn = ?",
+    "second cost row": "insert into job_costs select * from job_costs where training_job_arn = ?",
+    "cost row of no job": "delete from jobs where training_job_arn = ?",
+}
+
+
+@pytest.mark.parametrize("defect", COST_ROW_DEFECTS)
+def test_one_cost_row_per_job_looks_at_the_changed_jobs_and_catches_each_defect(tmp_path: Path, defect: str) -> None:
+    warehouse = tmp_path / "warehouse"
+    fleet = _fleet()[:30]
+    _store(warehouse, fleet, night=0)
+    build(warehouse)
+    job = changed(fleet[3], START + timedelta(days=1), 1)
+    _store(warehouse, [job], night=1)
+    staged = stage_from_raw(warehouse, "planted")
+    stage_models(staged.staging, CostSettings())
+    one_row_per_job = next(check for check in MODEL_CHECKS if check.name == "one_row_per_job")
+    with staged.staging.connect(read_only=True) as connection:
+        assert read_manifest(staged.staging.root)["models"] == "incremental"
+        assert one_row_per_job(connection).passed
+    with staged.staging.connect() as connection:
+        connection.execute(COST_ROW_DEFECTS[defect], [job["TrainingJobArn"]])
+    with staged.staging.connect(read_only=True) as connection:
+        assert not one_row_per_job(connection).passed
 
 
 def test_a_full_build_in_batches_of_jobs_makes_the_same_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

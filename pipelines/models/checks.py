@@ -10,19 +10,25 @@ import duckdb
 
 from pipelines.models.build import REFERENCE_TABLES, model_names
 from pipelines.schemas import table
-from pipelines.sql import CONTRACT_CHECKS, CheckOutcome, run
+from pipelines.sql import CHANGED_JOBS, CONTRACT_CHECKS, CheckOutcome, only_changed_rows, rows_to_check, run
 
 COST_COLUMNS = ("compute_cost_usd", "warm_pool_cost_usd", "storage_cost_usd", "total_cost_usd", "spot_savings_usd")
 
 
 def one_cost_row_per_job(connection: duckdb.DuckDBPyConnection) -> CheckOutcome:
+    """Every job has one cost row. Where an incremental build replaced only the changed jobs' cost rows, the
+    changed jobs alone are compared: every other job's rows, and its cost row, are the published version's."""
+    costs = rows_to_check(connection, table("job_costs"))
+    jobs = "jobs"
+    if only_changed_rows(connection, table("job_costs")):
+        jobs = f"(select training_job_arn from jobs semi join {CHANGED_JOBS} using (training_job_arn))"
     missing, extra = run(
         connection,
-        """
+        f"""
         select
-            (select count(*) from jobs anti join job_costs using (training_job_arn)),
-            (select count(*) - count(distinct training_job_arn) from job_costs)
-            + (select count(*) from job_costs anti join jobs using (training_job_arn))
+            (select count(*) from {jobs} anti join {costs} using (training_job_arn)),
+            (select count(*) - count(distinct training_job_arn) from {costs})
+            + (select count(*) from {costs} anti join {jobs} using (training_job_arn))
         """,
     )[0]
     return CheckOutcome(

@@ -15,9 +15,11 @@ from pipelines.aws_model import structure_paths
 from pipelines.normalization.flatten import LEFT_OUT, PARENT_TABLE, RAW_JSON, normalized_tables
 from pipelines.schemas import TableSchema
 from pipelines.sql import (
+    CHANGED_JOBS,
     CheckOutcome,
     has_table,
     literal,
+    only_changed_rows,
     required_columns_not_null,
     rows_to_check,
     run,
@@ -29,16 +31,32 @@ JOBS = PARENT_TABLE
 
 def references_jobs(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> CheckOutcome:
     """every row points at a job in the jobs table."""
-    orphans = run(
-        connection,
-        f"select count(*) from {rows_to_check(connection, table)} child anti join {JOBS} using (training_job_arn)",
-    )[0][0]
+    rows, parents = rows_to_check(connection, table), _parents(connection, table)
+    orphans = run(connection, f"select count(*) from {rows} child anti join {parents} using (training_job_arn)")[0][0]
     return CheckOutcome(
         "references_jobs",
         orphans == 0,
         f"{orphans} rows point at no job" if orphans else "every row points at a job",
         {"orphan_rows": int(orphans)},
     )
+
+
+_CHANGED_PARENTS = "_changed_jobs_in_jobs"  # per connection: the changed jobs that have a row in jobs
+
+
+def _parents(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> str:
+    """The jobs that the rows a check of ``table`` reads may point at: the jobs table, or when it reads only
+    the changed jobs' rows, the changed jobs that are in it (the same answer for those rows), found once per
+    connection instead of hashing every job's ARN for each table."""
+    if only_changed_rows(connection, table):
+        if not has_table(connection, _CHANGED_PARENTS):
+            run(
+                connection,
+                f"create temp table {_CHANGED_PARENTS} as "
+                f"select training_job_arn from {JOBS} semi join {CHANGED_JOBS} using (training_job_arn)",
+            )
+        return _CHANGED_PARENTS
+    return JOBS
 
 
 RAW_ROW_COUNTS = "_raw_row_counts"  # per connection: what every table should hold, from one scan

@@ -29,6 +29,7 @@ from pipelines.sql import (
     replace_rows,
     run,
     table_sql,
+    typed_rows,
 )
 
 NORMALIZED_LAYER = "tables"
@@ -107,30 +108,27 @@ LEFT_OUT = "_rows_left_out"  # staging only: rows that broke their table's contr
 PARENT_TABLE = "jobs"
 
 
-def leave_out_contract_breakers(
-    connection: duckdb.DuckDBPyConnection, declared: TableSchema, catalog: str = "", only_jobs: str = ""
-) -> int:
-    """Remove from a child table the rows that break its contract, so that one odd record cannot block
-    everyone's publication: a row with a null required column, and every row after the first (in list
-    order) that repeats a key (a tag key twice, say). Each is recorded in ``_rows_left_out`` by job and
-    reason; the job's record stays whole in the raw layer. ``jobs`` is never repaired: its rows are the
-    jobs, and its checks block. With ``only_jobs`` (a relation of ARNs), only those jobs' rows are looked
-    at (a key starts with the job). Returns how many rows were left out."""
+NEW_ROWS = "new_rows"  # temporary: one table's rows for the jobs being built, before they join the table
+
+
+def leave_out_contract_breakers(connection: duckdb.DuckDBPyConnection, declared: TableSchema, catalog: str = "") -> int:
+    """Remove from the rows about to join a child table (the temporary :data:`NEW_ROWS`) those that break
+    its contract, so that one odd record cannot block everyone's publication: a row with a null required
+    column, and every row after the first (in list order) that repeats a key (a tag key twice, say). Each
+    is recorded in ``_rows_left_out`` (in ``catalog``) by job and reason; the job's record stays whole in
+    the raw layer. ``jobs`` is never repaired: its rows are the jobs, and its checks block. The rows are
+    looked at before they join the table, so the cost follows the jobs being built, not the table's size.
+    Returns how many rows were left out."""
     if declared.name == PARENT_TABLE:
         return 0
-    target = qualified(declared.name, catalog)
-    left_out = qualified(LEFT_OUT, catalog)
-    rows = target
-    if only_jobs:
-        rows = f"(select rowid, * from {target} semi join {only_jobs} using (training_job_arn))"
     required = [f'"{c.name}" is null' for c in declared.columns if not c.nullable]
     key = ", ".join(f'"{k}"' for k in declared.key)
-    first_of_key = f"select min(rowid) from {rows} group by {key}"
+    first_of_key = f"select min(rowid) from {NEW_ROWS} group by {key}"
     breaking = (
         f"select rowid as row_id, training_job_arn, "
         f"case when {' or '.join(required)} then 'null in a required column' "
         f"else 'repeats the key ({', '.join(declared.key)})' end as reason "
-        f"from {rows} where ({' or '.join(required)}) or rowid not in ({first_of_key})"
+        f"from {NEW_ROWS} where ({' or '.join(required)}) or rowid not in ({first_of_key})"
     )
     run(connection, f"create temporary table breaking as {breaking}")
     try:
@@ -138,10 +136,10 @@ def leave_out_contract_breakers(
         if removed:
             run(
                 connection,
-                f"insert into {left_out} select '{declared.name}', training_job_arn, reason, count(*) "
-                "from breaking group by all",
+                f"insert into {qualified(LEFT_OUT, catalog)} select '{declared.name}', training_job_arn, reason, "
+                "count(*) from breaking group by all",
             )
-            run(connection, f"delete from {target} where rowid in (select row_id from breaking)")
+            run(connection, f"delete from {NEW_ROWS} where rowid in (select row_id from breaking)")
         return removed
     finally:
         run(connection, "drop table breaking")
@@ -152,8 +150,8 @@ def build_normalized_tables(
 ) -> dict[str, int]:
     """Every normalized table from ``latest_records``, in ``catalog`` (default: the connection's own), with
     contract-breaking child rows left out (see :func:`leave_out_contract_breakers`). ``how``: ``create``
-    the tables; ``append`` the rows of the jobs in the relation ``jobs`` (a further batch of a full
-    build); or ``replace`` those jobs' rows (an incremental build). Returns row counts by table."""
+    the tables; ``append`` rows to them (a further batch of a full build); or ``replace`` the rows of the
+    jobs in the relation ``jobs`` (an incremental build). Returns row counts by table."""
     if how != "append":  # a further batch adds to the list its first batch started
         run(
             connection,
@@ -163,13 +161,18 @@ def build_normalized_tables(
     counts = {}
     for declared in normalized_tables():
         sql = table_sql(declared.name)
-        if how == "create":
-            build_table(connection, declared, sql, catalog)
-        elif how == "append":
-            insert_rows(connection, declared, sql, catalog)
-        else:
-            check_columns(connection, declared, sql)
-            replace_rows(connection, declared, sql, jobs, catalog)
-        leave_out_contract_breakers(connection, declared, catalog, jobs)
+        check_columns(connection, declared, sql)
+        run(connection, f"create or replace temp table {NEW_ROWS} as {typed_rows(declared, sql)}")
+        try:
+            leave_out_contract_breakers(connection, declared, catalog)
+            rows = f"select * from {NEW_ROWS}"
+            if how == "create":
+                build_table(connection, declared, rows, catalog)
+            elif how == "append":
+                insert_rows(connection, declared, rows, catalog)
+            else:
+                replace_rows(connection, declared, rows, jobs, catalog)
+        finally:
+            run(connection, f"drop table if exists temp.main.{NEW_ROWS}")
         counts[declared.name] = int(run(connection, f"select count(*) from {qualified(declared.name, catalog)}")[0][0])
     return counts
