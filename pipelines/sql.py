@@ -96,10 +96,14 @@ def replace_rows(
     connection: duckdb.DuckDBPyConnection, declared: TableSchema, sql: str, jobs: str, catalog: str = ""
 ) -> None:
     """Replace the rows of the jobs in the relation ``jobs`` (ARNs) with those ``sql`` produces: the
-    incremental build of a per-job table."""
+    incremental build of a per-job table. The new rows are also kept on their own, in the staging-only
+    table :func:`replacement_rows` names, so that publication writes the Parquet files of the weeks they
+    fall in without scanning the whole table."""
     target = qualified(declared.name, catalog)
+    new_rows = qualified(replacement_rows(declared.name), catalog)
+    run(connection, f"create or replace table {new_rows} as {typed_rows(declared, sql)}")
     run(connection, f"delete from {target} where training_job_arn in (select training_job_arn from {jobs})")
-    insert_rows(connection, declared, sql, catalog)
+    run(connection, f"insert into {target} select * from {new_rows}")
     replaced = qualified(REPLACED_TABLES, catalog)
     run(connection, f"create table if not exists {replaced} (table_name varchar)")
     run(connection, f"insert into {replaced} values ({literal(declared.name)})")
@@ -117,6 +121,11 @@ def qualified(name: str, catalog: str = "") -> str:
 # changed jobs' rows alone; every other job's rows are those of the published version, checked when it was built.
 CHANGED_JOBS = "_changed_jobs"
 REPLACED_TABLES = "_tables_replaced_by_job"
+
+
+def replacement_rows(name: str) -> str:
+    """Staging only: the table holding the rows an incremental build put into table ``name``."""
+    return f"_replacement_rows_{name}"
 
 
 def has_table(connection: duckdb.DuckDBPyConnection, name: str) -> bool:

@@ -211,8 +211,13 @@ def same_as_full_build(warehouse: Path, scratch: Path, costs: CostSettings | Non
     assert differing_rows(warehouse / "sagemaker.duckdb", scratch / "sagemaker.duckdb", PUBLISHED) == {}
     with duckdb.connect() as connection:
         for name in ("jobs", "tags", "job_costs", "job_cost_days_tagged", "cost_daily"):
-            files = [f"{folder}/{PARQUET}/{name}/*.parquet" for folder in (warehouse, scratch)]
-            one_way = f"from read_parquet('{files[0]}') except all from read_parquet('{files[1]}')"
-            other_way = f"from read_parquet('{files[1]}') except all from read_parquet('{files[0]}')"
+            # Each row in the file of the same week: the file name's week is compared with the row.
+            files = [
+                f"(select * exclude (filename), regexp_extract(filename, 'created-([0-9-]+)', 1) as week "
+                f"from read_parquet('{folder}/{PARQUET}/{name}/*.parquet', filename = true))"
+                for folder in (warehouse, scratch)
+            ]
+            one_way = f"from {files[0]} except all from {files[1]}"
+            other_way = f"from {files[1]} except all from {files[0]}"
             assert connection.execute(f"select count(*) from ({one_way})").fetchall() == [(0,)], name
             assert connection.execute(f"select count(*) from ({other_way})").fetchall() == [(0,)], name

@@ -33,6 +33,8 @@ from pipelines.sql import (
     literal,
     qualified,
     replace_rows,
+    replaced_by_job,
+    replacement_rows,
     run,
     table_sql,
 )
@@ -215,20 +217,28 @@ def build_models(
 def _replace_changed_jobs_rows(connection: duckdb.DuckDBPyConnection, models: list[TableSchema]) -> None:
     """Rebuild the changed jobs' rows of the per-job ``models`` (in build order). While they build, every
     per-job table is seen through a temporary view of the changed jobs' rows, so each model's own SQL
-    computes just those."""
+    computes just those: the rows the build put in (:func:`pipelines.sql.replacement_rows`) where it
+    replaced the table's rows, which spares a scan of the whole table for every model that reads it."""
     catalog = run(connection, "select current_database()")[0][0]
     shadowed = [t.name for t in all_tables().values() if t.per_job]
+
+    def shadow(name: str) -> None:
+        rows = f"select * from {qualified(replacement_rows(name), catalog)}"
+        if name not in replaced_by_job(connection):
+            rows = (
+                f"select * from {qualified(name, catalog)} "
+                f"semi join {qualified(CHANGED_JOBS, catalog)} using (training_job_arn)"
+            )
+        run(connection, f"create or replace temp view {identifier(name)} as {rows}")
+
     for name in shadowed:
-        run(
-            connection,
-            f"create or replace temp view {identifier(name)} as select * from {qualified(name, catalog)} "
-            f"semi join {qualified(CHANGED_JOBS, catalog)} using (training_job_arn)",
-        )
+        shadow(name)
     try:
         for model in models:
             sql = table_sql(model.name, MODELS_FOLDER)
             check_columns(connection, model, sql)
             replace_rows(connection, model, sql, qualified(CHANGED_JOBS, catalog), catalog)
+            shadow(model.name)
     finally:
         for name in shadowed:
             run(connection, f"drop view if exists temp.main.{identifier(name)}")

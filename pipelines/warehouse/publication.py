@@ -14,6 +14,7 @@ warehouse's tables and nothing else.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +28,13 @@ from pipelines.schemas import TableSchema, all_tables
 from pipelines.sql import (
     CHANGED_JOBS,
     REPLACED_TABLES,
+    has_table,
     identifier,
     is_incremental,
     literal,
     read_parquet_files,
     replaced_by_job,
+    replacement_rows,
     run,
 )
 from pipelines.storage.layout import PARQUET, VERSIONS, published_parquet
@@ -71,17 +74,12 @@ def publish(staging: Staging, table_names: list[str]) -> dict[str, Path]:
         if not kept.passed:
             raise PublicationRefused(f"Not published: {kept.description}.")
         unchanged_weeks = _weeks_without_changes(connection, staging)
-        run(connection, f"drop view if exists {RAW_JSON}")
-        for staged_only in (LEFT_OUT, GONE_FROM_SAGEMAKER, CHANGED_JOBS, REPLACED_TABLES):
-            run(connection, f"drop table if exists {staged_only}")
-        run(connection, "checkpoint")
-    connection = staging.connect(read_only=True)
-    try:
-        # Each job's week of creation, worked out once for every per-job table's files.
-        run(connection, f"create temp table {_JOB_WEEKS} as select training_job_arn, {_WEEK_OF_JOB} from {JOBS}")
         paths = {name: _export(connection, staging, all_tables()[name], unchanged_weeks) for name in table_names}
-    finally:
-        connection.close()
+        run(connection, f"drop view if exists {RAW_JSON}")
+        replacements = [replacement_rows(name) for name in replaced_by_job(connection)]
+        for staged_only in (LEFT_OUT, GONE_FROM_SAGEMAKER, CHANGED_JOBS, REPLACED_TABLES, *replacements):
+            run(connection, f"drop table if exists {identifier(staged_only)}")
+        run(connection, "checkpoint")
     _sync_tree(staging.root)
     if stop_requested():  # before the staging folder becomes a version, so it evicts no version readers use
         raise PublicationRefused("Not published: the run was stopped by a signal; the previous version stays.")
@@ -99,7 +97,10 @@ CREATED_WEEK = "created_week"
 @dataclass(frozen=True)
 class UnchangedWeeks:
     """An incremental build's weeks of job creation that hold no changed job: their Parquet files are the
-    published version's, linked rather than written again, for the tables whose rows it did not rebuild."""
+    published version's, linked rather than written again, for the tables whose rows it did not rebuild.
+    The other weeks' files of those tables are the published files less the changed jobs' rows, plus the
+    rows the build put in (:func:`pipelines.sql.replacement_rows`): the cost follows the change, not the
+    table."""
 
     previous: Path  # the published version's folder
     weeks: frozenset[str]
@@ -107,33 +108,36 @@ class UnchangedWeeks:
     tables: frozenset[str]  # the per-job tables whose other jobs' rows are the published version's
 
 
+_PUBLISHED_WEEK_FILE = re.compile(r"created-(\d{4}-\d{2}-\d{2})(?:_\d+)?\.parquet")
+
+
 def _weeks_without_changes(connection: duckdb.DuckDBPyConnection, staging: Staging) -> UnchangedWeeks | None:
     manifest = read_manifest(staging.root)
     if not manifest or manifest.get("mode") != "incremental" or not is_incremental(connection):
         return None
     previous = staging.warehouse / VERSIONS / str(manifest["published_version"])
+    run(
+        connection,
+        f"create temp table {_CHANGED_JOB_WEEKS} as select training_job_arn, {_WEEK_OF_JOB} "
+        f"from {JOBS} semi join {CHANGED_JOBS} using (training_job_arn)",
+    )
+    touched = {week for (week,) in run(connection, f"select distinct {CREATED_WEEK} from {_CHANGED_JOB_WEEKS}")}
     # A changed job's week as published counts too: a job deleted and created again under its name keeps
     # its ARN but not its creation time, and its old week's file must lose its rows.
     published_jobs = sorted((previous / PARQUET / JOBS).glob("*.parquet"))
-    before = f"select {_WEEK_OF_JOB}, training_job_arn from {read_parquet_files(published_jobs)}"
-    if not published_jobs:
-        before = "select null::varchar, null::varchar where false"
-    rows = run(
-        connection,
-        f"""
-        with weeks as (select {_WEEK_OF_JOB}, training_job_arn from {JOBS} union all {before})
-        select distinct {CREATED_WEEK}, training_job_arn in (select training_job_arn from {CHANGED_JOBS})
-        from weeks
-        """,
-    )
-    touched = frozenset(week for week, changed in rows if changed)
-    weeks = frozenset(week for week, _ in rows if week not in touched)
-    return UnchangedWeeks(previous, weeks, touched, frozenset(replaced_by_job(connection)))
+    if published_jobs:
+        before = f"{read_parquet_files(published_jobs)} semi join {CHANGED_JOBS} using (training_job_arn)"
+        touched |= {week for (week,) in run(connection, f"select distinct {_WEEK_OF_JOB} from {before}")}
+    published_weeks = {m.group(1) for path in published_jobs if (m := _PUBLISHED_WEEK_FILE.fullmatch(path.name))}
+    tables = frozenset(replaced_by_job(connection))
+    return UnchangedWeeks(previous, frozenset(published_weeks - touched), frozenset(touched), tables)
 
 
 _JOB_WEEKS = "job_weeks"
+_CHANGED_JOB_WEEKS = "changed_job_weeks"
 # The Monday (UTC) of the week a job was created: a night's changes are mostly this week's and last week's.
 _WEEK_OF_JOB = f"strftime(date_trunc('week', creation_time at time zone 'UTC'), '%Y-%m-%d') as {CREATED_WEEK}"
+_PARQUET_OPTIONS = "format parquet, compression zstd"
 
 
 def _export(
@@ -145,32 +149,59 @@ def _export(
     file (``data.parquet``)."""
     folder = staging.root / PARQUET / declared.name
     folder.mkdir(parents=True, exist_ok=True)
-    options = "format parquet, compression zstd"
     if not declared.per_job:
-        run(connection, f"copy {identifier(declared.name)} to {literal(folder / 'data.parquet')} ({options})")
-        return staging.warehouse / PARQUET / declared.name
-    weeks = f"select * from {_JOB_WEEKS}"
-    if unchanged is not None and declared.name in unchanged.tables:
-        for week in unchanged.weeks:
-            for old in (unchanged.previous / PARQUET / declared.name).glob(f"created-{week}*.parquet"):
-                _link(old, folder / old.name)
-        written = ", ".join(map(literal, sorted(unchanged.changed))) or "null"
-        weeks += f" where {CREATED_WEEK} in ({written})"
-    partitions = staging.root / f".partitions-{declared.name}"
+        run(connection, f"copy {identifier(declared.name)} to {literal(folder / 'data.parquet')} ({_PARQUET_OPTIONS})")
+    elif unchanged is not None and declared.name in unchanged.tables:
+        _export_changed_weeks(connection, declared.name, folder, unchanged)
+    else:
+        _export_by_week(connection, declared.name, folder, staging.root)
+    if not any(folder.glob("*.parquet")):  # readers glob the folder: an empty table is one empty file
+        empty = f"copy (from {identifier(declared.name)} limit 0) to {literal(folder / 'data.parquet')} "
+        run(connection, empty + f"({_PARQUET_OPTIONS})")
+    return staging.warehouse / PARQUET / declared.name
+
+
+def _export_by_week(connection: duckdb.DuckDBPyConnection, name: str, folder: Path, root: Path) -> None:
+    """Every week's file of a per-job table, from the whole table."""
+    if not has_table(connection, _JOB_WEEKS):  # each job's week of creation, worked out once for every table
+        run(connection, f"create temp table {_JOB_WEEKS} as select training_job_arn, {_WEEK_OF_JOB} from {JOBS}")
+    partitions = root / f".partitions-{name}"
     run(
         connection,
-        f"copy (select t.*, m.{CREATED_WEEK} from {identifier(declared.name)} t join ({weeks}) m "
+        f"copy (select t.*, m.{CREATED_WEEK} from {identifier(name)} t join {_JOB_WEEKS} m "
         f"using (training_job_arn)) to {literal(partitions)} "
-        f"({options}, partition_by ({CREATED_WEEK}), filename_pattern 'part_{{i}}')",
+        f"({_PARQUET_OPTIONS}, partition_by ({CREATED_WEEK}), filename_pattern 'part_{{i}}')",
     )
     for part in sorted(partitions.glob(f"{CREATED_WEEK}=*/*.parquet")):
         week, number = part.parent.name.split("=", 1)[1], part.stem.removeprefix("part_")
         os.replace(part, folder / f"created-{week}{'' if number == '0' else '_' + number}.parquet")
     shutil.rmtree(partitions, ignore_errors=True)
-    if not any(folder.glob("*.parquet")):  # readers glob the folder: an empty table is one empty file
-        empty = f"copy (from {identifier(declared.name)} limit 0) to {literal(folder / 'data.parquet')} ({options})"
-        run(connection, empty)
-    return staging.warehouse / PARQUET / declared.name
+
+
+def _export_changed_weeks(
+    connection: duckdb.DuckDBPyConnection, name: str, folder: Path, unchanged: UnchangedWeeks
+) -> None:
+    """A per-job table whose rows an incremental build replaced only for the changed jobs: the unchanged
+    weeks' files are linked, and each changed week's file is its published rows less the changed jobs',
+    plus the rows the build put in for the changed jobs created that week."""
+    published = unchanged.previous / PARQUET / name
+    for week in unchanged.weeks:
+        for old in published.glob(f"created-{week}*.parquet"):
+            _link(old, folder / old.name)
+    for week in sorted(unchanged.changed):
+        added = (
+            f"select r.* from {identifier(replacement_rows(name))} r semi join "
+            f"(select training_job_arn from {_CHANGED_JOB_WEEKS} where {CREATED_WEEK} = {literal(week)}) "
+            "using (training_job_arn)"
+        )
+        kept = sorted(published.glob(f"created-{week}*.parquet"))
+        if kept:
+            kept_rows = f"select * from {read_parquet_files(kept)} anti join {CHANGED_JOBS} using (training_job_arn)"
+            added = f"{kept_rows} union all by name {added}"
+        target = folder / f"created-{week}.parquet"
+        written = run(connection, f"copy ({added}) to {literal(target)} ({_PARQUET_OPTIONS})")[0][0]
+        if not written:  # the week's jobs all moved to other weeks (deleted and created again)
+            target.unlink()
 
 
 def _link(source: Path, target: Path) -> None:

@@ -14,17 +14,24 @@ allocation_tags as (
     select * from allocation_tags
 ),
 
+billed_jobs as (
+    select distinct lower(training_job_arn) as job_key
+    from billing_line_items
+    where training_job_arn is not null
+),
+
 labels as (
-    -- What each known job is grouped by: the same on every day it ran.
+    -- What each known job the bill names is grouped by: the same on every day it ran.
     select distinct
-        lower(training_job_arn) as job_key,
-        account_id,
-        region,
-        instance_type,
-        training_job_status,
-        allocation_tag_key,
-        allocation_tag_value
+        lower(job_cost_days_tagged.training_job_arn) as job_key,
+        job_cost_days_tagged.account_id,
+        job_cost_days_tagged.region,
+        job_cost_days_tagged.instance_type,
+        job_cost_days_tagged.training_job_status,
+        job_cost_days_tagged.allocation_tag_key,
+        job_cost_days_tagged.allocation_tag_value
     from job_cost_days_tagged
+    semi join billed_jobs on lower(job_cost_days_tagged.training_job_arn) = billed_jobs.job_key
 ),
 
 line_days as (
