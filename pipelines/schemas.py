@@ -62,6 +62,16 @@ class TableSchema:
     # Each row belongs to one job and is computed from that job's rows alone (every normalized table, and
     # the models declared ``per_job: true``): an incremental build replaces only the changed jobs' rows.
     per_job: bool = False
+    # A model whose rows of a job come from that job's rows and the cost inputs alone, and whose other rows
+    # (of jobs only the bill knows, or of no job) from the cost inputs alone (``by_job: true``): an
+    # incremental build with the same cost inputs replaces the changed jobs' rows, matching ARNs regardless
+    # of case as the bill's resource IDs need. Unlike a per-job table, not every row has a job.
+    by_job: bool = False
+
+    @property
+    def rebuilt_by_job(self) -> bool:
+        """Whether an incremental build replaces only the changed jobs' rows of this table."""
+        return self.per_job or self.by_job
 
     @property
     def column_names(self) -> list[str]:
@@ -83,7 +93,7 @@ class TableSchema:
         return f'CREATE TABLE "{self.name}" (\n  {columns}\n)'
 
 
-_TABLE_KEYS = {"name", "description", "key", "columns", "rows_from", "per_job"}
+_TABLE_KEYS = {"name", "description", "key", "columns", "rows_from", "per_job", "by_job"}
 _COLUMN_KEYS = {"name", "type", "nullable", "description", "added_later"}
 
 
@@ -120,6 +130,7 @@ def _parse(path: Path, layer: str) -> TableSchema:
         columns=columns,
         layer=layer,
         per_job=layer == "tables" or bool(document.get("per_job", False)),
+        by_job=bool(document.get("by_job", False)),
         rows_from=tuple(
             (kind, (paths,) if isinstance(paths, bool | str) else tuple(paths))  # type: ignore[misc]
             for kind, paths in (document.get("rows_from") or {}).items()

@@ -92,18 +92,24 @@ def insert_rows(connection: duckdb.DuckDBPyConnection, declared: TableSchema, sq
     run(connection, f"insert into {qualified(declared.name, catalog)} {typed_rows(declared, sql)}")
 
 
-def replace_rows(
-    connection: duckdb.DuckDBPyConnection, declared: TableSchema, sql: str, jobs: str, catalog: str = ""
-) -> None:
-    """Replace the rows of the jobs in the relation ``jobs`` (ARNs) with those ``sql`` produces: the
-    incremental build of a per-job table. The new rows are also kept on their own, in the staging-only
-    table :func:`replacement_rows` names, so that publication writes the Parquet files of the weeks they
-    fall in without scanning the whole table."""
-    target = qualified(declared.name, catalog)
+def stage_replacement_rows(
+    connection: duckdb.DuckDBPyConnection, declared: TableSchema, sql: str, catalog: str = ""
+) -> str:
+    """The rows ``sql`` makes for the jobs an incremental build replaces in ``declared``, typed, in the
+    staging-only table :func:`replacement_rows` names (returned, qualified). They stay there until
+    publication, which writes the Parquet files of the weeks they fall in from them rather than from the
+    whole table."""
     new_rows = qualified(replacement_rows(declared.name), catalog)
     run(connection, f"create or replace table {new_rows} as {typed_rows(declared, sql)}")
-    run(connection, f"delete from {target} where training_job_arn in (select training_job_arn from {jobs})")
-    run(connection, f"insert into {target} select * from {new_rows}")
+    return new_rows
+
+
+def replace_rows(connection: duckdb.DuckDBPyConnection, declared: TableSchema, jobs: str, catalog: str = "") -> None:
+    """Replace the rows of the jobs in the relation ``jobs`` (ARNs) with the staged replacement rows (see
+    :func:`stage_replacement_rows`): the incremental build of a per-job table."""
+    target = qualified(declared.name, catalog)
+    run(connection, f"delete from {target} where {of_jobs(declared, jobs)}")
+    run(connection, f"insert into {target} select * from {qualified(replacement_rows(declared.name), catalog)}")
     replaced = qualified(REPLACED_TABLES, catalog)
     run(connection, f"create table if not exists {replaced} (table_name varchar)")
     run(connection, f"insert into {replaced} values ({literal(declared.name)})")
@@ -121,6 +127,14 @@ def qualified(name: str, catalog: str = "") -> str:
 # changed jobs' rows alone; every other job's rows are those of the published version, checked when it was built.
 CHANGED_JOBS = "_changed_jobs"
 REPLACED_TABLES = "_tables_replaced_by_job"
+
+
+def of_jobs(declared: TableSchema, jobs: str) -> str:
+    """SQL condition: a row of ``declared`` belongs to a job in the relation ``jobs`` (ARNs); regardless of case
+    in a by-job model, where an ARN may come from the bill."""
+    if declared.per_job:
+        return f"training_job_arn in (select training_job_arn from {jobs})"
+    return f"lower(training_job_arn) in (select lower(training_job_arn) from {jobs})"
 
 
 def replacement_rows(name: str) -> str:
@@ -147,7 +161,7 @@ def replaced_by_job(connection: duckdb.DuckDBPyConnection) -> set[str]:
 
 def only_changed_rows(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> bool:
     """Whether the checks of ``table`` read only the changed jobs' rows (see :func:`rows_to_check`)."""
-    return table.per_job and table.name in replaced_by_job(connection)
+    return table.rebuilt_by_job and table.name in replaced_by_job(connection)
 
 
 def rows_to_check(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> str:
@@ -164,7 +178,7 @@ def rows_to_check(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> 
         run(
             connection,
             f"create temp table {changed_rows} as select {columns} from {identifier(table.name)} "
-            f"semi join {CHANGED_JOBS} using (training_job_arn)",
+            f"where {of_jobs(table, CHANGED_JOBS)}",
         )
     return changed_rows
 

@@ -13,7 +13,9 @@ from typing import Any
 import duckdb
 import pytest
 
+from pipelines.billing.ingest import ingest_exports
 from pipelines.config import CostSettings
+from pipelines.demo.bill import demo_line_items, write_export
 from pipelines.demo.fleet import FleetSpec, generate_fleet
 from pipelines.demo.nights import build, changed, differing_rows, moved, pick, renamed, write_records
 from pipelines.models.checks import MODEL_CHECKS
@@ -107,6 +109,43 @@ def test_incremental_builds_match_a_full_build_night_after_night(tmp_path: Path)
     assert read_manifest((warehouse / CURRENT).resolve())["models"] == "full"
     same_as_full_build(warehouse, scratch, costs)
     assert len(list((warehouse / VERSIONS).iterdir())) == 2
+
+
+def test_reconciliation_replaces_the_changed_jobs_rows_beside_an_unchanged_bill(tmp_path: Path) -> None:
+    warehouse, scratch = tmp_path / "warehouse", tmp_path / "full"
+    fleet = _fleet()
+    rows = demo_line_items(fleet, FLEET_END)
+    billed = sorted({row["line_item_resource_id"] for row in rows if row["line_item_resource_id"]})
+    late = [r for r in fleet if r["TrainingJobArn"] in billed][:3]  # billed jobs whose records come later
+    gone = len(set(billed) - {r["TrainingJobArn"] for r in fleet})  # the bill's deleted job
+    assert gone == 1
+    shouting = late[0]["TrainingJobArn"]  # the bill names one of them in capitals: matched regardless of case
+    for row in rows:
+        if row["line_item_resource_id"] == shouting:
+            prefix, name = shouting.split("/", 1)
+            row["line_item_resource_id"] = f"{prefix}/{name.upper()}"
+    write_export(rows, str(tmp_path / "cur"))
+    ingest_exports(warehouse, (str(tmp_path / "cur"),))
+    _store(warehouse, [r for r in fleet if r not in late], night=0)
+    assert not build(warehouse)["failed_checks"]
+    with duckdb.connect(str(warehouse / "sagemaker.duckdb"), read_only=True) as connection:
+        assert connection.execute(
+            "select count(*) from cost_reconciliation where status = 'not_in_warehouse'"
+        ).fetchall() == [(len(late) + gone,)]
+
+    newer = [changed(record, START + timedelta(days=1), 1) for record in pick(fleet, 10, seed=3, recent=False)]
+    _store(warehouse, late + [r for r in newer if r not in late], night=1)
+    night = build(warehouse)
+    assert (night["mode"], night["failed_checks"]) == ("incremental", [])
+    assert read_manifest((warehouse / CURRENT).resolve())["models"] == "incremental"
+    with duckdb.connect(str(warehouse / "sagemaker.duckdb"), read_only=True) as connection:
+        assert connection.execute(
+            "select count(*) from cost_reconciliation where status = 'not_in_warehouse'"
+        ).fetchall() == [(gone,)]
+        assert connection.execute(
+            "select count(*) from cost_reconciliation where lower(training_job_arn) = lower(?)", [shouting]
+        ).fetchall() == [(1,)]
+    same_as_full_build(warehouse, scratch)
 
 
 def test_a_full_rebuild_is_asked_for_or_due_weekly(tmp_path: Path) -> None:

@@ -31,11 +31,13 @@ from pipelines.sql import (
     check_columns,
     identifier,
     literal,
+    of_jobs,
     qualified,
     replace_rows,
     replaced_by_job,
     replacement_rows,
     run,
+    stage_replacement_rows,
     table_sql,
 )
 from pipelines.storage.raw import TERMINAL_STATUSES
@@ -196,49 +198,45 @@ def build_models(
     changed_only: bool = False,
 ) -> dict[str, int]:
     """Every model, in dependency order, into the connection's default catalog; returns row counts. With
-    ``changed_only`` (an incremental build whose cost inputs are unchanged), the per-job models replace
-    only the rows of the jobs in ``_changed_jobs``, and the other models are built whole from them."""
+    ``changed_only`` (an incremental build whose cost inputs are unchanged), the per-job and by-job models
+    replace only the rows of the jobs in ``_changed_jobs``, and the other models are built whole."""
     counts = load_parameters(connection, costs, refreshed_prices, billing_files)
     declared = all_tables()
     for name in build_order():
         if name not in declared:
             raise ValueError(f"sql/models/{name}.sql has no declaration in schemas/models/{name}.yaml")
-    per_job = [name for name in build_order() if changed_only and declared[name].per_job]
-    if per_job:
-        _replace_changed_jobs_rows(connection, [declared[name] for name in per_job])
     for name in build_order():
-        if name not in per_job:
+        if changed_only and declared[name].rebuilt_by_job:
+            _replace_changed_jobs_rows(connection, declared[name])
+        else:
             build_table(connection, declared[name], table_sql(name, MODELS_FOLDER))
     for name in build_order():
         counts[name] = int(run(connection, f"select count(*) from {identifier(name)}")[0][0])
     return counts
 
 
-def _replace_changed_jobs_rows(connection: duckdb.DuckDBPyConnection, models: list[TableSchema]) -> None:
-    """Rebuild the changed jobs' rows of the per-job ``models`` (in build order). While they build, every
-    per-job table is seen through a temporary view of the changed jobs' rows, so each model's own SQL
-    computes just those: the rows the build put in (:func:`pipelines.sql.replacement_rows`) where it
-    replaced the table's rows, which spares a scan of the whole table for every model that reads it."""
+def _replace_changed_jobs_rows(connection: duckdb.DuckDBPyConnection, model: TableSchema) -> None:
+    """Rebuild the changed jobs' rows of ``model``. While it builds, every per-job table is seen through a
+    temporary view of the changed jobs' rows, so the model's own SQL computes just those: the rows the
+    build put in (:func:`pipelines.sql.replacement_rows`) where it replaced the table's rows, which spares
+    a scan of the whole table. Of a by-job model's rows, only the changed jobs' are kept: its others (of
+    jobs only the bill knows, or of none) come from the unchanged cost inputs alone."""
     catalog = run(connection, "select current_database()")[0][0]
+    changed = qualified(CHANGED_JOBS, catalog)
     shadowed = [t.name for t in all_tables().values() if t.per_job]
-
-    def shadow(name: str) -> None:
-        rows = f"select * from {qualified(replacement_rows(name), catalog)}"
-        if name not in replaced_by_job(connection):
-            rows = (
-                f"select * from {qualified(name, catalog)} "
-                f"semi join {qualified(CHANGED_JOBS, catalog)} using (training_job_arn)"
-            )
-        run(connection, f"create or replace temp view {identifier(name)} as {rows}")
-
+    replaced = replaced_by_job(connection)
     for name in shadowed:
-        shadow(name)
+        rows = f"select * from {qualified(replacement_rows(name), catalog)}"
+        if name not in replaced:
+            rows = f"select * from {qualified(name, catalog)} semi join {changed} using (training_job_arn)"
+        run(connection, f"create or replace temp view {identifier(name)} as {rows}")
     try:
-        for model in models:
-            sql = table_sql(model.name, MODELS_FOLDER)
-            check_columns(connection, model, sql)
-            replace_rows(connection, model, sql, qualified(CHANGED_JOBS, catalog), catalog)
-            shadow(model.name)
+        sql = table_sql(model.name, MODELS_FOLDER)
+        check_columns(connection, model, sql)
+        if not model.per_job:
+            sql = f"select * from ({sql}) where {of_jobs(model, changed)}"
+        stage_replacement_rows(connection, model, sql, catalog)
+        replace_rows(connection, model, changed, catalog)
     finally:
         for name in shadowed:
             run(connection, f"drop view if exists temp.main.{identifier(name)}")

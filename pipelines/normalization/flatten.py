@@ -28,6 +28,7 @@ from pipelines.sql import (
     qualified,
     replace_rows,
     run,
+    stage_replacement_rows,
     table_sql,
     typed_rows,
 )
@@ -108,12 +109,14 @@ LEFT_OUT = "_rows_left_out"  # staging only: rows that broke their table's contr
 PARENT_TABLE = "jobs"
 
 
-NEW_ROWS = "new_rows"  # temporary: one table's rows for the jobs being built, before they join the table
+NEW_ROWS = "new_rows"  # temporary: a batch's rows of one table in a full build, before they join it
 
 
-def leave_out_contract_breakers(connection: duckdb.DuckDBPyConnection, declared: TableSchema, catalog: str = "") -> int:
-    """Remove from the rows about to join a child table (the temporary :data:`NEW_ROWS`) those that break
-    its contract, so that one odd record cannot block everyone's publication: a row with a null required
+def leave_out_contract_breakers(
+    connection: duckdb.DuckDBPyConnection, declared: TableSchema, new_rows: str, catalog: str = ""
+) -> int:
+    """Remove from the rows about to join a child table (the table ``new_rows``) those that break its
+    contract, so that one odd record cannot block everyone's publication: a row with a null required
     column, and every row after the first (in list order) that repeats a key (a tag key twice, say). Each
     is recorded in ``_rows_left_out`` (in ``catalog``) by job and reason; the job's record stays whole in
     the raw layer. ``jobs`` is never repaired: its rows are the jobs, and its checks block. The rows are
@@ -123,12 +126,12 @@ def leave_out_contract_breakers(connection: duckdb.DuckDBPyConnection, declared:
         return 0
     required = [f'"{c.name}" is null' for c in declared.columns if not c.nullable]
     key = ", ".join(f'"{k}"' for k in declared.key)
-    first_of_key = f"select min(rowid) from {NEW_ROWS} group by {key}"
+    first_of_key = f"select min(rowid) from {new_rows} group by {key}"
     breaking = (
         f"select rowid as row_id, training_job_arn, "
         f"case when {' or '.join(required)} then 'null in a required column' "
         f"else 'repeats the key ({', '.join(declared.key)})' end as reason "
-        f"from {NEW_ROWS} where ({' or '.join(required)}) or rowid not in ({first_of_key})"
+        f"from {new_rows} where ({' or '.join(required)}) or rowid not in ({first_of_key})"
     )
     run(connection, f"create temporary table breaking as {breaking}")
     try:
@@ -139,7 +142,7 @@ def leave_out_contract_breakers(connection: duckdb.DuckDBPyConnection, declared:
                 f"insert into {qualified(LEFT_OUT, catalog)} select '{declared.name}', training_job_arn, reason, "
                 "count(*) from breaking group by all",
             )
-            run(connection, f"delete from {NEW_ROWS} where rowid in (select row_id from breaking)")
+            run(connection, f"delete from {new_rows} where rowid in (select row_id from breaking)")
         return removed
     finally:
         run(connection, "drop table breaking")
@@ -162,17 +165,20 @@ def build_normalized_tables(
     for declared in normalized_tables():
         sql = table_sql(declared.name)
         check_columns(connection, declared, sql)
-        run(connection, f"create or replace temp table {NEW_ROWS} as {typed_rows(declared, sql)}")
-        try:
-            leave_out_contract_breakers(connection, declared, catalog)
-            rows = f"select * from {NEW_ROWS}"
-            if how == "create":
-                build_table(connection, declared, rows, catalog)
-            elif how == "append":
-                insert_rows(connection, declared, rows, catalog)
-            else:
-                replace_rows(connection, declared, rows, jobs, catalog)
-        finally:
-            run(connection, f"drop table if exists temp.main.{NEW_ROWS}")
+        if how == "replace":
+            new_rows = stage_replacement_rows(connection, declared, sql, catalog)
+            leave_out_contract_breakers(connection, declared, new_rows, catalog)
+            replace_rows(connection, declared, jobs, catalog)
+        else:
+            run(connection, f"create or replace temp table {NEW_ROWS} as {typed_rows(declared, sql)}")
+            try:
+                leave_out_contract_breakers(connection, declared, NEW_ROWS, catalog)
+                rows = f"select * from {NEW_ROWS}"
+                if how == "create":
+                    build_table(connection, declared, rows, catalog)
+                else:
+                    insert_rows(connection, declared, rows, catalog)
+            finally:
+                run(connection, f"drop table if exists temp.main.{NEW_ROWS}")
         counts[declared.name] = int(run(connection, f"select count(*) from {qualified(declared.name, catalog)}")[0][0])
     return counts
