@@ -67,6 +67,10 @@ class TableSchema:
     # incremental build with the same cost inputs replaces the changed jobs' rows, matching ARNs regardless
     # of case as the bill's resource IDs need. Unlike a per-job table, not every row has a job.
     by_job: bool = False
+    # A rollup whose rows for one value of these columns (``partitioned_by: [month]``) come from its inputs'
+    # rows with that value alone: an incremental build with the same cost inputs rebuilds only the values
+    # that the changed jobs' rows held before the build or hold now.
+    partitioned_by: tuple[str, ...] = ()
 
     @property
     def rebuilt_by_job(self) -> bool:
@@ -93,7 +97,7 @@ class TableSchema:
         return f'CREATE TABLE "{self.name}" (\n  {columns}\n)'
 
 
-_TABLE_KEYS = {"name", "description", "key", "columns", "rows_from", "per_job", "by_job"}
+_TABLE_KEYS = {"name", "description", "key", "columns", "rows_from", "per_job", "by_job", "partitioned_by"}
 _COLUMN_KEYS = {"name", "type", "nullable", "description", "added_later"}
 
 
@@ -131,6 +135,7 @@ def _parse(path: Path, layer: str) -> TableSchema:
         layer=layer,
         per_job=layer == "tables" or bool(document.get("per_job", False)),
         by_job=bool(document.get("by_job", False)),
+        partitioned_by=tuple(document.get("partitioned_by", ())),
         rows_from=tuple(
             (kind, (paths,) if isinstance(paths, bool | str) else tuple(paths))  # type: ignore[misc]
             for kind, paths in (document.get("rows_from") or {}).items()

@@ -104,10 +104,20 @@ def stage_replacement_rows(
     return new_rows
 
 
-def replace_rows(connection: duckdb.DuckDBPyConnection, declared: TableSchema, jobs: str, catalog: str = "") -> None:
+def replace_rows(
+    connection: duckdb.DuckDBPyConnection,
+    declared: TableSchema,
+    jobs: str,
+    catalog: str = "",
+    keep_previous: bool = False,
+) -> None:
     """Replace the rows of the jobs in the relation ``jobs`` (ARNs) with the staged replacement rows (see
-    :func:`stage_replacement_rows`): the incremental build of a per-job table."""
+    :func:`stage_replacement_rows`): the incremental build of a per-job table. With ``keep_previous``, the
+    rows replaced are kept in the staging-only table :func:`previous_rows` names."""
     target = qualified(declared.name, catalog)
+    if keep_previous:
+        previous = qualified(previous_rows(declared.name), catalog)
+        run(connection, f"create or replace table {previous} as select * from {target} where {of_jobs(declared, jobs)}")
     run(connection, f"delete from {target} where {of_jobs(declared, jobs)}")
     run(connection, f"insert into {target} select * from {qualified(replacement_rows(declared.name), catalog)}")
     replaced = qualified(REPLACED_TABLES, catalog)
@@ -140,6 +150,11 @@ def of_jobs(declared: TableSchema, jobs: str) -> str:
 def replacement_rows(name: str) -> str:
     """Staging only: the table holding the rows an incremental build put into table ``name``."""
     return f"_replacement_rows_{name}"
+
+
+def previous_rows(name: str) -> str:
+    """Staging only: the table holding the rows an incremental build took out of table ``name``."""
+    return f"_previous_rows_{name}"
 
 
 def has_table(connection: duckdb.DuckDBPyConnection, name: str) -> bool:

@@ -4,6 +4,7 @@ cost settings); checks of the changed rows still catch each kind of defect."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from datetime import timedelta
@@ -18,9 +19,11 @@ from pipelines.config import CostSettings
 from pipelines.demo.bill import demo_line_items, write_export
 from pipelines.demo.fleet import FleetSpec, generate_fleet
 from pipelines.demo.nights import build, changed, differing_rows, moved, pick, renamed, write_records
+from pipelines.models.build import _check_partitioned
 from pipelines.models.checks import MODEL_CHECKS
 from pipelines.normalization import checks
 from pipelines.normalization.flatten import normalized_tables
+from pipelines.schemas import table
 from pipelines.storage.layout import CURRENT, PARQUET, VERSIONS
 from pipelines.warehouse import build as warehouse_build
 from pipelines.warehouse.build import stage_from_raw, stage_models
@@ -250,3 +253,10 @@ def test_a_full_build_in_batches_of_jobs_makes_the_same_tables(tmp_path: Path, m
         differing_rows(tmp_path / "whole" / "sagemaker.duckdb", tmp_path / "batches" / "sagemaker.duckdb", PUBLISHED)
         == {}
     )
+
+
+def test_a_rollup_is_partitioned_only_by_columns_its_inputs_rebuilt_by_job_hold() -> None:
+    with pytest.raises(ValueError, match="duration_rollup is partitioned by \\['month'\\], which job_durations lacks"):
+        _check_partitioned(dataclasses.replace(table("duration_rollup"), partitioned_by=("month",)))
+    for name in ("cost_daily", "cost_monthly", "waste"):
+        _check_partitioned(table(name))

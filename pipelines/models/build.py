@@ -29,9 +29,12 @@ from pipelines.sql import (
     SQL_DIR,
     build_table,
     check_columns,
+    has_table,
     identifier,
+    insert_rows,
     literal,
     of_jobs,
+    previous_rows,
     qualified,
     replace_rows,
     replaced_by_job,
@@ -205,9 +208,17 @@ def build_models(
     for name in build_order():
         if name not in declared:
             raise ValueError(f"sql/models/{name}.sql has no declaration in schemas/models/{name}.yaml")
+    partitioned = [name for name in build_order() if declared[name].partitioned_by]
+    for name in partitioned:
+        _check_partitioned(declared[name])
+    # The inputs of a partitioned rollup keep their replaced rows: the rollup's values the build rebuilds
+    # include those the changed jobs' rows held before.
+    feeding = {input for name in partitioned for input in model_dependencies(name)}
     for name in build_order():
         if changed_only and declared[name].rebuilt_by_job:
-            _replace_changed_jobs_rows(connection, declared[name])
+            _replace_changed_jobs_rows(connection, declared[name], keep_previous=name in feeding)
+        elif changed_only and declared[name].partitioned_by:
+            _rebuild_changed_partitions(connection, declared[name])
         else:
             build_table(connection, declared[name], table_sql(name, MODELS_FOLDER))
     for name in build_order():
@@ -215,7 +226,9 @@ def build_models(
     return counts
 
 
-def _replace_changed_jobs_rows(connection: duckdb.DuckDBPyConnection, model: TableSchema) -> None:
+def _replace_changed_jobs_rows(
+    connection: duckdb.DuckDBPyConnection, model: TableSchema, keep_previous: bool = False
+) -> None:
     """Rebuild the changed jobs' rows of ``model``. While it builds, every per-job table is seen through a
     temporary view of the changed jobs' rows, so the model's own SQL computes just those: the rows the
     build put in (:func:`pipelines.sql.replacement_rows`) where it replaced the table's rows, which spares
@@ -236,7 +249,66 @@ def _replace_changed_jobs_rows(connection: duckdb.DuckDBPyConnection, model: Tab
         if not model.per_job:
             sql = f"select * from ({sql}) where {of_jobs(model, changed)}"
         stage_replacement_rows(connection, model, sql, catalog)
-        replace_rows(connection, model, changed, catalog)
+        replace_rows(connection, model, changed, catalog, keep_previous)
     finally:
         for name in shadowed:
             run(connection, f"drop view if exists temp.main.{identifier(name)}")
+
+
+def _reads_jobs(name: str) -> bool:
+    """Whether a table's rows depend on the jobs (it is per-job, or a model that reads one), rather than on
+    the cost inputs alone."""
+    declared = all_tables().get(name)
+    if declared is None or declared.per_job:
+        return declared is not None
+    return name in model_names() and any(_reads_jobs(input) for input in model_dependencies(name))
+
+
+def _check_partitioned(model: TableSchema) -> None:
+    """Refuse a partitioned rollup that could not be rebuilt one value at a time: each input it reads must be
+    rebuilt by job and hold the partition columns (not null), or depend on the cost inputs alone."""
+    declared = all_tables()
+    for input in sorted(model_dependencies(model.name)):
+        table = declared.get(input)
+        if table is not None and table.rebuilt_by_job:
+            columns = {c.name: c for c in table.columns}
+            if any(name not in columns or columns[name].nullable for name in model.partitioned_by):
+                raise ValueError(
+                    f"{model.name} is partitioned by {list(model.partitioned_by)}, which {input} lacks "
+                    "(or holds nulls in)"
+                )
+        elif _reads_jobs(input):
+            raise ValueError(f"{model.name} is partitioned but reads {input}, which depends on the jobs as a whole")
+
+
+def _rebuild_changed_partitions(connection: duckdb.DuckDBPyConnection, model: TableSchema) -> None:
+    """Rebuild a partitioned rollup's rows for the values of its partition columns that the changed jobs'
+    rows of its inputs held before the build or hold now: every input rebuilt by job is seen through a
+    temporary view of its rows with those values (every job's, not only the changed ones'), and the rows
+    with other values stay as published."""
+    catalog = run(connection, "select current_database()")[0][0]
+    columns = ", ".join(map(identifier, model.partitioned_by))
+    inputs = [name for name in sorted(model_dependencies(model.name)) if all_tables()[name].rebuilt_by_job]
+    values = [
+        f"select {columns} from {qualified(kept(name), catalog)}"
+        for name in inputs
+        for kept in (replacement_rows, previous_rows)
+        if has_table(connection, kept(name))
+    ]
+    affected = "_affected_partitions"
+    run(connection, f"create or replace temp table {affected} as {' union '.join(values)}")
+    for name in inputs:
+        run(
+            connection,
+            f"create or replace temp view {identifier(name)} as select * from {qualified(name, catalog)} "
+            f"semi join {affected} using ({columns})",
+        )
+    try:
+        sql = table_sql(model.name, MODELS_FOLDER)
+        check_columns(connection, model, sql)
+        run(connection, f"delete from {qualified(model.name, catalog)} where ({columns}) in (from {affected})")
+        insert_rows(connection, model, f"select * from ({sql}) semi join {affected} using ({columns})", catalog)
+    finally:
+        for name in inputs:
+            run(connection, f"drop view if exists temp.main.{identifier(name)}")
+        run(connection, f"drop table {affected}")

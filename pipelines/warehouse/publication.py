@@ -32,6 +32,7 @@ from pipelines.sql import (
     identifier,
     is_incremental,
     literal,
+    previous_rows,
     read_parquet_files,
     replaced_by_job,
     replacement_rows,
@@ -76,8 +77,8 @@ def publish(staging: Staging, table_names: list[str]) -> dict[str, Path]:
         unchanged_weeks = _weeks_without_changes(connection, staging)
         paths = {name: _export(connection, staging, all_tables()[name], unchanged_weeks) for name in table_names}
         run(connection, f"drop view if exists {RAW_JSON}")
-        replacements = [replacement_rows(name) for name in replaced_by_job(connection)]
-        for staged_only in (LEFT_OUT, GONE_FROM_SAGEMAKER, CHANGED_JOBS, REPLACED_TABLES, *replacements):
+        kept = [rows(name) for name in replaced_by_job(connection) for rows in (replacement_rows, previous_rows)]
+        for staged_only in (LEFT_OUT, GONE_FROM_SAGEMAKER, CHANGED_JOBS, REPLACED_TABLES, *kept):
             run(connection, f"drop table if exists {identifier(staged_only)}")
         run(connection, "checkpoint")
     _sync_tree(staging.root)
