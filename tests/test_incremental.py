@@ -66,6 +66,9 @@ def test_incremental_builds_match_a_full_build_night_after_night(tmp_path: Path)
     assert (night["mode"], night["jobs_rebuilt"], night["jobs"]) == ("incremental", 32, 252)
     assert night["failed_checks"] == []
     assert _tag(warehouse, newer[1]["TrainingJobArn"], "reviewed") == [("n1",)]
+    with duckdb.connect(str(warehouse / "sagemaker.duckdb"), read_only=True) as connection:
+        history = "select jobs, new_jobs, changed_jobs from build_history order by built_at desc limit 1"
+        assert connection.execute(history).fetchall() == [(252, 12, 20)]
     same_as_full_build(warehouse, scratch)
 
     # Night 2: a stale record arrives late (fetched before the published one): it changes nothing.

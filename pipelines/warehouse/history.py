@@ -10,10 +10,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipelines.schemas import table
-from pipelines.sql import build_table, literal, read_parquet_files, run
+from pipelines.sql import CHANGED_JOBS, build_table, is_incremental, literal, read_parquet_files, run
 from pipelines.storage.layout import published_parquet
 from pipelines.storage.raw import NOT_FOUND, RAW_ERRORS, parquet_files
+from pipelines.storage.versions import current_version
 from pipelines.warehouse.build import Staging
+from pipelines.warehouse.changes import read_manifest
 
 BUILD_HISTORY = "build_history"
 MAX_DAYS_SHOWN = 31
@@ -37,17 +39,23 @@ def stage_build_history(staging: Staging, failed_checks: list[str], now: datetim
             if not first
             else "(select null::varchar as training_job_arn, null as training_job_status, null as last_modified_time)"
         )
-        jobs, new, changed = run(
+        compared = "jobs"
+        manifest = read_manifest(staging.root) or {}
+        if is_incremental(connection) and manifest.get("published_version") == current_version(warehouse):
+            # Built from the published version: only the changed jobs' rows can differ from it.
+            compared = f"(select * from jobs semi join {CHANGED_JOBS} using (training_job_arn))"
+            old_jobs = f"(select * from {old_jobs} semi join {CHANGED_JOBS} using (training_job_arn))"
+        new, changed = run(
             connection,
             f"""
-            select count(*),
-                   count(*) filter (where old.training_job_arn is null),
+            select count(*) filter (where old.training_job_arn is null),
                    count(*) filter (where old.training_job_arn is not null
                        and (old.training_job_status is distinct from jobs.training_job_status
                             or old.last_modified_time is distinct from jobs.last_modified_time))
-            from jobs left join {old_jobs} as old using (training_job_arn)
+            from {compared} as jobs left join {old_jobs} as old using (training_job_arn)
             """,
         )[0]
+        jobs = run(connection, "select count(*) from jobs")[0][0]
         total = run(connection, "select coalesce(sum(total_cost_usd), 0) from cost_daily")[0][0]
         added, by_day = None, None
         if before["cost_daily"]:
