@@ -210,7 +210,7 @@ def same_as_full_build(warehouse: Path, scratch: Path, costs: CostSettings | Non
     assert result["mode"] == "full" and not result["failed_checks"]
     assert differing_rows(warehouse / "sagemaker.duckdb", scratch / "sagemaker.duckdb", PUBLISHED) == {}
     with duckdb.connect() as connection:
-        for name in ("jobs", "tags", "job_costs", "job_cost_days_tagged", "cost_daily"):
+        for name in ("jobs", "tags", "job_costs", "job_cost_days_tagged", "cost_daily", "cost_reconciliation"):
             # Each row in the file of the same week: the file name's week is compared with the row.
             files = [
                 f"(select * exclude (filename), regexp_extract(filename, 'created-([0-9-]+)', 1) as week "

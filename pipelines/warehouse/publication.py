@@ -32,6 +32,7 @@ from pipelines.sql import (
     identifier,
     is_incremental,
     literal,
+    of_jobs,
     previous_rows,
     read_parquet_files,
     replaced_by_job,
@@ -144,32 +145,43 @@ _PARQUET_OPTIONS = "format parquet, compression zstd"
 def _export(
     connection: duckdb.DuckDBPyConnection, staging: Staging, declared: TableSchema, unchanged: UnchangedWeeks | None
 ) -> Path:
-    """Write one table's Parquet files into the staged version; returns the table's stable folder. A per-job
-    table is one file per week its jobs were created in (``created-2026-11-23.parquet``, named by the week's
-    Monday, UTC), so that a night's changes rewrite a few files and link the rest; any other table is one
+    """Write one table's Parquet files into the staged version; returns the table's stable folder. A table
+    rebuilt by job is one file per week its jobs were created in (``created-2026-11-23.parquet``, named by
+    the week's Monday, UTC), so that a night's changes rewrite a few files and link the rest, and a by-job
+    model's rows of no job in the warehouse are one more file (:data:`NO_JOB_FILE`); any other table is one
     file (``data.parquet``)."""
     folder = staging.root / PARQUET / declared.name
     folder.mkdir(parents=True, exist_ok=True)
-    if not declared.per_job:
+    if not declared.rebuilt_by_job:
         run(connection, f"copy {identifier(declared.name)} to {literal(folder / 'data.parquet')} ({_PARQUET_OPTIONS})")
     elif unchanged is not None and declared.name in unchanged.tables:
-        _export_changed_weeks(connection, declared.name, folder, unchanged)
+        _export_changed_weeks(connection, declared, folder, unchanged)
     else:
-        _export_by_week(connection, declared.name, folder, staging.root)
+        _export_by_week(connection, declared, folder, staging.root)
     if not any(folder.glob("*.parquet")):  # readers glob the folder: an empty table is one empty file
         empty = f"copy (from {identifier(declared.name)} limit 0) to {literal(folder / 'data.parquet')} "
         run(connection, empty + f"({_PARQUET_OPTIONS})")
     return staging.warehouse / PARQUET / declared.name
 
 
-def _export_by_week(connection: duckdb.DuckDBPyConnection, name: str, folder: Path, root: Path) -> None:
-    """Every week's file of a per-job table, from the whole table."""
+NO_JOB_FILE = "no-job.parquet"  # a by-job model's rows of no job in the warehouse (cost only the bill knows)
+
+
+def _write(connection: duckdb.DuckDBPyConnection, rows: str, target: Path) -> None:
+    """Write the rows of the query ``rows`` to one Parquet file, or none when there are none."""
+    if not run(connection, f"copy ({rows}) to {literal(target)} ({_PARQUET_OPTIONS})")[0][0]:
+        target.unlink()
+
+
+def _export_by_week(connection: duckdb.DuckDBPyConnection, declared: TableSchema, folder: Path, root: Path) -> None:
+    """Every week's file of a table rebuilt by job, from the whole table."""
     if not has_table(connection, _JOB_WEEKS):  # each job's week of creation, worked out once for every table
         run(connection, f"create temp table {_JOB_WEEKS} as select training_job_arn, {_WEEK_OF_JOB} from {JOBS}")
-    partitions = root / f".partitions-{name}"
+    name = identifier(declared.name)
+    partitions = root / f".partitions-{declared.name}"
     run(
         connection,
-        f"copy (select t.*, m.{CREATED_WEEK} from {identifier(name)} t join {_JOB_WEEKS} m "
+        f"copy (select t.*, m.{CREATED_WEEK} from {name} t join {_JOB_WEEKS} m "
         f"using (training_job_arn)) to {literal(partitions)} "
         f"({_PARQUET_OPTIONS}, partition_by ({CREATED_WEEK}), filename_pattern 'part_{{i}}')",
     )
@@ -177,32 +189,37 @@ def _export_by_week(connection: duckdb.DuckDBPyConnection, name: str, folder: Pa
         week, number = part.parent.name.split("=", 1)[1], part.stem.removeprefix("part_")
         os.replace(part, folder / f"created-{week}{'' if number == '0' else '_' + number}.parquet")
     shutil.rmtree(partitions, ignore_errors=True)
+    if not declared.per_job:
+        no_job = f"select * from {name} anti join {_JOB_WEEKS} using (training_job_arn)"
+        _write(connection, no_job, folder / NO_JOB_FILE)
 
 
 def _export_changed_weeks(
-    connection: duckdb.DuckDBPyConnection, name: str, folder: Path, unchanged: UnchangedWeeks
+    connection: duckdb.DuckDBPyConnection, declared: TableSchema, folder: Path, unchanged: UnchangedWeeks
 ) -> None:
-    """A per-job table whose rows an incremental build replaced only for the changed jobs: the unchanged
-    weeks' files are linked, and each changed week's file is its published rows less the changed jobs',
-    plus the rows the build put in for the changed jobs created that week."""
-    published = unchanged.previous / PARQUET / name
+    """A table whose rows an incremental build replaced only for the changed jobs: the unchanged weeks'
+    files are linked, and each changed week's file (and a by-job model's file of rows of no job) is its
+    published rows less the changed jobs', plus the rows the build put in for them."""
+    published = unchanged.previous / PARQUET / declared.name
     for week in unchanged.weeks:
         for old in published.glob(f"created-{week}*.parquet"):
             _link(old, folder / old.name)
-    for week in sorted(unchanged.changed):
-        added = (
-            f"select r.* from {identifier(replacement_rows(name))} r semi join "
-            f"(select training_job_arn from {_CHANGED_JOB_WEEKS} where {CREATED_WEEK} = {literal(week)}) "
-            "using (training_job_arn)"
-        )
-        kept = sorted(published.glob(f"created-{week}*.parquet"))
+    # The rows the build replaced, as replace_rows matched them (a by-job model's regardless of case).
+    not_replaced = f"where training_job_arn is null or not ({of_jobs(declared, CHANGED_JOBS)})"
+    added = f"select * from {identifier(replacement_rows(declared.name))}"
+    parts = [(f"created-{week}*.parquet", f"created-{week}.parquet", week) for week in sorted(unchanged.changed)]
+    if not declared.per_job:
+        parts.append((NO_JOB_FILE, NO_JOB_FILE, None))
+    for pattern, file_name, week in parts:
+        weeks = f"select training_job_arn from {_CHANGED_JOB_WEEKS}"
+        if week is None:  # rows whose job is not in the warehouse
+            rows = f"{added} anti join ({weeks}) using (training_job_arn)"
+        else:
+            rows = f"{added} semi join ({weeks} where {CREATED_WEEK} = {literal(week)}) using (training_job_arn)"
+        kept = sorted(published.glob(pattern))
         if kept:
-            kept_rows = f"select * from {read_parquet_files(kept)} anti join {CHANGED_JOBS} using (training_job_arn)"
-            added = f"{kept_rows} union all by name {added}"
-        target = folder / f"created-{week}.parquet"
-        written = run(connection, f"copy ({added}) to {literal(target)} ({_PARQUET_OPTIONS})")[0][0]
-        if not written:  # the week's jobs all moved to other weeks (deleted and created again)
-            target.unlink()
+            rows = f"select * from {read_parquet_files(kept)} {not_replaced} union all by name {rows}"
+        _write(connection, rows, folder / file_name)
 
 
 def _link(source: Path, target: Path) -> None:
