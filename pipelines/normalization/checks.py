@@ -221,10 +221,14 @@ def published_jobs_kept(connection: duckdb.DuckDBPyConnection, published_jobs: S
     count, examples, gone = run(
         connection,
         f"""
-        with missing as (
+        with missing_arns as (
+            -- The ARNs alone first: the names are read only for the (usually no) jobs missing.
+            select training_job_arn from read_parquet({source}) anti join {JOBS} using (training_job_arn)
+        ),
+        missing as (
             select published.training_job_arn,
                    (published.account_id, published.region, published.training_job_name) in ({gone_jobs}) as gone
-            from read_parquet({source}) published anti join {JOBS} using (training_job_arn)
+            from read_parquet({source}) published semi join missing_arns using (training_job_arn)
         )
         select count(*) filter (not gone), list(training_job_arn order by training_job_arn) filter (not gone),
                count(*) filter (gone)
