@@ -1,7 +1,7 @@
 """Table definitions for engines that read the published Parquet where it is copied on S3 (Athena, Trino's
 Hive connector, the AWS Glue Data Catalog), generated from ``schemas/`` like everything else.
 
-The published Parquet is one folder per table (``<warehouse>/parquet/<table>/data.parquet``); copied to
+The published Parquet is one folder per table (``<warehouse>/parquet/<table>/*.parquet``); copied to
 ``s3://bucket/prefix/`` (``aws s3 sync warehouse/parquet s3://bucket/prefix``), table ``t`` lives under
 ``s3://bucket/prefix/t/``.
 """
