@@ -133,7 +133,7 @@ def qualified(name: str, catalog: str = "") -> str:
 # -- contracts: what a table's declaration in schemas/ promises, checked on every normalized table and model
 
 # Staging only: the jobs an incremental build replaced, and the tables in which it replaced only their rows
-# (the per-job models are built whole when the cost inputs changed). A check of such a table looks at the
+# (the models are built whole when the cost inputs changed). A check of such a table looks at the
 # changed jobs' rows alone; every other job's rows are those of the published version, checked when it was built.
 CHANGED_JOBS = "_changed_jobs"
 REPLACED_TABLES = "_tables_replaced_by_job"

@@ -261,5 +261,7 @@ def test_a_full_build_in_batches_of_jobs_makes_the_same_tables(tmp_path: Path, m
 def test_a_rollup_is_partitioned_only_by_columns_its_inputs_rebuilt_by_job_hold() -> None:
     with pytest.raises(ValueError, match="duration_rollup is partitioned by \\['month'\\], which job_durations lacks"):
         _check_partitioned(dataclasses.replace(table("duration_rollup"), partitioned_by=("month",)))
+    with pytest.raises(ValueError, match="bill_coverage is partitioned but reads no table rebuilt by job"):
+        _check_partitioned(dataclasses.replace(table("bill_coverage"), partitioned_by=("account_id",)))
     for name in ("cost_daily", "cost_monthly", "waste"):
         _check_partitioned(table(name))

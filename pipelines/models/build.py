@@ -266,9 +266,13 @@ def _reads_jobs(name: str) -> bool:
 
 def _check_partitioned(model: TableSchema) -> None:
     """Refuse a partitioned rollup that could not be rebuilt one value at a time: each input it reads must be
-    rebuilt by job and hold the partition columns (not null), or depend on the cost inputs alone."""
+    rebuilt by job and hold the partition columns (not null), or depend on the cost inputs alone, and one at
+    least must be rebuilt by job (its changed rows say which values to rebuild)."""
     declared = all_tables()
-    for input in sorted(model_dependencies(model.name)):
+    inputs = sorted(model_dependencies(model.name))
+    if not any(input in declared and declared[input].rebuilt_by_job for input in inputs):
+        raise ValueError(f"{model.name} is partitioned but reads no table rebuilt by job: build it whole")
+    for input in inputs:
         table = declared.get(input)
         if table is not None and table.rebuilt_by_job:
             columns = {c.name: c for c in table.columns}

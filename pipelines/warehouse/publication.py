@@ -78,8 +78,8 @@ def publish(staging: Staging, table_names: list[str]) -> dict[str, Path]:
         unchanged_weeks = _weeks_without_changes(connection, staging)
         paths = {name: _export(connection, staging, all_tables()[name], unchanged_weeks) for name in table_names}
         run(connection, f"drop view if exists {RAW_JSON}")
-        kept = [rows(name) for name in replaced_by_job(connection) for rows in (replacement_rows, previous_rows)]
-        for staged_only in (LEFT_OUT, GONE_FROM_SAGEMAKER, CHANGED_JOBS, REPLACED_TABLES, *kept):
+        changes = [rows(name) for name in replaced_by_job(connection) for rows in (replacement_rows, previous_rows)]
+        for staged_only in (LEFT_OUT, GONE_FROM_SAGEMAKER, CHANGED_JOBS, REPLACED_TABLES, *changes):
             run(connection, f"drop table if exists {identifier(staged_only)}")
         run(connection, "checkpoint")
     _sync_tree(staging.root)
@@ -107,7 +107,7 @@ class UnchangedWeeks:
     previous: Path  # the published version's folder
     weeks: frozenset[str]
     changed: frozenset[str]  # the weeks with a changed job, written again
-    tables: frozenset[str]  # the per-job tables whose other jobs' rows are the published version's
+    tables: frozenset[str]  # the tables rebuilt by job whose other jobs' rows are the published version's
 
 
 _PUBLISHED_WEEK_FILE = re.compile(r"created-(\d{4}-\d{2}-\d{2})(?:_\d+)?\.parquet")
