@@ -118,6 +118,8 @@ def _weeks_without_changes(connection: duckdb.DuckDBPyConnection, staging: Stagi
     if not manifest or manifest.get("mode") != "incremental" or not is_incremental(connection):
         return None
     previous = staging.warehouse / VERSIONS / str(manifest["published_version"])
+    if not previous.is_dir():  # removed by later publications while this build waited: export every table whole
+        return None
     run(
         connection,
         f"create temp table {_CHANGED_JOB_WEEKS} as select training_job_arn, {_WEEK_OF_JOB} "
