@@ -168,6 +168,14 @@ def has_table(connection: duckdb.DuckDBPyConnection, name: str) -> bool:
     return True
 
 
+def temp_table_once(connection: duckdb.DuckDBPyConnection, name: str, sql: str) -> str:
+    """The temporary table ``name`` holding the rows of ``sql``, made the first time a connection asks for it
+    (checks of several tables share it); returns its quoted name."""
+    if not has_table(connection, name):
+        run(connection, f"create temp table {identifier(name)} as {sql}")
+    return identifier(name)
+
+
 def is_incremental(connection: duckdb.DuckDBPyConnection) -> bool:
     """Whether the connection holds an incremental build (a staged list of changed jobs)."""
     return has_table(connection, CHANGED_JOBS)
@@ -192,16 +200,10 @@ def rows_to_check(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> 
     table that every check of it reads: one scan of a large table, not one per check."""
     if not only_changed_rows(connection, table):
         return identifier(table.name)
-    changed_rows = identifier(f"_changed_rows_{table.name}")
-    if not has_table(connection, f"_changed_rows_{table.name}"):
-        wanted = ["training_job_arn", *table.key, *(c.name for c in table.columns if not c.nullable)]
-        columns = ", ".join(map(identifier, dict.fromkeys(wanted)))
-        run(
-            connection,
-            f"create temp table {changed_rows} as select {columns} from {identifier(table.name)} "
-            f"where {of_jobs(table, CHANGED_JOBS)}",
-        )
-    return changed_rows
+    wanted = ["training_job_arn", *table.key, *(c.name for c in table.columns if not c.nullable)]
+    columns = ", ".join(map(identifier, dict.fromkeys(wanted)))
+    changed_rows = f"select {columns} from {identifier(table.name)} where {of_jobs(table, CHANGED_JOBS)}"
+    return temp_table_once(connection, f"_changed_rows_{table.name}", changed_rows)
 
 
 def unique_key(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> CheckOutcome:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from graphlib import TopologicalSorter
 from pathlib import Path
@@ -236,22 +237,32 @@ def _replace_changed_jobs_rows(
     jobs only the bill knows, or of none) come from the unchanged cost inputs alone."""
     catalog = run(connection, "select current_database()")[0][0]
     changed = qualified(CHANGED_JOBS, catalog)
-    shadowed = [t.name for t in all_tables().values() if t.per_job]
     replaced = replaced_by_job(connection)
-    for name in shadowed:
-        rows = f"select * from {qualified(replacement_rows(name), catalog)}"
-        if name not in replaced:
-            rows = f"select * from {qualified(name, catalog)} semi join {changed} using (training_job_arn)"
-        run(connection, f"create or replace temp view {identifier(name)} as {rows}")
-    try:
+    views = {
+        name: f"select * from {qualified(replacement_rows(name), catalog)}"
+        if name in replaced
+        else f"select * from {qualified(name, catalog)} semi join {changed} using (training_job_arn)"
+        for name in (t.name for t in all_tables().values() if t.per_job)
+    }
+    with _seen_through(connection, views):
         sql = table_sql(model.name, MODELS_FOLDER)
         check_columns(connection, model, sql)
         if not model.per_job:
             sql = f"select * from ({sql}) where {of_jobs(model, changed)}"
         stage_replacement_rows(connection, model, sql, catalog)
         replace_rows(connection, model, changed, catalog, keep_previous)
+
+
+@contextmanager
+def _seen_through(connection: duckdb.DuckDBPyConnection, views: dict[str, str]) -> Iterator[None]:
+    """While the block runs, each table named in ``views`` is read through a temporary view of that SQL (a
+    model's own SQL names its inputs unqualified, and a temporary view comes first)."""
+    for name, sql in views.items():
+        run(connection, f"create or replace temp view {identifier(name)} as {sql}")
+    try:
+        yield
     finally:
-        for name in shadowed:
+        for name in views:
             run(connection, f"drop view if exists temp.main.{identifier(name)}")
 
 
@@ -301,18 +312,14 @@ def _rebuild_changed_partitions(connection: duckdb.DuckDBPyConnection, model: Ta
     ]
     affected = "_affected_partitions"
     run(connection, f"create or replace temp table {affected} as {' union '.join(values)}")
-    for name in inputs:
-        run(
-            connection,
-            f"create or replace temp view {identifier(name)} as select * from {qualified(name, catalog)} "
-            f"semi join {affected} using ({columns})",
-        )
+    views = {
+        name: f"select * from {qualified(name, catalog)} semi join {affected} using ({columns})" for name in inputs
+    }
     try:
-        sql = table_sql(model.name, MODELS_FOLDER)
-        check_columns(connection, model, sql)
-        run(connection, f"delete from {qualified(model.name, catalog)} where ({columns}) in (from {affected})")
-        insert_rows(connection, model, f"select * from ({sql}) semi join {affected} using ({columns})", catalog)
+        with _seen_through(connection, views):
+            sql = table_sql(model.name, MODELS_FOLDER)
+            check_columns(connection, model, sql)
+            run(connection, f"delete from {qualified(model.name, catalog)} where ({columns}) in (from {affected})")
+            insert_rows(connection, model, f"select * from ({sql}) semi join {affected} using ({columns})", catalog)
     finally:
-        for name in inputs:
-            run(connection, f"drop view if exists temp.main.{identifier(name)}")
         run(connection, f"drop table {affected}")

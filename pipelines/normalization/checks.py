@@ -23,6 +23,7 @@ from pipelines.sql import (
     required_columns_not_null,
     rows_to_check,
     run,
+    temp_table_once,
     unique_key,
 )
 
@@ -49,13 +50,8 @@ def _parents(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> str:
     the changed jobs' rows, the changed jobs that are in it (the same answer for those rows), found once per
     connection instead of hashing every job's ARN for each table."""
     if only_changed_rows(connection, table):
-        if not has_table(connection, _CHANGED_PARENTS):
-            run(
-                connection,
-                f"create temp table {_CHANGED_PARENTS} as "
-                f"select training_job_arn from {JOBS} semi join {CHANGED_JOBS} using (training_job_arn)",
-            )
-        return _CHANGED_PARENTS
+        changed_parents = f"select training_job_arn from {JOBS} semi join {CHANGED_JOBS} using (training_job_arn)"
+        return temp_table_once(connection, _CHANGED_PARENTS, changed_parents)
     return JOBS
 
 

@@ -28,7 +28,6 @@ from pipelines.schemas import TableSchema, all_tables
 from pipelines.sql import (
     CHANGED_JOBS,
     REPLACED_TABLES,
-    has_table,
     identifier,
     is_incremental,
     literal,
@@ -38,6 +37,7 @@ from pipelines.sql import (
     replaced_by_job,
     replacement_rows,
     run,
+    temp_table_once,
 )
 from pipelines.storage.layout import PARQUET, VERSIONS, published_parquet
 from pipelines.storage.versions import make_current
@@ -178,13 +178,13 @@ def _write(connection: duckdb.DuckDBPyConnection, rows: str, target: Path) -> No
 
 def _export_by_week(connection: duckdb.DuckDBPyConnection, declared: TableSchema, folder: Path, root: Path) -> None:
     """Every week's file of a table rebuilt by job, from the whole table."""
-    if not has_table(connection, _JOB_WEEKS):  # each job's week of creation, worked out once for every table
-        run(connection, f"create temp table {_JOB_WEEKS} as select training_job_arn, {_WEEK_OF_JOB} from {JOBS}")
+    # Each job's week of creation, worked out once for every table.
+    job_weeks = temp_table_once(connection, _JOB_WEEKS, f"select training_job_arn, {_WEEK_OF_JOB} from {JOBS}")
     name = identifier(declared.name)
     partitions = root / f".partitions-{declared.name}"
     run(
         connection,
-        f"copy (select t.*, m.{CREATED_WEEK} from {name} t join {_JOB_WEEKS} m "
+        f"copy (select t.*, m.{CREATED_WEEK} from {name} t join {job_weeks} m "
         f"using (training_job_arn)) to {literal(partitions)} "
         f"({_PARQUET_OPTIONS}, partition_by ({CREATED_WEEK}), filename_pattern 'part_{{i}}')",
     )
@@ -193,7 +193,7 @@ def _export_by_week(connection: duckdb.DuckDBPyConnection, declared: TableSchema
         os.replace(part, folder / f"created-{week}{'' if number == '0' else '_' + number}.parquet")
     shutil.rmtree(partitions, ignore_errors=True)
     if not declared.per_job:
-        no_job = f"select * from {name} anti join {_JOB_WEEKS} using (training_job_arn)"
+        no_job = f"select * from {name} anti join {job_weeks} using (training_job_arn)"
         _write(connection, no_job, folder / NO_JOB_FILE)
 
 
