@@ -19,7 +19,7 @@ from pipelines.config import CostSettings
 from pipelines.demo.bill import demo_line_items, write_export
 from pipelines.demo.fleet import FleetSpec, generate_fleet
 from pipelines.demo.nights import build, changed, differing_rows, moved, pick, renamed, write_records
-from pipelines.models.build import _check_partitioned
+from pipelines.models.build import REFERENCE_TABLES, _check_partitioned, model_names
 from pipelines.models.checks import MODEL_CHECKS
 from pipelines.normalization import checks
 from pipelines.normalization.flatten import normalized_tables
@@ -28,7 +28,8 @@ from pipelines.storage.layout import CURRENT, PARQUET, VERSIONS
 from pipelines.warehouse import build as warehouse_build
 from pipelines.warehouse.build import stage_from_raw, stage_models
 from pipelines.warehouse.changes import read_manifest
-from pipelines.warehouse.publication import PublicationRefused
+from pipelines.warehouse.history import BUILD_HISTORY, stage_build_history
+from pipelines.warehouse.publication import PublicationRefused, publish
 from tests.conftest import FLEET_END, PUBLISHED, same_as_full_build
 
 START = FLEET_END + timedelta(hours=1)
@@ -265,3 +266,26 @@ def test_a_rollup_is_partitioned_only_by_columns_its_inputs_rebuilt_by_job_hold(
         _check_partitioned(dataclasses.replace(table("bill_coverage"), partitioned_by=("account_id",)))
     for name in ("cost_daily", "cost_monthly", "waste"):
         _check_partitioned(table(name))
+
+
+def test_a_build_whose_base_version_was_removed_meanwhile_publishes_whole_parquet(tmp_path: Path) -> None:
+    # A Dagster build stages from one version; two other builds publish before its last step, and the
+    # version it started from is removed (two are kept). Its Parquet must still hold every job.
+    warehouse = tmp_path / "warehouse"
+    fleet = _fleet()
+    _store(warehouse, fleet, night=0)
+    build(warehouse)
+    _store(warehouse, [changed(fleet[3], START + timedelta(days=1), 1)], night=1)
+    waiting = stage_from_raw(warehouse, "waiting")
+    for night in (2, 3):
+        _store(warehouse, [changed(fleet[10 + night], START + timedelta(days=night), night)], night=night)
+        assert build(warehouse)["mode"] == "incremental"
+    assert not (warehouse / VERSIONS / str(waiting.plan.published_version)).exists()
+    stage_models(waiting.staging, CostSettings())
+    stage_build_history(waiting.staging, [])
+    publish(waiting.staging, [*[t.name for t in normalized_tables()], *REFERENCE_TABLES, *model_names(), BUILD_HISTORY])
+    with duckdb.connect(str(warehouse / "sagemaker.duckdb"), read_only=True) as connection:
+        for name in ("jobs", "tags", "job_costs"):
+            parquet = f"select count(*) from read_parquet('{warehouse}/{PARQUET}/{name}/*.parquet')"
+            database = f"select count(*) from {name}"
+            assert connection.execute(parquet).fetchall() == connection.execute(database).fetchall(), name
