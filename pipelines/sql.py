@@ -14,7 +14,7 @@ from typing import Any
 import duckdb
 
 from pipelines.resources import resource_dir
-from pipelines.schemas import TableSchema
+from pipelines.schemas import TableSchema, table
 
 SQL_DIR = resource_dir("sql")
 
@@ -115,10 +115,11 @@ def replace_rows(
     :func:`stage_replacement_rows`): the incremental build of a per-job table. With ``keep_previous``, the
     rows replaced are kept in the staging-only table :func:`previous_rows` names."""
     target = qualified(declared.name, catalog)
+    of_changed = of_changed_jobs(connection, declared, jobs, catalog)
     if keep_previous:
         previous = qualified(previous_rows(declared.name), catalog)
-        run(connection, f"create or replace table {previous} as select * from {target} where {of_jobs(declared, jobs)}")
-    run(connection, f"delete from {target} where {of_jobs(declared, jobs)}")
+        run(connection, f"create or replace table {previous} as select * from {target} where {of_changed}")
+    run(connection, f"delete from {target} where {of_changed}")
     run(connection, f"insert into {target} select * from {qualified(replacement_rows(declared.name), catalog)}")
     replaced = qualified(REPLACED_TABLES, catalog)
     run(connection, f"create table if not exists {replaced} (table_name varchar)")
@@ -137,6 +138,9 @@ def qualified(name: str, catalog: str = "") -> str:
 # changed jobs' rows alone; every other job's rows are those of the published version, checked when it was built.
 CHANGED_JOBS = "_changed_jobs"
 REPLACED_TABLES = "_tables_replaced_by_job"
+# Staging only: for each table rebuilt per job, the lowest rowid a changed job's row can have (see
+# pipelines.warehouse.segments); the rows before it are read by none of the build's deletes and checks.
+CHANGED_ROWS_FROM = "_changed_rows_from"
 
 
 def of_jobs(declared: TableSchema, jobs: str) -> str:
@@ -145,6 +149,32 @@ def of_jobs(declared: TableSchema, jobs: str) -> str:
     if declared.per_job:
         return f"training_job_arn in (select training_job_arn from {jobs})"
     return f"lower(training_job_arn) in (select lower(training_job_arn) from {jobs})"
+
+
+def changed_rows_from(connection: duckdb.DuckDBPyConnection, name: str, catalog: str = "") -> int:
+    """The lowest rowid a changed job's row can have in table ``name``: 0 (read it all) unless the build
+    worked it out (:mod:`pipelines.warehouse.segments`)."""
+    try:
+        found = run(
+            connection,
+            f"select first_rowid from {qualified(CHANGED_ROWS_FROM, catalog)} where table_name = {literal(name)}",
+        )
+    except duckdb.CatalogException:
+        return 0
+    return int(found[0][0]) if found else 0
+
+
+def of_changed_jobs(connection: duckdb.DuckDBPyConnection, declared: TableSchema, jobs: str, catalog: str = "") -> str:
+    """SQL condition on a row of the table ``declared``: it belongs to a job in the relation ``jobs``, looked
+    for only from the rowid where such a job's rows can start, which spares DuckDB reading the row groups
+    before it (for a night's changes, most of the table)."""
+    first = changed_rows_from(connection, declared.name, catalog)
+    return (f"rowid >= {first} and " if first else "") + of_jobs(declared, jobs)
+
+
+def changed_jobs_in_jobs(connection: duckdb.DuckDBPyConnection) -> str:
+    """A query: the ARNs of the changed jobs that have a row in ``jobs``."""
+    return f"select training_job_arn from jobs where {of_changed_jobs(connection, table('jobs'), CHANGED_JOBS)}"
 
 
 def replacement_rows(name: str) -> str:
@@ -202,7 +232,8 @@ def rows_to_check(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> 
         return identifier(table.name)
     wanted = ["training_job_arn", *table.key, *(c.name for c in table.columns if not c.nullable)]
     columns = ", ".join(map(identifier, dict.fromkeys(wanted)))
-    changed_rows = f"select {columns} from {identifier(table.name)} where {of_jobs(table, CHANGED_JOBS)}"
+    of_changed = of_changed_jobs(connection, table, CHANGED_JOBS)
+    changed_rows = f"select {columns} from {identifier(table.name)} where {of_changed}"
     return temp_table_once(connection, f"_changed_rows_{table.name}", changed_rows)
 
 

@@ -24,12 +24,14 @@ from pipelines.models.checks import MODEL_CHECKS
 from pipelines.normalization import checks
 from pipelines.normalization.flatten import normalized_tables
 from pipelines.schemas import table
+from pipelines.sql import CHANGED_ROWS_FROM
 from pipelines.storage.layout import CURRENT, PARQUET, VERSIONS
 from pipelines.warehouse import build as warehouse_build
 from pipelines.warehouse.build import stage_from_raw, stage_models
 from pipelines.warehouse.changes import read_manifest
 from pipelines.warehouse.history import BUILD_HISTORY, stage_build_history
 from pipelines.warehouse.publication import PublicationRefused, publish
+from pipelines.warehouse.segments import per_job_tables
 from tests.conftest import FLEET_END, PUBLISHED, same_as_full_build
 
 START = FLEET_END + timedelta(hours=1)
@@ -289,3 +291,51 @@ def test_a_build_whose_base_version_was_removed_meanwhile_publishes_whole_parque
             parquet = f"select count(*) from read_parquet('{warehouse}/{PARQUET}/{name}/*.parquet')"
             database = f"select count(*) from {name}"
             assert connection.execute(parquet).fetchall() == connection.execute(database).fetchall(), name
+
+
+def _changed_rows_from(staged: Any) -> dict[str, int]:
+    with staged.staging.connect(read_only=True) as connection:
+        return dict(connection.execute(f"select table_name, first_rowid from {CHANGED_ROWS_FROM}").fetchall())
+
+
+def test_a_night_reads_each_table_from_where_its_oldest_changed_job_was_written(tmp_path: Path) -> None:
+    # Nights 1 and 2 add jobs; night 3 changes one of each. Its build reads every per-job table from the rowid
+    # at which night 1 started writing it (after night 0's rows), and still replaces both jobs' rows.
+    warehouse, scratch = tmp_path / "warehouse", tmp_path / "full"
+    fleet = [r for r in _fleet() if r.get("Tags") and r.get("HyperParameters")]
+    _store(warehouse, fleet, night=0)
+    build(warehouse)
+    with duckdb.connect(str(warehouse / "sagemaker.duckdb"), read_only=True) as connection:
+        night0_rows = {
+            name: connection.execute(f"select count(*) from {name}").fetchall()[0][0] for name in per_job_tables()
+        }
+    added = {
+        night: [renamed(record, f"night{night}", timedelta(days=night)) for record in pick(fleet, 5, night, False)]
+        for night in (1, 2)
+    }
+    for night in (1, 2):
+        _store(warehouse, added[night], night=night)
+        assert build(warehouse)["mode"] == "incremental"
+    _store(warehouse, [changed(added[night][0], START + timedelta(days=3), 3) for night in (1, 2)], night=3)
+    staged = stage_from_raw(warehouse, "night3")
+    assert staged.changed_jobs == 2
+    assert _changed_rows_from(staged) == night0_rows
+    night = build(warehouse)
+    assert (night["mode"], night["jobs_rebuilt"], night["failed_checks"]) == ("incremental", 2, [])
+    same_as_full_build(warehouse, scratch)
+
+    # A table changed by something other than a build (here rewritten with night 1's job's rows first, as a
+    # vacuum would renumber rows) is read whole: its old rows of that job are still found and replaced.
+    moved_job = added[1][0]["TrainingJobArn"]
+    with duckdb.connect(str(warehouse / "sagemaker.duckdb"), config={"max_vacuum_tasks": 0}) as connection:
+        connection.execute(
+            "create or replace table tags as select * from tags order by training_job_arn != ?, rowid", [moved_job]
+        )
+    _store(warehouse, [changed(added[1][0], START + timedelta(days=4), 4)], night=4)
+    staged = stage_from_raw(warehouse, "night4")
+    first_rowids = _changed_rows_from(staged)
+    # Night 3 wrote that job last: the other tables are read from where night 3 started writing them.
+    assert "tags" not in first_rowids and first_rowids["hyperparameters"] > night0_rows["hyperparameters"]
+    night = build(warehouse)
+    assert (night["mode"], night["jobs_rebuilt"], night["failed_checks"]) == ("incremental", 1, [])
+    same_as_full_build(warehouse, scratch)

@@ -10,7 +10,7 @@ import duckdb
 
 from pipelines.models.build import REFERENCE_TABLES, model_names
 from pipelines.schemas import table
-from pipelines.sql import CHANGED_JOBS, CONTRACT_CHECKS, CheckOutcome, only_changed_rows, rows_to_check, run
+from pipelines.sql import CONTRACT_CHECKS, CheckOutcome, changed_jobs_in_jobs, only_changed_rows, rows_to_check, run
 
 COST_COLUMNS = ("compute_cost_usd", "warm_pool_cost_usd", "storage_cost_usd", "total_cost_usd", "spot_savings_usd")
 
@@ -21,7 +21,7 @@ def one_cost_row_per_job(connection: duckdb.DuckDBPyConnection) -> CheckOutcome:
     costs = rows_to_check(connection, table("job_costs"))
     jobs = "jobs"
     if only_changed_rows(connection, table("job_costs")):
-        jobs = f"(select training_job_arn from jobs semi join {CHANGED_JOBS} using (training_job_arn))"
+        jobs = f"({changed_jobs_in_jobs(connection)})"
     missing, extra = run(
         connection,
         f"""

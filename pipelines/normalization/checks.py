@@ -15,8 +15,8 @@ from pipelines.aws_model import structure_paths
 from pipelines.normalization.flatten import LEFT_OUT, PARENT_TABLE, RAW_JSON, normalized_tables
 from pipelines.schemas import TableSchema
 from pipelines.sql import (
-    CHANGED_JOBS,
     CheckOutcome,
+    changed_jobs_in_jobs,
     has_table,
     literal,
     only_changed_rows,
@@ -50,8 +50,7 @@ def _parents(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> str:
     the changed jobs' rows, the changed jobs that are in it (the same answer for those rows), found once per
     connection instead of hashing every job's ARN for each table."""
     if only_changed_rows(connection, table):
-        changed_parents = f"select training_job_arn from {JOBS} semi join {CHANGED_JOBS} using (training_job_arn)"
-        return temp_table_once(connection, _CHANGED_PARENTS, changed_parents)
+        return temp_table_once(connection, _CHANGED_PARENTS, changed_jobs_in_jobs(connection))
     return JOBS
 
 

@@ -168,7 +168,8 @@ def build_normalized_tables(
         if how == "replace":
             new_rows = stage_replacement_rows(connection, declared, sql, catalog)
             leave_out_contract_breakers(connection, declared, new_rows, catalog)
-            replace_rows(connection, declared, jobs, catalog)
+            # The jobs' rows as published are kept: the build history and the Parquet export compare with them.
+            replace_rows(connection, declared, jobs, catalog, keep_previous=declared.name == PARENT_TABLE)
         else:
             run(connection, f"create or replace temp table {NEW_ROWS} as {typed_rows(declared, sql)}")
             try:

@@ -10,7 +10,17 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipelines.schemas import table
-from pipelines.sql import CHANGED_JOBS, build_table, is_incremental, literal, read_parquet_files, run
+from pipelines.sql import (
+    CHANGED_JOBS,
+    build_table,
+    identifier,
+    is_incremental,
+    literal,
+    of_changed_jobs,
+    previous_rows,
+    read_parquet_files,
+    run,
+)
 from pipelines.storage.layout import published_parquet
 from pipelines.storage.raw import NOT_FOUND, RAW_ERRORS, parquet_files
 from pipelines.storage.versions import current_version
@@ -43,8 +53,8 @@ def stage_build_history(staging: Staging, failed_checks: list[str], now: datetim
         manifest = read_manifest(staging.root) or {}
         if is_incremental(connection) and manifest.get("published_version") == current_version(warehouse):
             # Built from the published version: only the changed jobs' rows can differ from it.
-            compared = f"(select * from jobs semi join {CHANGED_JOBS} using (training_job_arn))"
-            old_jobs = f"(select * from {old_jobs} semi join {CHANGED_JOBS} using (training_job_arn))"
+            compared = f"(select * from jobs where {of_changed_jobs(connection, table('jobs'), CHANGED_JOBS)})"
+            old_jobs = identifier(previous_rows("jobs"))  # the rows the build replaced, as published
         new, changed = run(
             connection,
             f"""

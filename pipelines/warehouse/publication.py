@@ -24,13 +24,14 @@ import duckdb
 from pipelines.interrupts import stop_requested
 from pipelines.normalization.checks import GONE_FROM_SAGEMAKER, JOBS, published_jobs_kept
 from pipelines.normalization.flatten import LEFT_OUT, RAW_JSON
-from pipelines.schemas import TableSchema, all_tables
+from pipelines.schemas import TableSchema, all_tables, table
 from pipelines.sql import (
     CHANGED_JOBS,
     REPLACED_TABLES,
     identifier,
     is_incremental,
     literal,
+    of_changed_jobs,
     of_jobs,
     previous_rows,
     read_parquet_files,
@@ -123,15 +124,15 @@ def _weeks_without_changes(connection: duckdb.DuckDBPyConnection, staging: Stagi
     run(
         connection,
         f"create temp table {_CHANGED_JOB_WEEKS} as select training_job_arn, {_WEEK_OF_JOB} "
-        f"from {JOBS} semi join {CHANGED_JOBS} using (training_job_arn)",
+        f"from {JOBS} where {of_changed_jobs(connection, table(JOBS), CHANGED_JOBS)}",
     )
     touched = {week for (week,) in run(connection, f"select distinct {CREATED_WEEK} from {_CHANGED_JOB_WEEKS}")}
     # A changed job's week as published counts too: a job deleted and created again under its name keeps
-    # its ARN but not its creation time, and its old week's file must lose its rows.
+    # its ARN but not its creation time, and its old week's file must lose its rows. The build kept those
+    # rows, as the version it started from (``previous``) has them.
+    before = identifier(previous_rows(JOBS))
+    touched |= {week for (week,) in run(connection, f"select distinct {_WEEK_OF_JOB} from {before}")}
     published_jobs = sorted((previous / PARQUET / JOBS).glob("*.parquet"))
-    if published_jobs:
-        before = f"{read_parquet_files(published_jobs)} semi join {CHANGED_JOBS} using (training_job_arn)"
-        touched |= {week for (week,) in run(connection, f"select distinct {_WEEK_OF_JOB} from {before}")}
     published_weeks = {m.group(1) for path in published_jobs if (m := _PUBLISHED_WEEK_FILE.fullmatch(path.name))}
     tables = frozenset(replaced_by_job(connection))
     return UnchangedWeeks(previous, frozenset(published_weeks - touched), frozenset(touched), tables)

@@ -1,0 +1,86 @@
+"""Where an incremental build finds the changed jobs' rows without reading whole tables.
+
+DuckDB numbers a table's rows by position (``rowid``): an insert takes the numbers after the highest one,
+and a deleted row keeps its number, because the build never vacuums (:func:`build_config`). Each build
+writes a job's rows into every table rebuilt per job at once, after the rows already there. So all of a
+job's rows lie at or after the rowid at which the build that wrote its ``jobs`` row started writing each
+table.
+
+Each version's manifest records those starting rowids, one *segment* per build since the last full one
+(which starts every table at 0). An incremental build finds the lowest ``jobs`` rowid among its changed
+jobs, the segment it falls in, and from that the lowest rowid a changed job's row can have in each table
+(:data:`pipelines.sql.CHANGED_ROWS_FROM`). Its deletes and its checks read each table from there on, and
+DuckDB skips the row groups before it. A night changes mostly jobs written in the last few nights, so they
+read those nights' rows rather than the whole table. The night after a full build, whose rows are in one
+segment, reads whole tables, as every build did before.
+
+The manifest also records each table's highest rowid and row count when the build ended. A table found
+otherwise at the next build (changed by anything else: a vacuum would renumber its rows) is read whole,
+and its old segments are forgotten.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+
+from pipelines.schemas import all_tables
+from pipelines.sql import CHANGED_JOBS, CHANGED_ROWS_FROM, literal, qualified, run
+
+SEGMENTS = "row_segments"  # manifest: [{"jobs_from": rowid, "rows_from": {table: rowid}}], oldest first
+TABLE_ENDS = "table_ends"  # manifest: {table: [highest rowid (-1: none), rows]} when the build ended
+JOBS = "jobs"
+
+
+def per_job_tables() -> list[str]:
+    """The tables an incremental build replaces job by job whose rows all belong to a job in ``jobs``."""
+    return [name for name, declared in all_tables().items() if declared.per_job]
+
+
+def table_ends(connection: duckdb.DuckDBPyConnection, catalog: str = "") -> dict[str, list[int]]:
+    """Each per-job table's highest rowid (-1 when empty) and row count: both come from DuckDB's metadata."""
+    parts = [
+        f"select {literal(name)}, coalesce(max(rowid), -1), count(*) from {qualified(name, catalog)}"
+        for name in per_job_tables()
+    ]
+    return {name: [int(last), int(rows)] for name, last, rows in run(connection, " union all ".join(parts))}
+
+
+def stage_changed_rows_from(
+    connection: duckdb.DuckDBPyConnection, catalog: str, published: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Before an incremental build changes any row: stage :data:`CHANGED_ROWS_FROM` for every per-job table,
+    from the published version's manifest, and return the segments for this build's manifest (the trusted
+    ones carried over, and this build's own)."""
+    ends = table_ends(connection, catalog)
+    recorded = published.get(TABLE_ENDS) or {}
+    trusted = {name for name, end in ends.items() if recorded.get(name) == end}
+    segments = [
+        {"jobs_from": s["jobs_from"], "rows_from": {n: r for n, r in s["rows_from"].items() if n in trusted}}
+        for s in published.get(SEGMENTS) or []
+    ]
+    (oldest,) = run(
+        connection,
+        f"select min(rowid) from {qualified(JOBS, catalog)} "
+        f"semi join {qualified(CHANGED_JOBS, catalog)} using (training_job_arn)",
+    )[0]
+    next_rowids = {name: last + 1 for name, (last, _) in ends.items()}
+    if JOBS not in trusted:
+        first = {}
+    elif oldest is None:  # only new jobs: none has a row yet
+        first = {name: next_rowids[name] for name in trusted}
+    else:
+        holding = [s for s in segments if s["jobs_from"] <= oldest]
+        first = holding[-1]["rows_from"] if holding else {}
+    target = qualified(CHANGED_ROWS_FROM, catalog)
+    run(connection, f"create or replace table {target} (table_name varchar, first_rowid bigint)")
+    if first:
+        rows = ", ".join(f"({literal(name)}, {rowid})" for name, rowid in first.items())
+        run(connection, f"insert into {target} values {rows}")
+    return [*segments, {"jobs_from": next_rowids[JOBS], "rows_from": next_rowids}]
+
+
+def forget(segments: list[dict[str, Any]], tables: set[str]) -> list[dict[str, Any]]:
+    """``segments`` without ``tables`` (rebuilt whole: their rows are numbered from 0 again)."""
+    return [{**s, "rows_from": {n: r for n, r in s["rows_from"].items() if n not in tables}} for s in segments]
