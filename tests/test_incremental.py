@@ -339,3 +339,24 @@ def test_a_night_reads_each_table_from_where_its_oldest_changed_job_was_written(
     night = build(warehouse)
     assert (night["mode"], night["jobs_rebuilt"], night["failed_checks"]) == ("incremental", 1, [])
     same_as_full_build(warehouse, scratch)
+
+
+def test_the_night_after_a_full_build_reads_only_the_newest_jobs_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full build in batches of 37 jobs goes from the oldest jobs to the newest, the per-job models too; a
+    # night that changes the newest job reads every per-job table from where the last batch's rows start.
+    warehouse, scratch = tmp_path / "warehouse", tmp_path / "full"
+    monkeypatch.setattr(warehouse_build, "BATCH_JOBS", 37)
+    fleet = _fleet()
+    _store(warehouse, fleet, night=0)
+    assert build(warehouse)["mode"] == "full"
+    newest = max(fleet, key=lambda record: record["CreationTime"])
+    _store(warehouse, [changed(newest, START + timedelta(days=1), 1)], night=1)
+    staged = stage_from_raw(warehouse, "night1")
+    first_rowids = _changed_rows_from(staged)
+    assert set(first_rowids) == set(per_job_tables())
+    assert first_rowids["jobs"] == first_rowids["job_costs"] == first_rowids["job_durations"] == 6 * 37
+    night = build(warehouse)
+    assert (night["mode"], night["jobs_rebuilt"], night["failed_checks"]) == ("incremental", 1, [])
+    same_as_full_build(warehouse, scratch)

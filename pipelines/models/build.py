@@ -200,10 +200,14 @@ def build_models(
     refreshed_prices: Path | None = None,
     billing_files: list[str] | None = None,
     changed_only: bool = False,
+    segments: list[dict[str, Any]] | None = None,
 ) -> dict[str, int]:
     """Every model, in dependency order, into the connection's default catalog; returns row counts. With
     ``changed_only`` (an incremental build whose cost inputs are unchanged), the per-job and by-job models
-    replace only the rows of the jobs in ``_changed_jobs``, and the other models are built whole."""
+    replace only the rows of the jobs in ``_changed_jobs``, and the other models are built whole. A per-job
+    model built whole is built one segment of jobs after another when ``segments`` (the build's, see
+    :mod:`pipelines.warehouse.segments`) allow it, and its starting rowids are recorded in them; otherwise
+    it is dropped from them."""
     counts = load_parameters(connection, costs, refreshed_prices, billing_files)
     declared = all_tables()
     for name in build_order():
@@ -220,6 +224,8 @@ def build_models(
             _replace_changed_jobs_rows(connection, declared[name], keep_previous=name in feeding)
         elif changed_only and declared[name].partitioned_by:
             _rebuild_changed_partitions(connection, declared[name])
+        elif declared[name].per_job and segments is not None:
+            _build_by_segment(connection, declared[name], segments)
         else:
             build_table(connection, declared[name], table_sql(name, MODELS_FOLDER))
     for name in build_order():
@@ -251,6 +257,37 @@ def _replace_changed_jobs_rows(
             sql = f"select * from ({sql}) where {of_jobs(model, changed)}"
         stage_replacement_rows(connection, model, sql, catalog)
         replace_rows(connection, model, changed, catalog, keep_previous)
+
+
+def _build_by_segment(
+    connection: duckdb.DuckDBPyConnection, model: TableSchema, segments: list[dict[str, Any]]
+) -> None:
+    """Build the per-job ``model`` whole, the jobs of one segment after another, each time with every per-job
+    table seen through the rows of that segment (a rowid range DuckDB reads without the rest), so that the
+    model's rows are in segments too and the next incremental build can find a job's rows in it. Without a
+    starting rowid for every per-job table in every segment, it is built in one go and left out of them."""
+    declared = all_tables()
+    inputs = sorted(name for name in model_dependencies(model.name) if name in declared and declared[name].per_job)
+    usable = bool(segments) and all(name in s["rows_from"] for s in segments for name in inputs)
+    sql = table_sql(model.name, MODELS_FOLDER)
+    if not usable:
+        build_table(connection, model, sql)
+        for segment in segments:
+            segment["rows_from"].pop(model.name, None)
+        return
+    build_table(connection, model, f"select * from ({sql}) where false")
+    catalog = run(connection, "select current_database()")[0][0]
+    for number, segment in enumerate(segments):
+        following = segments[number + 1]["rows_from"] if number + 1 < len(segments) else {}
+        views = {
+            name: f"select * from {qualified(name, catalog)} where rowid >= {segment['rows_from'][name]}"
+            + (f" and rowid < {following[name]}" if name in following else "")
+            for name in inputs
+        }
+        (last,) = run(connection, f"select coalesce(max(rowid), -1) from {identifier(model.name)}")[0]
+        segment["rows_from"][model.name] = int(last) + 1
+        with _seen_through(connection, views):
+            insert_rows(connection, model, sql)
 
 
 @contextmanager

@@ -24,6 +24,7 @@ from pipelines.normalization.flatten import (
     build_normalized_tables,
     load_latest_records,
     newest_fetches,
+    normalized_tables,
 )
 from pipelines.pricing.refresh import refreshed_prices_file
 from pipelines.schemas import table
@@ -41,8 +42,7 @@ from pipelines.warehouse.changes import BuildPlan, cost_inputs_fingerprint, plan
 from pipelines.warehouse.segments import (
     SEGMENTS,
     TABLE_ENDS,
-    forget,
-    per_job_tables,
+    segment_starting_now,
     stage_changed_rows_from,
     table_ends,
 )
@@ -162,14 +162,14 @@ def stage_normalized_tables(
                    or (newest.fetched_at, newest.run_id) > (published.fetched_at, published.fetch_run_id)
                 """,
             )
-        segments: list[dict[str, object]] = []  # a full build numbers every table's rows from 0
+        segments: list[dict] = []
         if plan.incremental:
             published = read_manifest(warehouse / VERSIONS / plan.published_version) or {}
             segments = stage_changed_rows_from(connection, STAGED, published)
             load_latest_records(connection, source, view_catalog=STAGED, changed_only=True)
             counts = build_normalized_tables(connection, catalog=STAGED, jobs=changed, how="replace")
         else:
-            counts = _build_in_batches(connection, source)
+            counts, segments = _build_in_batches(connection, source)
         if not files:  # the view must outlive this connection, so it cannot read the registered relation
             run(
                 connection,
@@ -183,23 +183,43 @@ def stage_normalized_tables(
     return staging, counts
 
 
-def _build_in_batches(connection: duckdb.DuckDBPyConnection, source: str) -> dict[str, int]:
-    """Every job's rows, :data:`BATCH_JOBS` jobs at a time (by a hash of the ARN), so that the parsed records
-    in memory stay the size of a batch however many jobs there are; each batch reads the raw layer again
-    (about a second per million records here), but parses only its own jobs' JSON."""
-    # Only the count is kept: 10 million ARNs held in memory would take most of a 1 GB limit.
-    jobs = int(run(connection, f"select count(distinct training_job_arn) from {source}")[0][0])
-    batches = max(1, math.ceil(jobs / BATCH_JOBS))
+def _build_in_batches(connection: duckdb.DuckDBPyConnection, source: str) -> tuple[dict[str, int], list[dict]]:
+    """Every job's rows, :data:`BATCH_JOBS` jobs at a time, so that the parsed records in memory stay the
+    size of a batch however many jobs there are; each batch reads the raw layer again (about a second per
+    million records here), but parses only its own jobs' JSON. The batches go from the oldest jobs to the
+    newest (by the creation time of each job's newest record), and each is a segment
+    (:mod:`pipelines.warehouse.segments`): a night mostly changes the newest jobs, and the night after a
+    full build then reads only the last batch's rows. Returns the row counts and the segments."""
+    # One row per job (DuckDB spills it to disk past its memory limit): its batch.
+    run(
+        connection,
+        f"""
+        create or replace temp table job_batches as
+        select training_job_arn, (row_number() over (order by created, training_job_arn) - 1) // {BATCH_JOBS} as batch
+        from (
+            select training_job_arn, arg_max(creation_time, (fetched_at, run_id)) as created
+            from {source} group by training_job_arn
+        )
+        """,
+    )
+    jobs = int(run(connection, "select count(*) from job_batches")[0][0])
     counts: dict[str, int] = {}
-    for batch in range(batches):
-        in_batch = f"hash(training_job_arn) % {batches} = {batch}"
+    segments: list[dict] = []
+    tables = [declared.name for declared in normalized_tables()]
+    for batch in range(max(1, math.ceil(jobs / BATCH_JOBS))):
+        in_batch = f"training_job_arn in (select training_job_arn from job_batches where batch = {batch})"
         load_latest_records(connection, source, view_catalog=STAGED, batch=in_batch)
         batch_jobs = f"select job.TrainingJobArn as training_job_arn from {RECORDS}"
         run(connection, f"create or replace temp table batch_jobs as {batch_jobs}")
         how = "create" if batch == 0 else "append"
+        if batch == 0:
+            segments.append({"jobs_from": 0, "rows_from": dict.fromkeys(tables, 0)})
+        else:
+            segments.append(segment_starting_now(connection, STAGED, tables))
         counts = build_normalized_tables(connection, catalog=STAGED, jobs="batch_jobs", how=how)
     run(connection, f"drop table {RECORDS}")
-    return counts
+    run(connection, "drop table job_batches")
+    return counts, segments
 
 
 def _stage_jobs_gone_from_sagemaker(connection: duckdb.DuckDBPyConnection, error_files: list[str]) -> None:
@@ -247,6 +267,7 @@ def stage_models(staging: Staging, costs: CostSettings) -> dict[str, int]:
         and published_manifest is not None
         and published_manifest.get("cost_inputs") == cost_inputs
     )
+    segments = manifest.get(SEGMENTS) or []  # the per-job models built whole record theirs in them
     with staging.connect() as connection:
         counts = build_models(
             connection,
@@ -254,12 +275,10 @@ def stage_models(staging: Staging, costs: CostSettings) -> dict[str, int]:
             refreshed_prices_file(staging.warehouse),
             raw_billing_files(staging.warehouse),
             changed_only=changed_only,
+            segments=segments,
         )
         ends = table_ends(connection)  # the tables are final: publication only exports them
     if manifest:
-        segments = manifest.get(SEGMENTS) or []
-        if not changed_only:  # the per-job models were built whole
-            segments = forget(segments, {name for name in per_job_tables() if table(name).layer == "models"})
         write_manifest(
             staging.root,
             {

@@ -1,18 +1,19 @@
 """Where an incremental build finds the changed jobs' rows without reading whole tables.
 
 DuckDB numbers a table's rows by position (``rowid``): an insert takes the numbers after the highest one,
-and a deleted row keeps its number, because the build never vacuums (:func:`build_config`). Each build
+and a deleted row keeps its number, because the build never vacuums
+(:func:`pipelines.warehouse.build.build_config`). Each build
 writes a job's rows into every table rebuilt per job at once, after the rows already there. So all of a
 job's rows lie at or after the rowid at which the build that wrote its ``jobs`` row started writing each
 table.
 
-Each version's manifest records those starting rowids, one *segment* per build since the last full one
-(which starts every table at 0). An incremental build finds the lowest ``jobs`` rowid among its changed
-jobs, the segment it falls in, and from that the lowest rowid a changed job's row can have in each table
-(:data:`pipelines.sql.CHANGED_ROWS_FROM`). Its deletes and its checks read each table from there on, and
-DuckDB skips the row groups before it. A night changes mostly jobs written in the last few nights, so they
-read those nights' rows rather than the whole table. The night after a full build, whose rows are in one
-segment, reads whole tables, as every build did before.
+Each version's manifest records those starting rowids as *segments*: one per batch of the last full build
+(its batches go from the oldest jobs to the newest, and it builds the per-job models one segment after
+another too), then one per incremental build since. An incremental build finds the lowest ``jobs`` rowid
+among its changed jobs, the segment it falls in, and from that the lowest rowid a changed job's row can
+have in each table (:data:`pipelines.sql.CHANGED_ROWS_FROM`). Its deletes and its checks read each table
+from there on, and DuckDB skips the row groups before it. A night changes mostly the newest jobs, so it
+reads the newest segments' rows rather than whole tables.
 
 The manifest also records each table's highest rowid and row count when the build ended. A table found
 otherwise at the next build (changed by anything else: a vacuum would renumber its rows) is read whole,
@@ -38,11 +39,14 @@ def per_job_tables() -> list[str]:
     return [name for name, declared in all_tables().items() if declared.per_job]
 
 
-def table_ends(connection: duckdb.DuckDBPyConnection, catalog: str = "") -> dict[str, list[int]]:
-    """Each per-job table's highest rowid (-1 when empty) and row count: both come from DuckDB's metadata."""
+def table_ends(
+    connection: duckdb.DuckDBPyConnection, catalog: str = "", names: list[str] | None = None
+) -> dict[str, list[int]]:
+    """Each per-job table's (or each of ``names``') highest rowid (-1 when empty) and row count: both come
+    from DuckDB's metadata."""
     parts = [
         f"select {literal(name)}, coalesce(max(rowid), -1), count(*) from {qualified(name, catalog)}"
-        for name in per_job_tables()
+        for name in (names or per_job_tables())
     ]
     return {name: [int(last), int(rows)] for name, last, rows in run(connection, " union all ".join(parts))}
 
@@ -65,7 +69,7 @@ def stage_changed_rows_from(
         f"select min(rowid) from {qualified(JOBS, catalog)} "
         f"semi join {qualified(CHANGED_JOBS, catalog)} using (training_job_arn)",
     )[0]
-    next_rowids = {name: last + 1 for name, (last, _) in ends.items()}
+    next_rowids = {name: last + 1 for name, (last, _) in ends.items()}  # where this build's rows start
     if JOBS not in trusted:
         first = {}
     elif oldest is None:  # only new jobs: none has a row yet
@@ -81,6 +85,7 @@ def stage_changed_rows_from(
     return [*segments, {"jobs_from": next_rowids[JOBS], "rows_from": next_rowids}]
 
 
-def forget(segments: list[dict[str, Any]], tables: set[str]) -> list[dict[str, Any]]:
-    """``segments`` without ``tables`` (rebuilt whole: their rows are numbered from 0 again)."""
-    return [{**s, "rows_from": {n: r for n, r in s["rows_from"].items() if n not in tables}} for s in segments]
+def segment_starting_now(connection: duckdb.DuckDBPyConnection, catalog: str, names: list[str]) -> dict[str, Any]:
+    """A segment for rows about to be appended to the tables ``names`` (``jobs`` among them)."""
+    rows_from = {name: last + 1 for name, (last, _) in table_ends(connection, catalog, names).items()}
+    return {"jobs_from": rows_from[JOBS], "rows_from": rows_from}
