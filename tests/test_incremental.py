@@ -23,7 +23,7 @@ from pipelines.models.build import REFERENCE_TABLES, _check_partitioned, model_n
 from pipelines.models.checks import MODEL_CHECKS
 from pipelines.normalization import checks
 from pipelines.normalization.flatten import normalized_tables
-from pipelines.schemas import table
+from pipelines.schemas import all_tables, table
 from pipelines.sql import CHANGED_ROWS_FROM
 from pipelines.storage.layout import CURRENT, PARQUET, VERSIONS
 from pipelines.warehouse import build as warehouse_build
@@ -72,6 +72,9 @@ def test_incremental_builds_match_a_full_build_night_after_night(tmp_path: Path)
     with duckdb.connect(str(warehouse / "sagemaker.duckdb"), read_only=True) as connection:
         history = "select jobs, new_jobs, changed_jobs from build_history order by built_at desc limit 1"
         assert connection.execute(history).fetchall() == [(252, 12, 20)]
+        # The staging-only tables the incremental build kept (changed jobs, rows, rowids) are not published.
+        published = {name for (name,) in connection.execute("select table_name from duckdb_tables()").fetchall()}
+        assert published == {name for name, declared in all_tables().items() if declared.layer != "raw"}
     same_as_full_build(warehouse, scratch)
 
     # Night 2: a stale record arrives late (fetched before the published one): it changes nothing.

@@ -27,6 +27,7 @@ from pipelines.normalization.flatten import LEFT_OUT, RAW_JSON
 from pipelines.schemas import TableSchema, all_tables, table
 from pipelines.sql import (
     CHANGED_JOBS,
+    CHANGED_ROWS_FROM,
     REPLACED_TABLES,
     identifier,
     is_incremental,
@@ -80,7 +81,7 @@ def publish(staging: Staging, table_names: list[str]) -> dict[str, Path]:
         paths = {name: _export(connection, staging, all_tables()[name], unchanged_weeks) for name in table_names}
         run(connection, f"drop view if exists {RAW_JSON}")
         changes = [rows(name) for name in replaced_by_job(connection) for rows in (replacement_rows, previous_rows)]
-        for staged_only in (LEFT_OUT, GONE_FROM_SAGEMAKER, CHANGED_JOBS, REPLACED_TABLES, *changes):
+        for staged_only in (LEFT_OUT, GONE_FROM_SAGEMAKER, CHANGED_JOBS, REPLACED_TABLES, CHANGED_ROWS_FROM, *changes):
             run(connection, f"drop table if exists {identifier(staged_only)}")
         run(connection, "checkpoint")
     _sync_tree(staging.root)
