@@ -30,7 +30,7 @@ from pipelines.warehouse import build as warehouse_build
 from pipelines.warehouse.build import stage_from_raw, stage_models
 from pipelines.warehouse.changes import read_manifest
 from pipelines.warehouse.history import BUILD_HISTORY, stage_build_history
-from pipelines.warehouse.publication import PublicationRefused, publish
+from pipelines.warehouse.publication import PublicationRefused, built_on_published, publish
 from pipelines.warehouse.segments import per_job_tables
 from tests.conftest import FLEET_END, PUBLISHED, same_as_full_build
 
@@ -363,3 +363,24 @@ def test_the_night_after_a_full_build_reads_only_the_newest_jobs_batch(
     night = build(warehouse)
     assert (night["mode"], night["jobs_rebuilt"], night["failed_checks"]) == ("incremental", 1, [])
     same_as_full_build(warehouse, scratch)
+
+
+@pytest.mark.parametrize("lost", ["changed job", "unchanged job"])
+def test_publication_refuses_an_incremental_build_that_lost_a_published_job(tmp_path: Path, lost: str) -> None:
+    # Built on the version published now, the check counts the published jobs instead of reading them: a
+    # job missing from the staged tables, changed or not, must still stop publication.
+    warehouse = tmp_path / "warehouse"
+    fleet = _fleet()
+    _store(warehouse, fleet, night=0)
+    build(warehouse)
+    _store(warehouse, [changed(fleet[3], START + timedelta(days=1), 1)], night=1)
+    staged = stage_from_raw(warehouse, "lost")
+    assert built_on_published(staged.staging)
+    stage_models(staged.staging, CostSettings())
+    stage_build_history(staged.staging, [])
+    missing = fleet[3 if lost == "changed job" else 10]["TrainingJobArn"]
+    with staged.staging.connect() as connection:
+        connection.execute("delete from jobs where training_job_arn = ?", [missing])
+    tables = [*[t.name for t in normalized_tables()], *REFERENCE_TABLES, *model_names(), BUILD_HISTORY]
+    with pytest.raises(PublicationRefused, match=f"1 published jobs are missing .*{missing}"):
+        publish(staged.staging, tables)

@@ -19,6 +19,7 @@ from pipelines.storage.layout import published_parquet
 from pipelines.storage.locks import BUILD, writer
 from pipelines.storage.raw import RAW_JOBS
 from pipelines.warehouse.build import ABANDONED_AFTER_SECONDS, remove_abandoned_staging, stage_from_raw
+from pipelines.warehouse.publication import built_on_published
 
 TABLES = normalized_tables()
 
@@ -117,4 +118,5 @@ def normalized(context: AssetExecutionContext, config: BuildConfig, warehouse_co
                     )
             yield check_result(checks.JOBS, checks.unknown_members(connection), AssetCheckSeverity.WARN)
             published = published_parquet(settings.warehouse, checks.JOBS)
-            yield check_result(checks.JOBS, checks.published_jobs_kept(connection, published))
+            kept = checks.published_jobs_kept(connection, published, built_on_published(staging))
+            yield check_result(checks.JOBS, kept)

@@ -18,8 +18,10 @@ from pipelines.sql import (
     CheckOutcome,
     changed_jobs_in_jobs,
     has_table,
+    identifier,
     literal,
     only_changed_rows,
+    previous_rows,
     required_columns_not_null,
     rows_to_check,
     run,
@@ -199,15 +201,37 @@ def unknown_members(connection: duckdb.DuckDBPyConnection) -> CheckOutcome:
 GONE_FROM_SAGEMAKER = "_gone_from_sagemaker"  # staging only: names SageMaker answered 'not found' for
 
 
-def published_jobs_kept(connection: duckdb.DuckDBPyConnection, published_jobs: Sequence[Path]) -> CheckOutcome:
+def published_jobs_kept(
+    connection: duckdb.DuckDBPyConnection, published_jobs: Sequence[Path], built_on_published: bool = False
+) -> CheckOutcome:
     """Every job of the currently published warehouse is still in the staged ``jobs`` table, unless
     SageMaker confirmed it is gone (DeleteTrainingJob: a Describe by name in its account and region
     answered 'not found'). A job that disappears otherwise means its raw record was lost (a
     damaged file moved to quarantine, a file deleted by hand): publishing would silently drop it. The
-    next extraction fetches such jobs again by name."""
+    next extraction fetches such jobs again by name.
+
+    ``built_on_published``: the staged build is incremental and started from the version published now.
+    Then the published jobs are counted rather than read: when the unchanged jobs are as many in both and
+    every changed job that was published is still there, none is lost. Otherwise every published ARN is
+    looked up, as for any other build."""
     if not published_jobs:
         return CheckOutcome("no_published_job_lost", True, "nothing published yet", {"lost_jobs": 0})
     source = "[" + ", ".join(literal(path) for path in published_jobs) + "]"
+    changed_before = previous_rows(JOBS)  # the changed jobs' rows as published, kept by the build
+    if built_on_published and has_table(connection, changed_before):
+        counts = run(
+            connection,
+            f"""
+            select
+                (select count(*) from read_parquet({source})) - (select count(*) from {identifier(changed_before)}),
+                (select count(*) from {JOBS}) - (select count(*) from ({changed_jobs_in_jobs(connection)})),
+                (select count(*) from {identifier(changed_before)}
+                 anti join ({changed_jobs_in_jobs(connection)}) using (training_job_arn))
+            """,
+        )[0]
+        unchanged_published, unchanged_staged, changed_gone = counts
+        if unchanged_published == unchanged_staged and changed_gone == 0:
+            return CheckOutcome("no_published_job_lost", True, "every published job is still present", {"lost_jobs": 0})
     gone_jobs = (
         f"select account_id, region, training_job_name from {GONE_FROM_SAGEMAKER}"
         if has_table(connection, GONE_FROM_SAGEMAKER)

@@ -14,7 +14,6 @@ from pipelines.sql import (
     CHANGED_JOBS,
     build_table,
     identifier,
-    is_incremental,
     literal,
     of_changed_jobs,
     previous_rows,
@@ -23,9 +22,8 @@ from pipelines.sql import (
 )
 from pipelines.storage.layout import published_parquet
 from pipelines.storage.raw import NOT_FOUND, RAW_ERRORS, parquet_files
-from pipelines.storage.versions import current_version
 from pipelines.warehouse.build import Staging
-from pipelines.warehouse.changes import read_manifest
+from pipelines.warehouse.publication import built_on_published
 
 BUILD_HISTORY = "build_history"
 MAX_DAYS_SHOWN = 31
@@ -50,8 +48,7 @@ def stage_build_history(staging: Staging, failed_checks: list[str], now: datetim
             else "(select null::varchar as training_job_arn, null as training_job_status, null as last_modified_time)"
         )
         compared = "jobs"
-        manifest = read_manifest(staging.root) or {}
-        if is_incremental(connection) and manifest.get("published_version") == current_version(warehouse):
+        if built_on_published(staging):
             # Built from the published version: only the changed jobs' rows can differ from it.
             compared = f"(select * from jobs where {of_changed_jobs(connection, table('jobs'), CHANGED_JOBS)})"
             old_jobs = identifier(previous_rows("jobs"))  # the rows the build replaced, as published

@@ -42,7 +42,7 @@ from pipelines.sql import (
     temp_table_once,
 )
 from pipelines.storage.layout import PARQUET, VERSIONS, published_parquet
-from pipelines.storage.versions import make_current
+from pipelines.storage.versions import current_version, make_current
 from pipelines.warehouse.build import Staging
 from pipelines.warehouse.changes import read_manifest
 
@@ -74,7 +74,7 @@ def publish(staging: Staging, table_names: list[str]) -> dict[str, Path]:
     (checked again here, under the build lock: another run may have published since this one's checks)."""
     warehouse = staging.warehouse
     with staging.connect() as connection:
-        kept = published_jobs_kept(connection, published_parquet(warehouse, JOBS))
+        kept = published_jobs_kept(connection, published_parquet(warehouse, JOBS), built_on_published(staging))
         if not kept.passed:
             raise PublicationRefused(f"Not published: {kept.description}.")
         unchanged_weeks = _weeks_without_changes(connection, staging)
@@ -93,6 +93,15 @@ def publish(staging: Staging, table_names: list[str]) -> dict[str, Path]:
     os.replace(staging.root, version)
     make_current(warehouse, staging.run_id)
     return paths
+
+
+def built_on_published(staging: Staging) -> bool:
+    """Whether the staged build is incremental and started from the version published now (no other build
+    published since it started)."""
+    manifest = read_manifest(staging.root) or {}
+    return manifest.get("mode") == "incremental" and manifest.get("published_version") == current_version(
+        staging.warehouse
+    )
 
 
 CREATED_WEEK = "created_week"
