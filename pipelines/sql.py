@@ -48,9 +48,9 @@ def identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def read_parquet_files(paths: Sequence[str | Path]) -> str:
-    """``read_parquet`` of the files at ``paths``."""
-    return f"read_parquet([{', '.join(literal(path) for path in paths)}])"
+def read_parquet_files(paths: Sequence[str | Path], filename: bool = False) -> str:
+    """``read_parquet`` of the files at ``paths`` (with ``filename``, each row's file in a column of that name)."""
+    return f"read_parquet([{', '.join(literal(path) for path in paths)}]{', filename = true' if filename else ''})"
 
 
 def table_sql(name: str, folder: str = "normalized") -> str:

@@ -323,9 +323,25 @@ def test_a_night_reads_each_table_from_where_its_oldest_changed_job_was_written(
     staged = stage_from_raw(warehouse, "night3")
     assert staged.changed_jobs == 2
     assert _changed_rows_from(staged) == night0_rows
+    previous = (warehouse / CURRENT).resolve()
     night = build(warehouse)
     assert (night["mode"], night["jobs_rebuilt"], night["failed_checks"]) == ("incremental", 2, [])
     same_as_full_build(warehouse, scratch)
+    # Its Parquet: only the files that held the two jobs are written again, beside the build's own files.
+    current, arns = (warehouse / CURRENT).resolve(), [added[night][0]["TrainingJobArn"] for night in (1, 2)]
+    for name in ("jobs", "tags", "job_costs"):
+        files = {path.name: path for path in (current / PARQUET / name).glob("*.parquet")}
+        before = {path.name: path for path in (previous / PARQUET / name).glob("*.parquet")}
+        holding = {
+            Path(f).name
+            for (f,) in duckdb.sql(
+                f"select distinct filename from read_parquet('{previous}/{PARQUET}/{name}/*.parquet', filename = true) "
+                f"where training_job_arn in {tuple(arns)}"
+            ).fetchall()
+        }
+        assert 0 < len(holding) <= 2 < len(before)
+        written = {n for n, path in files.items() if n not in before or path.stat().st_ino != before[n].stat().st_ino}
+        assert written == {n for n in files if n.endswith(f"_{current.name}.parquet")} | (holding & set(files)), name
 
     # A table changed by something other than a build (here rewritten with night 1's job's rows first, as a
     # vacuum would renumber rows) is read whole: its old rows of that job are still found and replaced.

@@ -77,8 +77,8 @@ def publish(staging: Staging, table_names: list[str]) -> dict[str, Path]:
         kept = published_jobs_kept(connection, published_parquet(warehouse, JOBS), built_on_published(staging))
         if not kept.passed:
             raise PublicationRefused(f"Not published: {kept.description}.")
-        unchanged_weeks = _weeks_without_changes(connection, staging)
-        paths = {name: _export(connection, staging, all_tables()[name], unchanged_weeks) for name in table_names}
+        changed_weeks = _changed_weeks(connection, staging)
+        paths = {name: _export(connection, staging, all_tables()[name], changed_weeks) for name in table_names}
         run(connection, f"drop view if exists {RAW_JSON}")
         changes = [rows(name) for name in replaced_by_job(connection) for rows in (replacement_rows, previous_rows)]
         for staged_only in (LEFT_OUT, GONE_FROM_SAGEMAKER, CHANGED_JOBS, REPLACED_TABLES, CHANGED_ROWS_FROM, *changes):
@@ -108,23 +108,23 @@ CREATED_WEEK = "created_week"
 
 
 @dataclass(frozen=True)
-class UnchangedWeeks:
-    """An incremental build's weeks of job creation that hold no changed job: their Parquet files are the
-    published version's, linked rather than written again, for the tables whose rows it did not rebuild.
-    The other weeks' files of those tables are the published files less the changed jobs' rows, plus the
-    rows the build put in (:func:`pipelines.sql.replacement_rows`): the cost follows the change, not the
-    table."""
+class ChangedWeeks:
+    """What an incremental build's Parquet export starts from: the published version's files, of which it
+    writes again only those holding a changed job's rows, in the tables whose rows it replaced by job (see
+    :func:`_export_changed_weeks`); the cost follows the change, not the table."""
 
     previous: Path  # the published version's folder
-    weeks: frozenset[str]
-    changed: frozenset[str]  # the weeks with a changed job, written again
+    changed: frozenset[str]  # the weeks (Mondays) with a changed job, now or as published
     tables: frozenset[str]  # the tables rebuilt by job whose other jobs' rows are the published version's
+    build: str  # names the files of rows this build put in
 
 
-_PUBLISHED_WEEK_FILE = re.compile(r"created-(\d{4}-\d{2}-\d{2})(?:_\d+)?\.parquet")
+# A week's files: the full export's (``created-2026-11-23.parquet``, more parts ``_1``, ``_2``… when large)
+# and each incremental build's (``created-2026-11-23_<build>.parquet``).
+_PUBLISHED_WEEK_FILE = re.compile(r"created-(\d{4}-\d{2}-\d{2})(?:_[0-9A-Za-z-]+)?\.parquet")
 
 
-def _weeks_without_changes(connection: duckdb.DuckDBPyConnection, staging: Staging) -> UnchangedWeeks | None:
+def _changed_weeks(connection: duckdb.DuckDBPyConnection, staging: Staging) -> ChangedWeeks | None:
     manifest = read_manifest(staging.root)
     if not manifest or manifest.get("mode") != "incremental" or not is_incremental(connection):
         return None
@@ -142,10 +142,8 @@ def _weeks_without_changes(connection: duckdb.DuckDBPyConnection, staging: Stagi
     # rows, as the version it started from (``previous``) has them.
     before = identifier(previous_rows(JOBS))
     touched |= {week for (week,) in run(connection, f"select distinct {_WEEK_OF_JOB} from {before}")}
-    published_jobs = sorted((previous / PARQUET / JOBS).glob("*.parquet"))
-    published_weeks = {m.group(1) for path in published_jobs if (m := _PUBLISHED_WEEK_FILE.fullmatch(path.name))}
     tables = frozenset(replaced_by_job(connection))
-    return UnchangedWeeks(previous, frozenset(published_weeks - touched), frozenset(touched), tables)
+    return ChangedWeeks(previous, frozenset(touched), tables, re.sub(r"[^0-9A-Za-z-]", "-", staging.run_id))
 
 
 _JOB_WEEKS = "job_weeks"
@@ -157,7 +155,7 @@ _PARQUET_OPTIONS = "format parquet, compression zstd, compression_level 1"
 
 
 def _export(
-    connection: duckdb.DuckDBPyConnection, staging: Staging, declared: TableSchema, unchanged: UnchangedWeeks | None
+    connection: duckdb.DuckDBPyConnection, staging: Staging, declared: TableSchema, changed: ChangedWeeks | None
 ) -> Path:
     """Write one table's Parquet files into the staged version; returns the table's stable folder. A table
     rebuilt by job is one file per week its jobs were created in (``created-2026-11-23.parquet``, named by
@@ -168,8 +166,8 @@ def _export(
     folder.mkdir(parents=True, exist_ok=True)
     if not declared.rebuilt_by_job:
         run(connection, f"copy {identifier(declared.name)} to {literal(folder / 'data.parquet')} ({_PARQUET_OPTIONS})")
-    elif unchanged is not None and declared.name in unchanged.tables:
-        _export_changed_weeks(connection, declared, folder, unchanged)
+    elif changed is not None and declared.name in changed.tables:
+        _export_changed_weeks(connection, declared, folder, changed)
     else:
         _export_by_week(connection, declared, folder, staging.root)
     if not any(folder.glob("*.parquet")):  # readers glob the folder: an empty table is one empty file
@@ -209,31 +207,46 @@ def _export_by_week(connection: duckdb.DuckDBPyConnection, declared: TableSchema
 
 
 def _export_changed_weeks(
-    connection: duckdb.DuckDBPyConnection, declared: TableSchema, folder: Path, unchanged: UnchangedWeeks
+    connection: duckdb.DuckDBPyConnection, declared: TableSchema, folder: Path, changed: ChangedWeeks
 ) -> None:
-    """A table whose rows an incremental build replaced only for the changed jobs: the unchanged weeks'
-    files are linked, and each changed week's file (and a by-job model's file of rows of no job) is its
-    published rows less the changed jobs', plus the rows the build put in for them."""
-    published = unchanged.previous / PARQUET / declared.name
-    for week in unchanged.weeks:
-        for old in published.glob(f"created-{week}*.parquet"):
-            _link(old, folder / old.name)
+    """A table whose rows an incremental build replaced only for the changed jobs. Each week's published files
+    are linked, except the few that hold a changed job's rows (found by reading their ARNs alone), which are
+    written again without them; the rows the build put in for the changed jobs are one more file per week,
+    named by the build (``created-2026-11-23_<build>.parquet``). A night's changes are mostly jobs of the
+    night before, whose rows are that night's file: the cost follows the change, not the size of the week.
+    A by-job model's file of rows of no job is written again whole: its published rows less the changed
+    jobs', plus the build's."""
+    published = changed.previous / PARQUET / declared.name
+    week_files = sorted(published.glob("created-*.parquet"))
     # The rows the build replaced, as replace_rows matched them (a by-job model's regardless of case).
-    not_replaced = f"where training_job_arn is null or not ({of_jobs(declared, CHANGED_JOBS)})"
-    added = f"select * from {identifier(replacement_rows(declared.name))}"
-    parts = [(f"created-{week}*.parquet", f"created-{week}.parquet", week) for week in sorted(unchanged.changed)]
-    if not declared.per_job:
-        parts.append((NO_JOB_FILE, NO_JOB_FILE, None))
-    for pattern, file_name, week in parts:
-        weeks = f"select training_job_arn from {_CHANGED_JOB_WEEKS}"
-        if week is None:  # rows whose job is not in the warehouse
-            rows = f"{added} anti join ({weeks}) using (training_job_arn)"
+    replaced = f"training_job_arn is not null and ({of_jobs(declared, CHANGED_JOBS)})"
+    in_changed_weeks = [path for path in week_files if _week_of_file(path) in changed.changed]
+    holding = set()
+    if in_changed_weeks:
+        found = f"select distinct filename from {read_parquet_files(in_changed_weeks, filename=True)} where {replaced}"
+        holding = {Path(name) for (name,) in run(connection, found)}
+    for path in week_files:
+        if path in holding:
+            _write(connection, f"select * from {read_parquet_files([path])} where not ({replaced})", folder / path.name)
         else:
-            rows = f"{added} semi join ({weeks} where {CREATED_WEEK} = {literal(week)}) using (training_job_arn)"
-        kept = sorted(published.glob(pattern))
-        if kept:
-            rows = f"select * from {read_parquet_files(kept)} {not_replaced} union all by name {rows}"
-        _write(connection, rows, folder / file_name)
+            _link(path, folder / path.name)
+    added = f"select * from {identifier(replacement_rows(declared.name))}"
+    weeks = f"select training_job_arn from {_CHANGED_JOB_WEEKS}"
+    for week in sorted(changed.changed):
+        in_week = f"{added} semi join ({weeks} where {CREATED_WEEK} = {literal(week)}) using (training_job_arn)"
+        _write(connection, in_week, folder / f"created-{week}_{changed.build}.parquet")
+    if not declared.per_job:
+        rows = f"{added} anti join ({weeks}) using (training_job_arn)"  # rows whose job is not in the warehouse
+        if (published / NO_JOB_FILE).exists():
+            kept = f"select * from {read_parquet_files([published / NO_JOB_FILE])} where not ({replaced})"
+            rows = f"{kept} union all by name {rows}"
+        _write(connection, rows, folder / NO_JOB_FILE)
+
+
+def _week_of_file(path: Path) -> str | None:
+    """The week (its Monday) a table's Parquet file holds jobs of, from its name."""
+    match = _PUBLISHED_WEEK_FILE.fullmatch(path.name)
+    return match.group(1) if match else None
 
 
 def _link(source: Path, target: Path) -> None:
