@@ -27,7 +27,7 @@ from pipelines.schemas import all_tables, table
 from pipelines.sql import CHANGED_ROWS_FROM
 from pipelines.storage.layout import CURRENT, PARQUET, VERSIONS
 from pipelines.warehouse import build as warehouse_build
-from pipelines.warehouse.build import stage_from_raw, stage_models
+from pipelines.warehouse.build import StagedBuild, stage_from_raw, stage_models
 from pipelines.warehouse.changes import read_manifest
 from pipelines.warehouse.history import BUILD_HISTORY, stage_build_history
 from pipelines.warehouse.publication import PublicationRefused, built_on_published, publish
@@ -44,6 +44,14 @@ def _fleet() -> list[dict[str, Any]]:
 def _store(warehouse: Path, records: list[dict[str, Any]], night: int, hours: float = 0) -> None:
     at = START + timedelta(days=night, hours=hours)
     write_records(warehouse, records, f"{at:%Y%m%dT%H%M%SZ}-night{night}", at)
+
+
+def _night_one_staged(warehouse: Path, fleet: list[dict[str, Any]], run_id: str) -> StagedBuild:
+    """``fleet`` built on night 0, then night 1's build of one changed job (``fleet[3]``), staged only."""
+    _store(warehouse, fleet, night=0)
+    build(warehouse)
+    _store(warehouse, [changed(fleet[3], START + timedelta(days=1), 1)], night=1)
+    return stage_from_raw(warehouse, run_id)
 
 
 def _tag(warehouse: Path, arn: str, key: str) -> list[tuple]:
@@ -278,10 +286,7 @@ def test_a_build_whose_base_version_was_removed_meanwhile_publishes_whole_parque
     # version it started from is removed (two are kept). Its Parquet must still hold every job.
     warehouse = tmp_path / "warehouse"
     fleet = _fleet()
-    _store(warehouse, fleet, night=0)
-    build(warehouse)
-    _store(warehouse, [changed(fleet[3], START + timedelta(days=1), 1)], night=1)
-    waiting = stage_from_raw(warehouse, "waiting")
+    waiting = _night_one_staged(warehouse, fleet, "waiting")
     for night in (2, 3):
         _store(warehouse, [changed(fleet[10 + night], START + timedelta(days=night), night)], night=night)
         assert build(warehouse)["mode"] == "incremental"
@@ -296,7 +301,7 @@ def test_a_build_whose_base_version_was_removed_meanwhile_publishes_whole_parque
             assert connection.execute(parquet).fetchall() == connection.execute(database).fetchall(), name
 
 
-def _changed_rows_from(staged: Any) -> dict[str, int]:
+def _changed_rows_from(staged: StagedBuild) -> dict[str, int]:
     with staged.staging.connect(read_only=True) as connection:
         return dict(connection.execute(f"select table_name, first_rowid from {CHANGED_ROWS_FROM}").fetchall())
 
@@ -387,10 +392,7 @@ def test_publication_refuses_an_incremental_build_that_lost_a_published_job(tmp_
     # job missing from the staged tables, changed or not, must still stop publication.
     warehouse = tmp_path / "warehouse"
     fleet = _fleet()
-    _store(warehouse, fleet, night=0)
-    build(warehouse)
-    _store(warehouse, [changed(fleet[3], START + timedelta(days=1), 1)], night=1)
-    staged = stage_from_raw(warehouse, "lost")
+    staged = _night_one_staged(warehouse, fleet, "lost")
     assert built_on_published(staged.staging)
     stage_models(staged.staging, CostSettings())
     stage_build_history(staged.staging, [])
