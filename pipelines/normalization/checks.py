@@ -222,11 +222,11 @@ def published_jobs_kept(
         counts = run(
             connection,
             f"""
+            with changed_now as ({changed_jobs_in_jobs(connection)})
             select
                 (select count(*) from read_parquet({source})) - (select count(*) from {identifier(changed_before)}),
-                (select count(*) from {JOBS}) - (select count(*) from ({changed_jobs_in_jobs(connection)})),
-                (select count(*) from {identifier(changed_before)}
-                 anti join ({changed_jobs_in_jobs(connection)}) using (training_job_arn))
+                (select count(*) from {JOBS}) - (select count(*) from changed_now),
+                (select count(*) from {identifier(changed_before)} anti join changed_now using (training_job_arn))
             """,
         )[0]
         unchanged_published, unchanged_staged, changed_gone = counts

@@ -162,7 +162,7 @@ def stage_normalized_tables(
                    or (newest.fetched_at, newest.run_id) > (published.fetched_at, published.fetch_run_id)
                 """,
             )
-        segments: list[dict] = []
+        segments: list[dict]
         if plan.incremental:
             published = read_manifest(warehouse / VERSIONS / plan.published_version) or {}
             segments = stage_changed_rows_from(connection, STAGED, published)

@@ -158,10 +158,11 @@ def _export(
     connection: duckdb.DuckDBPyConnection, staging: Staging, declared: TableSchema, changed: ChangedWeeks | None
 ) -> Path:
     """Write one table's Parquet files into the staged version; returns the table's stable folder. A table
-    rebuilt by job is one file per week its jobs were created in (``created-2026-11-23.parquet``, named by
-    the week's Monday, UTC), so that a night's changes rewrite a few files and link the rest, and a by-job
-    model's rows of no job in the warehouse are one more file (:data:`NO_JOB_FILE`); any other table is one
-    file (``data.parquet``)."""
+    rebuilt by job is in files by the week its jobs were created in, named by the week's Monday, UTC: one a
+    week from a full build (``created-2026-11-23.parquet``), one more from each incremental build that
+    changed the week (``created-2026-11-23_<build>.parquet``), so that a night's changes write a few files
+    and link the rest; a by-job model's rows of no job in the warehouse are one more file
+    (:data:`NO_JOB_FILE`). Any other table is one file (``data.parquet``)."""
     folder = staging.root / PARQUET / declared.name
     folder.mkdir(parents=True, exist_ok=True)
     if not declared.rebuilt_by_job:

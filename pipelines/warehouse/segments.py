@@ -26,12 +26,12 @@ from typing import Any
 
 import duckdb
 
+from pipelines.normalization.flatten import PARENT_TABLE as JOBS
 from pipelines.schemas import all_tables
 from pipelines.sql import CHANGED_JOBS, CHANGED_ROWS_FROM, literal, qualified, run
 
 SEGMENTS = "row_segments"  # manifest: [{"jobs_from": rowid, "rows_from": {table: rowid}}], oldest first
 TABLE_ENDS = "table_ends"  # manifest: {table: [highest rowid (-1: none), rows]} when the build ended
-JOBS = "jobs"
 
 
 def per_job_tables() -> list[str]:
@@ -69,11 +69,11 @@ def stage_changed_rows_from(
         f"select min(rowid) from {qualified(JOBS, catalog)} "
         f"semi join {qualified(CHANGED_JOBS, catalog)} using (training_job_arn)",
     )[0]
-    next_rowids = {name: last + 1 for name, (last, _) in ends.items()}  # where this build's rows start
+    own = _starting_after(ends)  # where this build's rows start
     if JOBS not in trusted:
         first = {}
     elif oldest is None:  # only new jobs: none has a row yet
-        first = {name: next_rowids[name] for name in trusted}
+        first = {name: own["rows_from"][name] for name in trusted}
     else:
         holding = [s for s in segments if s["jobs_from"] <= oldest]
         first = holding[-1]["rows_from"] if holding else {}
@@ -82,10 +82,15 @@ def stage_changed_rows_from(
     if first:
         rows = ", ".join(f"({literal(name)}, {rowid})" for name, rowid in first.items())
         run(connection, f"insert into {target} values {rows}")
-    return [*segments, {"jobs_from": next_rowids[JOBS], "rows_from": next_rowids}]
+    return [*segments, own]
 
 
 def segment_starting_now(connection: duckdb.DuckDBPyConnection, catalog: str, names: list[str]) -> dict[str, Any]:
     """A segment for rows about to be appended to the tables ``names`` (``jobs`` among them)."""
-    rows_from = {name: last + 1 for name, (last, _) in table_ends(connection, catalog, names).items()}
+    return _starting_after(table_ends(connection, catalog, names))
+
+
+def _starting_after(ends: dict[str, list[int]]) -> dict[str, Any]:
+    """The segment of rows appended after the tables' ends (:func:`table_ends`)."""
+    rows_from = {name: last + 1 for name, (last, _) in ends.items()}
     return {"jobs_from": rows_from[JOBS], "rows_from": rows_from}
