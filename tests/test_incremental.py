@@ -306,6 +306,22 @@ def _changed_rows_from(staged: StagedBuild) -> dict[str, int]:
         return dict(connection.execute(f"select table_name, first_rowid from {CHANGED_ROWS_FROM}").fetchall())
 
 
+def _parquet_written(previous: Path, current: Path, name: str, arns: list[str]) -> tuple[set[str], set[str], set[str]]:
+    """Of a table's Parquet files: those of version ``previous`` holding a row of ``arns``; those version
+    ``current`` wrote (new, or not a link to the previous version's file); all of ``current``'s."""
+    files = {path.name: path for path in (current / PARQUET / name).glob("*.parquet")}
+    before = {path.name: path for path in (previous / PARQUET / name).glob("*.parquet")}
+    holding = {
+        Path(f).name
+        for (f,) in duckdb.sql(
+            f"select distinct filename from read_parquet('{previous}/{PARQUET}/{name}/*.parquet', filename = true) "
+            f"where training_job_arn in {tuple(arns) if len(arns) > 1 else f'({arns[0]!r})'}"
+        ).fetchall()
+    }
+    written = {n for n, path in files.items() if n not in before or path.stat().st_ino != before[n].stat().st_ino}
+    return holding, written, set(files)
+
+
 def test_a_night_reads_each_table_from_where_its_oldest_changed_job_was_written(tmp_path: Path) -> None:
     # Nights 1 and 2 add jobs; night 3 changes one of each. Its build reads every per-job table from the rowid
     # at which night 1 started writing it (after night 0's rows), and still replaces both jobs' rows.
@@ -335,18 +351,9 @@ def test_a_night_reads_each_table_from_where_its_oldest_changed_job_was_written(
     # Its Parquet: only the files that held the two jobs are written again, beside the build's own files.
     current, arns = (warehouse / CURRENT).resolve(), [added[night][0]["TrainingJobArn"] for night in (1, 2)]
     for name in ("jobs", "tags", "job_costs"):
-        files = {path.name: path for path in (current / PARQUET / name).glob("*.parquet")}
-        before = {path.name: path for path in (previous / PARQUET / name).glob("*.parquet")}
-        holding = {
-            Path(f).name
-            for (f,) in duckdb.sql(
-                f"select distinct filename from read_parquet('{previous}/{PARQUET}/{name}/*.parquet', filename = true) "
-                f"where training_job_arn in {tuple(arns)}"
-            ).fetchall()
-        }
-        assert 0 < len(holding) <= 2 < len(before)
-        written = {n for n, path in files.items() if n not in before or path.stat().st_ino != before[n].stat().st_ino}
-        assert written == {n for n in files if n.endswith(f"_{current.name}.parquet")} | (holding & set(files)), name
+        holding, written, files = _parquet_written(previous, current, name, arns)
+        assert 0 < len(holding) <= 2 < len(files)
+        assert written == {n for n in files if n.endswith(f"_{current.name}.parquet")} | (holding & files), name
 
     # A table changed by something other than a build (here rewritten with night 1's job's rows first, as a
     # vacuum would renumber rows) is read whole: its old rows of that job are still found and replaced.
@@ -365,25 +372,35 @@ def test_a_night_reads_each_table_from_where_its_oldest_changed_job_was_written(
     same_as_full_build(warehouse, scratch)
 
 
-def test_the_night_after_a_full_build_reads_only_the_newest_jobs_batch(
+def test_the_night_after_a_full_build_reads_and_writes_only_its_newest_jobs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A full build in batches of 37 jobs goes from the oldest jobs to the newest, the per-job models too; a
-    # night that changes the newest job reads every per-job table from where the last batch's rows start.
+    # A full build of 240 jobs in batches of 37 goes from the oldest jobs to the newest, the per-job models
+    # too, and its newest 10 jobs are a batch of their own: a night that changes the newest job reads every
+    # per-job table from where that batch's rows start, and writes again only that batch's Parquet file of
+    # the job's week; the week's other jobs' file is linked.
     warehouse, scratch = tmp_path / "warehouse", tmp_path / "full"
     monkeypatch.setattr(warehouse_build, "BATCH_JOBS", 37)
+    monkeypatch.setattr(warehouse_build, "NEWEST_BATCH_JOBS", 10)
     fleet = _fleet()
     _store(warehouse, fleet, night=0)
     assert build(warehouse)["mode"] == "full"
+    full = (warehouse / CURRENT).resolve()
     newest = max(fleet, key=lambda record: record["CreationTime"])
     _store(warehouse, [changed(newest, START + timedelta(days=1), 1)], night=1)
     staged = stage_from_raw(warehouse, "night1")
     first_rowids = _changed_rows_from(staged)
     assert set(first_rowids) == set(per_job_tables())
-    assert first_rowids["jobs"] == first_rowids["job_costs"] == first_rowids["job_durations"] == 6 * 37
+    assert first_rowids["jobs"] == first_rowids["job_costs"] == first_rowids["job_durations"] == 240 - 10
     night = build(warehouse)
     assert (night["mode"], night["jobs_rebuilt"], night["failed_checks"]) == ("incremental", 1, [])
     same_as_full_build(warehouse, scratch)
+    current = (warehouse / CURRENT).resolve()
+    for name in ("jobs", "tags", "job_costs"):
+        holding, written, files = _parquet_written(full, current, name, [newest["TrainingJobArn"]])
+        week = holding.pop().split("_")[0]  # the full build's file of its newest jobs of the week
+        assert not holding and f"{week}.parquet" in files, name  # the week's other jobs are in another file
+        assert written == {f"{week}_{full.name}.parquet", f"{week}_{current.name}.parquet"}, name
 
 
 @pytest.mark.parametrize("lost", ["changed job", "unchanged job"])

@@ -4,7 +4,6 @@ price table and models), in ``<warehouse>/.staging/<run>/``, ready for its check
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import time
@@ -53,6 +52,10 @@ ABANDONED_AFTER_SECONDS = 6 * 3600
 STAGED = "staged"
 # Jobs parsed at a time by a full build: their typed records are what it holds in memory.
 BATCH_JOBS = 100_000
+# A full build's last batch: the newest jobs, those the next nights change most (jobs still running, warm
+# pools ending). Being a batch of their own, they are a segment and Parquet files of their own, so the night
+# after a full build reads and rewrites these rows rather than a whole batch's or week's.
+NEWEST_BATCH_JOBS = 10_000
 MEMORY_LIMIT_ENV = "SMW_DUCKDB_MEMORY_LIMIT"
 
 
@@ -187,26 +190,33 @@ def _build_in_batches(connection: duckdb.DuckDBPyConnection, source: str) -> tup
     """Every job's rows, :data:`BATCH_JOBS` jobs at a time, so that the parsed records in memory stay the
     size of a batch however many jobs there are; each batch reads the raw layer again (about a second per
     million records here), but parses only its own jobs' JSON. The batches go from the oldest jobs to the
-    newest (by the creation time of each job's newest record), and each is a segment
-    (:mod:`pipelines.warehouse.segments`): a night mostly changes the newest jobs, and the night after a
-    full build then reads only the last batch's rows. Returns the row counts and the segments."""
+    newest (by the creation time of each job's newest record), the newest :data:`NEWEST_BATCH_JOBS` being
+    the last batch, and each is a segment (:mod:`pipelines.warehouse.segments`): a night mostly changes
+    the newest jobs, and the night after a full build then reads only their rows. Returns the row counts and
+    the segments."""
     # One row per job (DuckDB spills it to disk past its memory limit): its batch.
     run(
         connection,
         f"""
         create or replace temp table job_batches as
-        select training_job_arn, (row_number() over (order by created, training_job_arn) - 1) // {BATCH_JOBS} as batch
-        from (
-            select training_job_arn, arg_max(creation_time, (fetched_at, run_id)) as created
-            from {source} group by training_job_arn
+        with ranked as (
+            select training_job_arn, row_number() over (order by created, training_job_arn) - 1 as position,
+                greatest(count(*) over () - {NEWEST_BATCH_JOBS}, 0) as older
+            from (
+                select training_job_arn, arg_max(creation_time, (fetched_at, run_id)) as created
+                from {source} group by training_job_arn
+            )
         )
+        select training_job_arn,
+            if(position < older, position // {BATCH_JOBS}, (older + {BATCH_JOBS} - 1) // {BATCH_JOBS}) as batch
+        from ranked
         """,
     )
-    jobs = int(run(connection, "select count(*) from job_batches")[0][0])
+    batches = int(run(connection, "select coalesce(max(batch) + 1, 1) from job_batches")[0][0])
     counts: dict[str, int] = {}
     segments: list[dict] = []
     tables = [declared.name for declared in normalized_tables()]
-    for batch in range(max(1, math.ceil(jobs / BATCH_JOBS))):
+    for batch in range(batches):
         in_batch = f"training_job_arn in (select training_job_arn from job_batches where batch = {batch})"
         load_latest_records(connection, source, view_catalog=STAGED, batch=in_batch)
         batch_jobs = f"select job.TrainingJobArn as training_job_arn from {RECORDS}"

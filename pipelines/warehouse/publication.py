@@ -45,6 +45,7 @@ from pipelines.storage.layout import PARQUET, VERSIONS, published_parquet
 from pipelines.storage.versions import current_version, make_current
 from pipelines.warehouse.build import Staging
 from pipelines.warehouse.changes import read_manifest
+from pipelines.warehouse.segments import SEGMENTS
 
 # What a reader of the published warehouse may do: read its tables, nothing else. No file outside the
 # database (read_csv, COPY, ATTACH, EXPORT), no extension installed or loaded, and no way to change that
@@ -119,9 +120,10 @@ class ChangedWeeks:
     build: str  # names the files of rows this build put in
 
 
-# A week's files: the full export's (``created-2026-11-23.parquet``, more parts ``_1``, ``_2``… when large)
-# and each incremental build's (``created-2026-11-23_<build>.parquet``).
-_PUBLISHED_WEEK_FILE = re.compile(r"created-(\d{4}-\d{2}-\d{2})(?:_[0-9A-Za-z-]+)?\.parquet")
+# A week's files: a full export's (``created-2026-11-23.parquet``, its newest jobs'
+# ``created-2026-11-23_<build>.parquet``, more parts ``_1``, ``_2``… when large) and each incremental
+# build's (``created-2026-11-23_<build>.parquet``).
+_PUBLISHED_WEEK_FILE = re.compile(r"created-(\d{4}-\d{2}-\d{2})(?:_[0-9A-Za-z-]+)*\.parquet")
 
 
 def _changed_weeks(connection: duckdb.DuckDBPyConnection, staging: Staging) -> ChangedWeeks | None:
@@ -143,7 +145,7 @@ def _changed_weeks(connection: duckdb.DuckDBPyConnection, staging: Staging) -> C
     before = identifier(previous_rows(JOBS))
     touched |= {week for (week,) in run(connection, f"select distinct {_WEEK_OF_JOB} from {before}")}
     tables = frozenset(replaced_by_job(connection))
-    return ChangedWeeks(previous, frozenset(touched), tables, re.sub(r"[^0-9A-Za-z-]", "-", staging.run_id))
+    return ChangedWeeks(previous, frozenset(touched), tables, _file_label(staging))
 
 
 _JOB_WEEKS = "job_weeks"
@@ -170,7 +172,7 @@ def _export(
     elif changed is not None and declared.name in changed.tables:
         _export_changed_weeks(connection, declared, folder, changed)
     else:
-        _export_by_week(connection, declared, folder, staging.root)
+        _export_by_week(connection, declared, folder, staging)
     if not any(folder.glob("*.parquet")):  # readers glob the folder: an empty table is one empty file
         empty = f"copy (from {identifier(declared.name)} limit 0) to {literal(folder / 'data.parquet')} "
         run(connection, empty + f"({_PARQUET_OPTIONS})")
@@ -186,25 +188,53 @@ def _write(connection: duckdb.DuckDBPyConnection, rows: str, target: Path) -> No
         target.unlink()
 
 
-def _export_by_week(connection: duckdb.DuckDBPyConnection, declared: TableSchema, folder: Path, root: Path) -> None:
-    """Every week's file of a table rebuilt by job, from the whole table."""
-    # Each job's week of creation, worked out once for every table.
-    job_weeks = temp_table_once(connection, _JOB_WEEKS, f"select training_job_arn, {_WEEK_OF_JOB} from {JOBS}")
+def _export_by_week(
+    connection: duckdb.DuckDBPyConnection, declared: TableSchema, folder: Path, staging: Staging
+) -> None:
+    """Every week's files of a table rebuilt by job, from the whole table: the rows of the jobs the build
+    wrote last (its newest segment, :mod:`pipelines.warehouse.segments`; a full build's newest jobs) apart
+    from the week's others, named by the build as an incremental build's are. The nights after mostly
+    change those jobs, and then write those files again, not the week's."""
+    newest_from = _newest_segment_jobs_from(staging)
+    # Each job's week of creation and whether the build wrote it last, worked out once for every table.
+    job_weeks = temp_table_once(
+        connection,
+        _JOB_WEEKS,
+        f"select training_job_arn, {_WEEK_OF_JOB}, rowid >= {newest_from} as {_NEWEST} from {JOBS}",
+    )
     name = identifier(declared.name)
-    partitions = root / f".partitions-{declared.name}"
+    partitions = staging.root / f".partitions-{declared.name}"
     run(
         connection,
-        f"copy (select t.*, m.{CREATED_WEEK} from {name} t join {job_weeks} m "
+        f"copy (select t.*, m.{CREATED_WEEK}, m.{_NEWEST} from {name} t join {job_weeks} m "
         f"using (training_job_arn)) to {literal(partitions)} "
-        f"({_PARQUET_OPTIONS}, partition_by ({CREATED_WEEK}), filename_pattern 'part_{{i}}')",
+        f"({_PARQUET_OPTIONS}, partition_by ({CREATED_WEEK}, {_NEWEST}), filename_pattern 'part_{{i}}')",
     )
-    for part in sorted(partitions.glob(f"{CREATED_WEEK}=*/*.parquet")):
-        week, number = part.parent.name.split("=", 1)[1], part.stem.removeprefix("part_")
-        os.replace(part, folder / f"created-{week}{'' if number == '0' else '_' + number}.parquet")
+    build = _file_label(staging)
+    for part in sorted(partitions.glob(f"{CREATED_WEEK}=*/{_NEWEST}=*/*.parquet")):
+        week, newest = (directory.name.split("=", 1)[1] for directory in (part.parent.parent, part.parent))
+        number = part.stem.removeprefix("part_")
+        label = f"{'_' + build if newest == 'true' else ''}{'' if number == '0' else '_' + number}"
+        os.replace(part, folder / f"created-{week}{label}.parquet")
     shutil.rmtree(partitions, ignore_errors=True)
     if not declared.per_job:
         no_job = f"select * from {name} anti join {job_weeks} using (training_job_arn)"
         _write(connection, no_job, folder / NO_JOB_FILE)
+
+
+_NEWEST = "newest"
+
+
+def _newest_segment_jobs_from(staging: Staging) -> int:
+    """The lowest ``jobs`` rowid of the build's newest segment, or past every row when the build wrote all
+    its jobs as one (then nothing is set apart)."""
+    segments = (read_manifest(staging.root) or {}).get(SEGMENTS) or []
+    return int(segments[-1]["jobs_from"]) if len(segments) > 1 else 2**62
+
+
+def _file_label(staging: Staging) -> str:
+    """The build's run id as it names the build's own Parquet files."""
+    return re.sub(r"[^0-9A-Za-z-]", "-", staging.run_id)
 
 
 def _export_changed_weeks(
