@@ -4,8 +4,10 @@ price table and models), in ``<warehouse>/.staging/<run>/``, ready for its check
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +143,7 @@ def stage_normalized_tables(
     staging.root.mkdir(parents=True)
     if plan.incremental:
         assert plan.published_version is not None
-        shutil.copyfile(warehouse / VERSIONS / plan.published_version / DATABASE, staging.database)
+        _copy_and_start_writeback(warehouse / VERSIONS / plan.published_version / DATABASE, staging.database)
     # Work happens in an in-memory database (spilling to disk past the memory limit); only the finished
     # tables are written to the staging file.
     with duckdb.connect(config=build_config(temp_directory=str(staging.root / "spill"))) as connection:
@@ -184,6 +186,20 @@ def stage_normalized_tables(
     shutil.rmtree(staging.root / "spill", ignore_errors=True)
     write_manifest(staging.root, {**plan.manifest(), SEGMENTS: segments})
     return staging, counts
+
+
+def _copy_and_start_writeback(source: Path, target: Path) -> None:
+    """Copy the published database into staging, and start writing the copy to disk at once, in the
+    background. Publication must fsync it, and the kernel alone would start only after 30 s: at 1M jobs,
+    that fsync then wrote the whole copy (0.76 s of a 10 s night), where now it writes what the build
+    changed. A process that ends first loses nothing: the kernel writes the pages anyway."""
+    shutil.copyfile(source, target)
+
+    def write_back() -> None:
+        with contextlib.suppress(OSError), open(target, "rb") as handle:  # gone already: nothing to write
+            os.fsync(handle.fileno())
+
+    threading.Thread(target=write_back, name="staging-writeback", daemon=True).start()
 
 
 def _build_in_batches(connection: duckdb.DuckDBPyConnection, source: str) -> tuple[dict[str, int], list[dict]]:
