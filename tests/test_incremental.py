@@ -260,12 +260,18 @@ def test_one_cost_row_per_job_looks_at_the_changed_jobs_and_catches_each_defect(
 def test_a_full_build_in_batches_of_jobs_makes_the_same_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fleet = _fleet()
     fleet[5]["Tags"] = [*fleet[5]["Tags"], fleet[5]["Tags"][0]]  # a repeated tag key, left out in either build
+    # A job deleted and created again under its name two weeks later: its two records fall in different
+    # batches' spans of creation time, and only the newer one may be built.
+    recreated = moved(fleet[0], timedelta(days=14))
     for name in ("whole", "batches"):
         _store(tmp_path / name, fleet, night=0)
+        _store(tmp_path / name, [recreated], night=1)
     assert build(tmp_path / "whole")["jobs"] == 240
-    monkeypatch.setattr(warehouse_build, "BATCH_JOBS", 37)  # 7 batches
+    monkeypatch.setattr(warehouse_build, "BATCH_JOBS", 37)
+    monkeypatch.setattr(warehouse_build, "NEWEST_BATCH_JOBS", 10)  # 7 batches of the oldest 230 jobs, then 10
     batched = build(tmp_path / "batches")
     assert (batched["jobs"], batched["failed_checks"]) == (240, [])
+    assert len(read_manifest(tmp_path / "batches" / CURRENT)["row_segments"]) == 8
     assert (
         differing_rows(tmp_path / "whole" / "sagemaker.duckdb", tmp_path / "batches" / "sagemaker.duckdb", PUBLISHED)
         == {}

@@ -204,8 +204,8 @@ def _copy_and_start_writeback(source: Path, target: Path) -> None:
 
 def _build_in_batches(connection: duckdb.DuckDBPyConnection, source: str) -> tuple[dict[str, int], list[dict]]:
     """Every job's rows, :data:`BATCH_JOBS` jobs at a time, so that the parsed records in memory stay the
-    size of a batch however many jobs there are; each batch reads the raw layer again (about a second per
-    million records here), but parses only its own jobs' JSON. The batches go from the oldest jobs to the
+    size of a batch however many jobs there are; each batch reads the raw files' row groups that hold jobs
+    created in its span of time, and parses only its own jobs' JSON. The batches go from the oldest jobs to the
     newest (by the creation time of each job's newest record), the newest :data:`NEWEST_BATCH_JOBS` being
     the last batch, and each is a segment (:mod:`pipelines.warehouse.segments`): a night mostly changes
     the newest jobs, and the night after a full build then reads only their rows. Returns the row counts and
@@ -216,14 +216,14 @@ def _build_in_batches(connection: duckdb.DuckDBPyConnection, source: str) -> tup
         f"""
         create or replace temp table job_batches as
         with ranked as (
-            select training_job_arn, row_number() over (order by created, training_job_arn) - 1 as position,
+            select training_job_arn, created, row_number() over (order by created, training_job_arn) - 1 as position,
                 greatest(count(*) over () - {NEWEST_BATCH_JOBS}, 0) as older
             from (
                 select training_job_arn, arg_max(creation_time, (fetched_at, run_id)) as created
                 from {source} group by training_job_arn
             )
         )
-        select training_job_arn,
+        select training_job_arn, created,
             if(position < older, position // {BATCH_JOBS}, (older + {BATCH_JOBS} - 1) // {BATCH_JOBS}) as batch
         from ranked
         """,
@@ -234,6 +234,17 @@ def _build_in_batches(connection: duckdb.DuckDBPyConnection, source: str) -> tup
     tables = [declared.name for declared in normalized_tables()]
     for batch in range(batches):
         in_batch = f"training_job_arn in (select training_job_arn from job_batches where batch = {batch})"
+        # The batch's span of creation times too: the raw files' row groups outside it are skipped (extraction
+        # writes jobs in the order it lists them, newest first), so a batch reads its part of the raw layer,
+        # not all of it. A job's records outside the span are older records of it, never its newest.
+        first, last, undated = run(
+            connection,
+            "select min(created)::varchar, max(created)::varchar, count(*) filter (where created is null) "
+            f"from job_batches where batch = {batch}",
+        )[0]
+        if first is not None:
+            span = f"creation_time between {literal(first)}::timestamptz and {literal(last)}::timestamptz"
+            in_batch += f" and ({span}{' or creation_time is null' if undated else ''})"
         load_latest_records(connection, source, view_catalog=STAGED, batch=in_batch)
         batch_jobs = f"select job.TrainingJobArn as training_job_arn from {RECORDS}"
         run(connection, f"create or replace temp table batch_jobs as {batch_jobs}")
