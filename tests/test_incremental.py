@@ -317,13 +317,13 @@ def _parquet_written(previous: Path, current: Path, name: str, arns: list[str]) 
     ``current`` wrote (new, or not a link to the previous version's file); all of ``current``'s."""
     files = {path.name: path for path in (current / PARQUET / name).glob("*.parquet")}
     before = {path.name: path for path in (previous / PARQUET / name).glob("*.parquet")}
-    holding = {
-        Path(f).name
-        for (f,) in duckdb.sql(
+    with duckdb.connect() as connection:
+        found = connection.execute(
             f"select distinct filename from read_parquet('{previous}/{PARQUET}/{name}/*.parquet', filename = true) "
-            f"where training_job_arn in {tuple(arns) if len(arns) > 1 else f'({arns[0]!r})'}"
+            "where list_contains(?, training_job_arn)",
+            [arns],
         ).fetchall()
-    }
+    holding = {Path(f).name for (f,) in found}
     written = {n for n, path in files.items() if n not in before or path.stat().st_ino != before[n].stat().st_ino}
     return holding, written, set(files)
 

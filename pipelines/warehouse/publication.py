@@ -150,6 +150,7 @@ def _changed_weeks(connection: duckdb.DuckDBPyConnection, staging: Staging) -> C
 
 _JOB_WEEKS = "job_weeks"
 _CHANGED_JOB_WEEKS = "changed_job_weeks"
+_NEWEST = "newest"  # whether the build wrote a job last (its newest segment)
 # The Monday (UTC) of the week a job was created: a night's changes are mostly this week's and last week's.
 _WEEK_OF_JOB = f"strftime(date_trunc('week', creation_time at time zone 'UTC'), '%Y-%m-%d') as {CREATED_WEEK}"
 # zstd's fastest level: 5-18% faster to write than its default here, for files 0-10% larger.
@@ -220,9 +221,6 @@ def _export_by_week(
     if not declared.per_job:
         no_job = f"select * from {name} anti join {job_weeks} using (training_job_arn)"
         _write(connection, no_job, folder / NO_JOB_FILE)
-
-
-_NEWEST = "newest"
 
 
 def _newest_segment_jobs_from(staging: Staging) -> int:
