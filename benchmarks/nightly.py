@@ -37,7 +37,8 @@ from pipelines.warehouse.compaction import compact_raw
 def measure(warehouse: Path, full: bool) -> dict[str, object]:
     """A build in a fresh process."""
     command = [sys.executable, __file__, "--child", str(warehouse), *(["--full"] if full else [])]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    # The build's log and errors go to this process's stderr: a failed build says why.
+    output = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
