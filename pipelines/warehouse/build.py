@@ -228,20 +228,19 @@ def _build_in_batches(connection: duckdb.DuckDBPyConnection, source: str) -> tup
         from ranked
         """,
     )
-    batches = int(run(connection, "select coalesce(max(batch) + 1, 1) from job_batches")[0][0])
+    # Each batch's span of creation times too: the raw files' row groups outside it are skipped (extraction
+    # writes jobs in the order it lists them, newest first), so a batch reads its part of the raw layer, not
+    # all of it. A job's records outside the span are older records of it, never its newest.
+    spans = run(
+        connection,
+        "select batch, min(created)::varchar, max(created)::varchar, count(*) filter (where created is null) "
+        "from job_batches group by batch order by batch",
+    ) or [(0, None, None, 0)]
     counts: dict[str, int] = {}
     segments: list[dict] = []
     tables = [declared.name for declared in normalized_tables()]
-    for batch in range(batches):
+    for batch, first, last, undated in spans:
         in_batch = f"training_job_arn in (select training_job_arn from job_batches where batch = {batch})"
-        # The batch's span of creation times too: the raw files' row groups outside it are skipped (extraction
-        # writes jobs in the order it lists them, newest first), so a batch reads its part of the raw layer,
-        # not all of it. A job's records outside the span are older records of it, never its newest.
-        first, last, undated = run(
-            connection,
-            "select min(created)::varchar, max(created)::varchar, count(*) filter (where created is null) "
-            f"from job_batches where batch = {batch}",
-        )[0]
         if first is not None:
             span = f"creation_time between {literal(first)}::timestamptz and {literal(last)}::timestamptz"
             in_batch += f" and ({span}{' or creation_time is null' if undated else ''})"

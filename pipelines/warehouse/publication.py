@@ -18,6 +18,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -78,8 +79,12 @@ def publish(staging: Staging, table_names: list[str]) -> dict[str, Path]:
         kept = published_jobs_kept(connection, published_parquet(warehouse, JOBS), built_on_published(staging))
         if not kept.passed:
             raise PublicationRefused(f"Not published: {kept.description}.")
-        changed_weeks = _changed_weeks(connection, staging)
-        paths = {name: _export(connection, staging, all_tables()[name], changed_weeks) for name in table_names}
+        manifest = read_manifest(staging.root) or {}
+        changed_weeks = _changed_weeks(connection, staging, manifest)
+        newest_from = _newest_segment_jobs_from(manifest)
+        paths = {
+            name: _export(connection, staging, all_tables()[name], changed_weeks, newest_from) for name in table_names
+        }
         run(connection, f"drop view if exists {RAW_JSON}")
         changes = [rows(name) for name in replaced_by_job(connection) for rows in (replacement_rows, previous_rows)]
         for staged_only in (LEFT_OUT, GONE_FROM_SAGEMAKER, CHANGED_JOBS, REPLACED_TABLES, CHANGED_ROWS_FROM, *changes):
@@ -126,9 +131,10 @@ class ChangedWeeks:
 _PUBLISHED_WEEK_FILE = re.compile(r"created-(\d{4}-\d{2}-\d{2})(?:_[0-9A-Za-z-]+)*\.parquet")
 
 
-def _changed_weeks(connection: duckdb.DuckDBPyConnection, staging: Staging) -> ChangedWeeks | None:
-    manifest = read_manifest(staging.root)
-    if not manifest or manifest.get("mode") != "incremental" or not is_incremental(connection):
+def _changed_weeks(
+    connection: duckdb.DuckDBPyConnection, staging: Staging, manifest: dict[str, Any]
+) -> ChangedWeeks | None:
+    if manifest.get("mode") != "incremental" or not is_incremental(connection):
         return None
     previous = staging.warehouse / VERSIONS / str(manifest["published_version"])
     if not previous.is_dir():  # removed by later publications while this build waited: export every table whole
@@ -158,7 +164,11 @@ _PARQUET_OPTIONS = "format parquet, compression zstd, compression_level 1"
 
 
 def _export(
-    connection: duckdb.DuckDBPyConnection, staging: Staging, declared: TableSchema, changed: ChangedWeeks | None
+    connection: duckdb.DuckDBPyConnection,
+    staging: Staging,
+    declared: TableSchema,
+    changed: ChangedWeeks | None,
+    newest_from: int,
 ) -> Path:
     """Write one table's Parquet files into the staged version; returns the table's stable folder. A table
     rebuilt by job is in files by the week its jobs were created in, named by the week's Monday, UTC: one a
@@ -173,7 +183,7 @@ def _export(
     elif changed is not None and declared.name in changed.tables:
         _export_changed_weeks(connection, declared, folder, changed)
     else:
-        _export_by_week(connection, declared, folder, staging)
+        _export_by_week(connection, declared, folder, staging, newest_from)
     if not any(folder.glob("*.parquet")):  # readers glob the folder: an empty table is one empty file
         empty = f"copy (from {identifier(declared.name)} limit 0) to {literal(folder / 'data.parquet')} "
         run(connection, empty + f"({_PARQUET_OPTIONS})")
@@ -190,13 +200,13 @@ def _write(connection: duckdb.DuckDBPyConnection, rows: str, target: Path) -> No
 
 
 def _export_by_week(
-    connection: duckdb.DuckDBPyConnection, declared: TableSchema, folder: Path, staging: Staging
+    connection: duckdb.DuckDBPyConnection, declared: TableSchema, folder: Path, staging: Staging, newest_from: int
 ) -> None:
     """Every week's files of a table rebuilt by job, from the whole table: the rows of the jobs the build
     wrote last (its newest segment, :mod:`pipelines.warehouse.segments`; a full build's newest jobs) apart
     from the week's others, named by the build as an incremental build's are. The nights after mostly
-    change those jobs, and then write those files again, not the week's."""
-    newest_from = _newest_segment_jobs_from(staging)
+    change those jobs, and then write those files again, not the week's (``newest_from``: the newest
+    segment's first ``jobs`` rowid, :func:`_newest_segment_jobs_from`)."""
     # Each job's week of creation and whether the build wrote it last, worked out once for every table.
     job_weeks = temp_table_once(
         connection,
@@ -223,10 +233,10 @@ def _export_by_week(
         _write(connection, no_job, folder / NO_JOB_FILE)
 
 
-def _newest_segment_jobs_from(staging: Staging) -> int:
+def _newest_segment_jobs_from(manifest: dict[str, Any]) -> int:
     """The lowest ``jobs`` rowid of the build's newest segment, or past every row when the build wrote all
     its jobs as one (then nothing is set apart)."""
-    segments = (read_manifest(staging.root) or {}).get(SEGMENTS) or []
+    segments = manifest.get(SEGMENTS) or []
     return int(segments[-1]["jobs_from"]) if len(segments) > 1 else 2**62
 
 
