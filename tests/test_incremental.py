@@ -272,6 +272,8 @@ def test_a_full_build_in_batches_of_jobs_makes_the_same_tables(tmp_path: Path, m
     batched = build(tmp_path / "batches")
     assert (batched["jobs"], batched["failed_checks"]) == (240, [])
     assert len(read_manifest(tmp_path / "batches" / CURRENT)["row_segments"]) == 8
+    # The table of each job's batch is the build's scaffolding, not published.
+    assert not list((tmp_path / "batches" / CURRENT).glob(f"{warehouse_build.BATCHES_DATABASE}*"))
     assert (
         differing_rows(tmp_path / "whole" / "sagemaker.duckdb", tmp_path / "batches" / "sagemaker.duckdb", PUBLISHED)
         == {}

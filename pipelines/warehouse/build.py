@@ -58,6 +58,8 @@ BATCH_JOBS = 100_000
 # pools ending). Being a batch of their own, they are a segment and Parquet files of their own, so the night
 # after a full build reads and rewrites these rows rather than a whole batch's or week's.
 NEWEST_BATCH_JOBS = 10_000
+# A full build's table of each job's batch, beside the staging database while the build runs.
+BATCHES_DATABASE = "batches.duckdb"
 MEMORY_LIMIT_ENV = "SMW_DUCKDB_MEMORY_LIMIT"
 
 
@@ -174,7 +176,7 @@ def stage_normalized_tables(
             load_latest_records(connection, source, view_catalog=STAGED, changed_only=True)
             counts = build_normalized_tables(connection, catalog=STAGED, jobs=changed, how="replace")
         else:
-            counts, segments = _build_in_batches(connection, source)
+            counts, segments = _build_in_batches(connection, source, staging.root / BATCHES_DATABASE)
         if not files:  # the view must outlive this connection, so it cannot read the registered relation
             run(
                 connection,
@@ -202,7 +204,9 @@ def _copy_and_start_writeback(source: Path, target: Path) -> None:
     threading.Thread(target=write_back, name="staging-writeback", daemon=True).start()
 
 
-def _build_in_batches(connection: duckdb.DuckDBPyConnection, source: str) -> tuple[dict[str, int], list[dict]]:
+def _build_in_batches(
+    connection: duckdb.DuckDBPyConnection, source: str, batches_database: Path
+) -> tuple[dict[str, int], list[dict]]:
     """Every job's rows, :data:`BATCH_JOBS` jobs at a time, so that the parsed records in memory stay the
     size of a batch however many jobs there are; each batch reads the raw files' row groups that hold jobs
     created in its span of time, and parses only its own jobs' JSON. The batches go from the oldest jobs to the
@@ -210,11 +214,14 @@ def _build_in_batches(connection: duckdb.DuckDBPyConnection, source: str) -> tup
     the last batch, and each is a segment (:mod:`pipelines.warehouse.segments`): a night mostly changes
     the newest jobs, and the night after a full build then reads only their rows. Returns the row counts and
     the segments."""
-    # One row per job (DuckDB spills it to disk past its memory limit): its batch.
+    # One row per job: its batch. The table lives in a database file of its own, written and checkpointed
+    # before the first batch, so DuckDB can drop its pages from memory and read back only the batch's part:
+    # an in-memory table of 10M ARNs held about 0.9 GB of a 1 GB limit, and a 10M build ran out of memory.
+    run(connection, f"attach {literal(batches_database)} as batching")
     run(
         connection,
         f"""
-        create or replace temp table job_batches as
+        create table batching.job_batches as
         with ranked as (
             select training_job_arn, created, row_number() over (order by created, training_job_arn) - 1 as position,
                 greatest(count(*) over () - {NEWEST_BATCH_JOBS}, 0) as older
@@ -226,21 +233,23 @@ def _build_in_batches(connection: duckdb.DuckDBPyConnection, source: str) -> tup
         select training_job_arn, created,
             if(position < older, position // {BATCH_JOBS}, (older + {BATCH_JOBS} - 1) // {BATCH_JOBS}) as batch
         from ranked
+        order by position
         """,
     )
+    run(connection, "checkpoint batching")
     # Each batch's span of creation times too: the raw files' row groups outside it are skipped (extraction
     # writes jobs in the order it lists them, newest first), so a batch reads its part of the raw layer, not
     # all of it. A job's records outside the span are older records of it, never its newest.
     spans = run(
         connection,
         "select batch, min(created)::varchar, max(created)::varchar, count(*) filter (where created is null) "
-        "from job_batches group by batch order by batch",
+        "from batching.job_batches group by batch order by batch",
     ) or [(0, None, None, 0)]
     counts: dict[str, int] = {}
     segments: list[dict] = []
     tables = [declared.name for declared in normalized_tables()]
     for batch, first, last, undated in spans:
-        in_batch = f"training_job_arn in (select training_job_arn from job_batches where batch = {batch})"
+        in_batch = f"training_job_arn in (select training_job_arn from batching.job_batches where batch = {batch})"
         if first is not None:
             span = f"creation_time between {literal(first)}::timestamptz and {literal(last)}::timestamptz"
             in_batch += f" and ({span}{' or creation_time is null' if undated else ''})"
@@ -254,7 +263,9 @@ def _build_in_batches(connection: duckdb.DuckDBPyConnection, source: str) -> tup
             segments.append(segment_starting_now(connection, STAGED, tables))
         counts = build_normalized_tables(connection, catalog=STAGED, jobs="batch_jobs", how=how)
     run(connection, f"drop table {RECORDS}")
-    run(connection, "drop table job_batches")
+    run(connection, "detach batching")
+    for leftover in (batches_database, batches_database.with_name(f"{batches_database.name}.wal")):
+        leftover.unlink(missing_ok=True)
     return counts, segments
 
 
