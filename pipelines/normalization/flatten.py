@@ -49,8 +49,11 @@ def normalized_tables() -> list[TableSchema]:
 
 RECORDS = "latest_records"
 RAW_JSON = "latest_raw_json"
+# Not materialized: DuckDB would otherwise keep every record's JSON (the CTE is read twice) in memory or
+# spill it, where reading the raw files twice reads only the keys the first time. Measured on 1M records,
+# scanning every newest record: 13.7 s materialized, 5.6-6.1 s not; a full build's batches held its JSON.
 _LATEST = """
-with fetches as (
+with fetches as not materialized (
     select account_id, region, training_job_arn, fetched_at, run_id, fetched_with, response_json
     from {source}
 ),
