@@ -8,10 +8,12 @@ history and publication. Each build runs in a fresh process, so its peak RSS is 
 ``--full-every N`` (and always on the last night) a full build of the same raw layer runs in a copy of it,
 is timed the same way, and its tables are compared with the incremental warehouse's. With
 ``--compact-every N`` the raw layer is compacted after every Nth night's build (timed, with the raw files
-before and after); the next night's build shows whether it stayed incremental.
+before and after); the next night's build shows whether it stayed incremental. With ``--copies K``, night 0
+generates ``--jobs``/K jobs and stores their records K times, under other names and with the same times:
+a 10M-job raw layer in minutes, where generating it takes over an hour.
 
     python benchmarks/nightly.py --jobs 100000 --nights 30 [--change 0.01] [--full-every 10]
-        [--compact-every 7] [--keep DIR]
+        [--compact-every 7] [--copies 10] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -26,11 +28,15 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
+import pyarrow.parquet as pq
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipelines.demo.fleet import FleetSpec, generate_fleet
 from pipelines.demo.nights import build, changed, differing_rows, renamed, stored_records, write_records
-from pipelines.storage.raw import RAW_ERRORS, RAW_JOBS, parquet_files
+from pipelines.sql import literal
+from pipelines.storage.raw import RAW_ERRORS, RAW_JOBS, parquet_files, write_parquet_atomically
 from pipelines.warehouse.compaction import compact_raw
 
 
@@ -52,6 +58,35 @@ def night(warehouse: Path, number: int, jobs: int, change: float, at: datetime) 
         for i, record in enumerate(stored_records(warehouse, sample=count * 7 // 10, seed=number))
     ]
     return write_records(warehouse, newer + added, f"{at:%Y%m%dT%H%M%SZ}-night{number:03d}", at)
+
+
+def store_copies(warehouse: Path, copies: int) -> None:
+    """Store the raw layer's job records ``copies - 1`` more times, each job under another name (``c<k>-``
+    before its name's last 59 characters, so within SageMaker's 63) and with the same times, through the raw
+    layer's own writer. The names' ends (a counter) keep them apart; the ARNs are counted to be sure."""
+    sources = [Path(path) for path in parquet_files(warehouse, RAW_JOBS)]
+    with duckdb.connect() as connection:
+        for copy in range(1, copies):
+            name = f"'c{copy}-' || right(training_job_name, 59)"
+            for source in sources:
+                data = connection.execute(
+                    f"""
+                    select * exclude (new_name, new_json) replace (
+                        replace(training_job_arn, training_job_name, new_name) as training_job_arn,
+                        new_name as training_job_name, sha256(new_json) as response_sha256, new_json as response_json)
+                    from (
+                        select *, {name} as new_name, replace(response_json, training_job_name, {name}) as new_json
+                        from read_parquet({literal(source)})
+                    )
+                    """
+                ).to_arrow_table()
+                write_parquet_atomically(data.cast(pq.read_schema(source)), source.with_stem(f"{source.stem}-c{copy}"))
+        files = ", ".join(literal(path) for path in parquet_files(warehouse, RAW_JOBS))
+        stored, distinct = connection.execute(
+            f"select count(*), count(distinct training_job_arn) from read_parquet([{files}])"
+        ).fetchone()
+    if stored != distinct:
+        raise SystemExit(f"the copies' names collide: {stored:,} records, {distinct:,} ARNs")
 
 
 def compacted(warehouse: Path) -> str:
@@ -82,6 +117,7 @@ def main() -> None:
     parser.add_argument("--change", type=float, default=0.01, help="share of the jobs that change a night")
     parser.add_argument("--full-every", type=int, default=0, help="also time a full build every N nights")
     parser.add_argument("--compact-every", type=int, default=0, help="compact the raw layer every N nights")
+    parser.add_argument("--copies", type=int, default=1, help="night 0 stores --jobs/K jobs K times, renamed")
     parser.add_argument("--keep", help="build here and keep it; a night-0 raw layer already there is reused")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--full", action="store_true", help=argparse.SUPPRESS)
@@ -94,12 +130,12 @@ def main() -> None:
     start = datetime.now(UTC).replace(microsecond=0)
     if not (warehouse / "raw").exists():
         started = time.perf_counter()
-        write_records(
-            warehouse, generate_fleet(FleetSpec(jobs=args.jobs, seed=5)), f"{start:%Y%m%dT%H%M%SZ}-night000", start
-        )
-        print(
-            f"-- night 0: {args.jobs:,} jobs generated and stored in {time.perf_counter() - started:.0f} s (not timed)"
-        )
+        generated = args.jobs // args.copies
+        fleet = generate_fleet(FleetSpec(jobs=generated, seed=5))
+        write_records(warehouse, fleet, f"{start:%Y%m%dT%H%M%SZ}-night000", start)
+        store_copies(warehouse, args.copies)
+        copies = f", stored {args.copies} times under other names" if args.copies > 1 else ""
+        print(f"-- night 0: {generated:,} jobs generated{copies} in {time.perf_counter() - started:.0f} s (not timed)")
     for stale in ("current", "sagemaker.duckdb", "parquet", ".versions", ".staging"):  # start from nothing published
         path = warehouse / stale
         path.unlink() if path.is_symlink() else shutil.rmtree(path, ignore_errors=True)
