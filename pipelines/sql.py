@@ -239,13 +239,16 @@ def rows_to_check(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> 
 
 def unique_key(connection: duckdb.DuckDBPyConnection, table: TableSchema) -> CheckOutcome:
     """no two rows share the declared key."""
+    # Rows beyond the first of each key, counted with count(distinct): on 52M transitions (10M jobs) grouping
+    # by the key ran out of DuckDB's 1 GB where the distinct count did not. row() keeps a null part of a key
+    # a value like any other, as a group would.
     key = ", ".join(map(identifier, table.key))
-    repeated = f"select {key} from {rows_to_check(connection, table)} group by {key} having count(*) > 1"
-    duplicates = run(connection, f"select count(*) from ({repeated})")[0][0]
+    surplus = f"select count(*) - count(distinct row({key})) from {rows_to_check(connection, table)}"
+    duplicates = run(connection, surplus)[0][0]
     return CheckOutcome(
         "unique_key",
         duplicates == 0,
-        f"{duplicates} duplicate values of ({', '.join(table.key)})" if duplicates else "key is unique",
+        f"{duplicates} rows repeat a key of ({', '.join(table.key)})" if duplicates else "key is unique",
         {"duplicate_keys": int(duplicates)},
     )
 
