@@ -61,6 +61,7 @@ NEWEST_BATCH_JOBS = 10_000
 # A full build's table of each job's batch, beside the staging database while the build runs.
 BATCHES_DATABASE = "batches.duckdb"
 MEMORY_LIMIT_ENV = "SMW_DUCKDB_MEMORY_LIMIT"
+PARTITIONED_WRITE_FLUSH_ROWS = 65_536
 
 
 def memory_limit() -> str:
@@ -75,8 +76,18 @@ def build_config(**settings: str) -> dict[str, str | int]:
     they thinned (0.5 s for one model's 1% of rows at 1M jobs, 2 s a night in all), and rewriting rows
     would move them, while the build finds a job's rows by where they were written
     (:mod:`pipelines.warehouse.segments`). A deleted row's space is reclaimed by the next full build, at
-    least weekly."""
-    return {"memory_limit": memory_limit(), "max_vacuum_tasks": 0, **settings}
+    least weekly.
+
+    A Parquet export by week holds up to ``partitioned_write_flush_threshold`` rows per thread before writing
+    them out: at DuckDB's default (524,288) a thread's share of ``jobs`` rows, 44 columns wide, took most of
+    the 1 GB limit, and a 10M-job publication ran out of memory. An eighth of that exported them within 1 GB;
+    row groups stay full size (they are cut per file, not per flush)."""
+    return {
+        "memory_limit": memory_limit(),
+        "max_vacuum_tasks": 0,
+        "partitioned_write_flush_threshold": PARTITIONED_WRITE_FLUSH_ROWS,
+        **settings,
+    }
 
 
 @dataclass(frozen=True)
