@@ -61,6 +61,7 @@ NEWEST_BATCH_JOBS = 10_000
 # A full build's table of each job's batch, beside the staging database while the build runs.
 BATCHES_DATABASE = "batches.duckdb"
 MEMORY_LIMIT_ENV = "SMW_DUCKDB_MEMORY_LIMIT"
+# Rows a thread holds in a by-week Parquet export before writing them out (why: build_config).
 PARTITIONED_WRITE_FLUSH_ROWS = 65_536
 
 
