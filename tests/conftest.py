@@ -23,7 +23,7 @@ from pipelines.demo.endpoint import LocalSageMaker
 from pipelines.demo.fleet import FleetSpec, arn_account_and_region, generate_fleet
 from pipelines.demo.nights import build, differing_rows
 from pipelines.extraction.redaction import redact
-from pipelines.normalization.flatten import build_normalized_tables, load_latest_records
+from pipelines.normalization.flatten import build_normalized_tables, create_raw_json_view, load_latest_records
 from pipelines.schemas import all_tables, table
 from pipelines.storage.layout import DATABASE, PARQUET
 from pipelines.storage.raw import RAW_JOBS, raw_job_row
@@ -140,6 +140,7 @@ def normalize(records: list[dict[str, Any]]) -> duckdb.DuckDBPyConnection:
     connection = duckdb.connect()
     connection.register("raw", raw_table(records))
     load_latest_records(connection, "raw")
+    create_raw_json_view(connection, "raw")
     build_normalized_tables(connection)
     return connection
 

@@ -76,36 +76,36 @@ def newest_fetches(source: str) -> str:
     return _LATEST.format(source=source, columns="training_job_arn, fetched_at, run_id")
 
 
-def load_latest_records(
-    connection: duckdb.DuckDBPyConnection,
-    source: str,
-    view_catalog: str = "",
-    changed_only: bool = False,
-    batch: str = "",
-) -> int:
+def load_latest_records(connection: duckdb.DuckDBPyConnection, source: str, jobs: str = "", batch: str = "") -> int:
     """Create ``latest_records``: the newest fetch of every job in ``source`` (a relation with the raw
-    columns), or with ``changed_only`` of the jobs in ``_changed_jobs`` (in ``view_catalog``), or of the
-    jobs for which the SQL condition ``batch`` holds (a part of a full build; the view still covers every
-    job), its response parsed into one typed STRUCT column ``job``, ordered by ARN so that every table built from
-    it comes out in the same order for the same input. Also creates the view ``latest_raw_json`` (ARN and
-    stored JSON text of the same records) for the checks, in ``view_catalog`` if given. Returns the job
-    count."""
+    columns), or of the jobs in the relation ``jobs`` (their ARNs: an incremental build's changed jobs), or
+    of the jobs for which the SQL condition ``batch`` holds (a part of a full build), its response parsed into
+    one typed STRUCT column ``job``, ordered by ARN so that every table built from it comes out in the same
+    order for the same input. Returns the job count."""
     structure = literal(json.dumps(duckdb_json_structure(wanted=members_read_by_sql())))
     parsed = f"json_transform(response_json, {structure}) as job"
     columns = f"account_id, region, fetched_at, fetched_with, run_id, {parsed}"
-    among = f" semi join {qualified(CHANGED_JOBS, view_catalog)} using (training_job_arn)" if changed_only else ""
+    among = f" semi join {jobs} using (training_job_arn)" if jobs else ""
     records = f"(select * from {source} where {batch})" if batch else source
     run(
         connection,
         f"create or replace table {RECORDS} as {_LATEST.format(source=records, columns=columns)}{among}"
         " order by training_job_arn",
     )
+    return int(run(connection, f"select count(*) from {RECORDS}")[0][0])
+
+
+def create_raw_json_view(
+    connection: duckdb.DuckDBPyConnection, source: str, view_catalog: str = "", changed_only: bool = False
+) -> None:
+    """Create the view ``latest_raw_json`` for the checks: ARN and stored JSON text of the records
+    :func:`load_latest_records` parses (every job in ``source``, or with ``changed_only`` those in
+    ``_changed_jobs``), in ``view_catalog`` if given."""
     view = f'"{view_catalog}".main.{RAW_JSON}' if view_catalog else RAW_JSON
     raw_json = _LATEST.format(source=source, columns="training_job_arn, response_json")
     # The view lives in the staged database and is read through it: it names the table without the catalog.
     among = f" semi join {CHANGED_JOBS} using (training_job_arn)" if changed_only else ""
     run(connection, f"create or replace view {view} as {raw_json}{among}")
-    return int(run(connection, f"select count(*) from {RECORDS}")[0][0])
 
 
 LEFT_OUT = "_rows_left_out"  # staging only: rows that broke their table's contract (dropped at publication)

@@ -9,6 +9,7 @@ import os
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from pipelines.normalization.flatten import (
     RAW_JSON,
     RECORDS,
     build_normalized_tables,
+    create_raw_json_view,
     load_latest_records,
     newest_fetches,
     normalized_tables,
@@ -52,6 +54,8 @@ from pipelines.warehouse.segments import (
 # separate processes, so a younger staging area may belong to a build between two steps.
 ABANDONED_AFTER_SECONDS = 6 * 3600
 STAGED = "staged"
+# An incremental build's changed jobs, found before the staging database (their final home) is ready.
+CHANGED_IN_MEMORY = "changed_jobs_found"
 # Jobs parsed at a time by a full build: their typed records are what it holds in memory.
 BATCH_JOBS = 100_000
 # A full build's last batch: the newest jobs, those the next nights change most (jobs still running, warm
@@ -82,11 +86,17 @@ def build_config(**settings: str) -> dict[str, str | int]:
     A Parquet export by week holds up to ``partitioned_write_flush_threshold`` rows per thread before writing
     them out: at DuckDB's default (524,288) a thread's share of ``jobs`` rows, 44 columns wide, took most of
     the 1 GB limit, and a 10M-job publication ran out of memory. An eighth of that exported them within 1 GB;
-    row groups stay full size (they are cut per file, not per flush)."""
+    row groups stay full size (they are cut per file, not per flush).
+
+    Commits do not wait for the disk (``fsync_mode``): a staged database is only of use once published, and
+    publication checkpoints it and flushes every file to disk itself before the version becomes current; a
+    build cut short by a crash is never resumed (its staging area is removed later). At 1M jobs, each commit's
+    flush waited on the staging copy's own writeback, and they cost about a second a night."""
     return {
         "memory_limit": memory_limit(),
         "max_vacuum_tasks": 0,
         "partitioned_write_flush_threshold": PARTITIONED_WRITE_FLUSH_ROWS,
+        "fsync_mode": "none",
         **settings,
     }
 
@@ -155,51 +165,71 @@ def stage_normalized_tables(
     staging = Staging(warehouse, run_id)
     shutil.rmtree(staging.root, ignore_errors=True)
     staging.root.mkdir(parents=True)
-    if plan.incremental:
-        assert plan.published_version is not None
-        _copy_and_start_writeback(warehouse / VERSIONS / plan.published_version / DATABASE, staging.database)
-    # Work happens in an in-memory database (spilling to disk past the memory limit); only the finished
-    # tables are written to the staging file.
-    with duckdb.connect(config=build_config(temp_directory=str(staging.root / "spill"))) as connection:
-        run(connection, f"attach {literal(staging.database)} as {STAGED}")
-        files = [str(warehouse / f) for f in plan.new_files]
-        if files:
-            source = raw_jobs_source(connection, files)
-        else:
-            connection.register("empty_raw", table(RAW_JOBS).arrow_schema().empty_table())
-            source = "empty_raw"
-        changed = qualified(CHANGED_JOBS, STAGED)
-        if plan.incremental:
-            run(
-                connection,
-                f"""
-                create table {changed} as
-                select newest.training_job_arn
-                from ({newest_fetches(source)}) newest
-                left join {STAGED}.main.{PARENT_TABLE} published using (training_job_arn)
-                where published.training_job_arn is null
-                   or (newest.fetched_at, newest.run_id) > (published.fetched_at, published.fetch_run_id)
-                """,
-            )
-        segments: list[dict]
-        if plan.incremental:
-            published = read_manifest(warehouse / VERSIONS / plan.published_version) or {}
-            segments = stage_changed_rows_from(connection, STAGED, published)
-            load_latest_records(connection, source, view_catalog=STAGED, changed_only=True)
-            counts = build_normalized_tables(connection, catalog=STAGED, jobs=changed, how="replace")
-        else:
-            counts, segments = _build_in_batches(connection, source, staging.root / BATCHES_DATABASE)
-        if not files:  # the view must outlive this connection, so it cannot read the registered relation
-            run(
-                connection,
-                f"create or replace view {STAGED}.main.{RAW_JSON} as "
-                "select null::varchar as training_job_arn, null::varchar as response_json where false",
-            )
-        _stage_jobs_gone_from_sagemaker(connection, parquet_files(warehouse, RAW_ERRORS))
-        run(connection, f"detach {STAGED}")
+    # An incremental build's staging database starts as a copy of the published one. The copy runs beside
+    # the work that reads only the published database (finding and parsing the changed jobs' records), and
+    # is waited for before anything is written to it: at 1M jobs it takes about a second. Leaving the block
+    # waits for it too, so a failed build never leaves it writing into a folder a retry removes.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="staging-copy") as copier:
+        published = warehouse / VERSIONS / plan.published_version / DATABASE if plan.published_version else None
+        copied = copier.submit(_copy_and_start_writeback, published, staging.database) if published else None
+        # Work happens in an in-memory database (spilling to disk past the memory limit); only the finished
+        # tables are written to the staging file.
+        with duckdb.connect(config=build_config(temp_directory=str(staging.root / "spill"))) as connection:
+            files = [str(warehouse / f) for f in plan.new_files]
+            if files:
+                source = raw_jobs_source(connection, files)
+            else:
+                connection.register("empty_raw", table(RAW_JOBS).arrow_schema().empty_table())
+                source = "empty_raw"
+            segments: list[dict]
+            if plan.incremental:
+                assert published is not None and copied is not None
+                _find_changed_jobs(connection, source, published)
+                load_latest_records(connection, source, jobs=CHANGED_IN_MEMORY)
+                copied.result()
+                run(connection, f"attach {literal(staging.database)} as {STAGED}")
+                changed = qualified(CHANGED_JOBS, STAGED)
+                run(connection, f"create table {changed} as select * from {CHANGED_IN_MEMORY}")
+                manifest = read_manifest(warehouse / VERSIONS / plan.published_version) or {}
+                segments = stage_changed_rows_from(connection, STAGED, manifest)
+                create_raw_json_view(connection, source, view_catalog=STAGED, changed_only=True)
+                counts = build_normalized_tables(connection, catalog=STAGED, jobs=changed, how="replace")
+            else:
+                run(connection, f"attach {literal(staging.database)} as {STAGED}")
+                counts, segments = _build_in_batches(connection, source, staging.root / BATCHES_DATABASE)
+                create_raw_json_view(connection, source, view_catalog=STAGED)
+            if not files:  # the view must outlive this connection, so it cannot read the registered relation
+                run(
+                    connection,
+                    f"create or replace view {STAGED}.main.{RAW_JSON} as "
+                    "select null::varchar as training_job_arn, null::varchar as response_json where false",
+                )
+            _stage_jobs_gone_from_sagemaker(connection, parquet_files(warehouse, RAW_ERRORS))
+            run(connection, f"detach {STAGED}")
     shutil.rmtree(staging.root / "spill", ignore_errors=True)
     write_manifest(staging.root, {**plan.manifest(), SEGMENTS: segments})
     return staging, counts
+
+
+def _find_changed_jobs(connection: duckdb.DuckDBPyConnection, source: str, published: Path) -> None:
+    """The jobs whose newest record in ``source`` is newer than the published one, or that have none
+    published: their ARNs, in the temporary table :data:`CHANGED_IN_MEMORY`. Reads the published database
+    itself (its staging copy may not be finished)."""
+    run(connection, f"attach {literal(published)} as published (read_only)")
+    try:
+        run(
+            connection,
+            f"""
+            create temp table {CHANGED_IN_MEMORY} as
+            select newest.training_job_arn
+            from ({newest_fetches(source)}) newest
+            left join published.main.{PARENT_TABLE} published using (training_job_arn)
+            where published.training_job_arn is null
+               or (newest.fetched_at, newest.run_id) > (published.fetched_at, published.fetch_run_id)
+            """,
+        )
+    finally:
+        run(connection, "detach published")
 
 
 def _copy_and_start_writeback(source: Path, target: Path) -> None:
@@ -266,7 +296,7 @@ def _build_in_batches(
         if first is not None:
             span = f"creation_time between {literal(first)}::timestamptz and {literal(last)}::timestamptz"
             in_batch += f" and ({span}{' or creation_time is null' if undated else ''})"
-        load_latest_records(connection, source, view_catalog=STAGED, batch=in_batch)
+        load_latest_records(connection, source, batch=in_batch)
         batch_jobs = f"select job.TrainingJobArn as training_job_arn from {RECORDS}"
         run(connection, f"create or replace temp table batch_jobs as {batch_jobs}")
         how = "create" if batch == 0 else "append"
