@@ -89,7 +89,7 @@ def load_latest_records(connection: duckdb.DuckDBPyConnection, source: str, jobs
     records = f"(select * from {source} where {batch})" if batch else source
     # Every join here has its small side second (the newest fetches' keys, a list of jobs): the side to hash.
     # DuckDB's estimate of a filtered Parquet scan can fall far below the truth, and it then hashed the
-    # records' JSON instead (a full build's batch of 90,000 jobs: 5.9-6.1 s, 3.3-3.8 s in the written order).
+    # records' JSON instead (a 100,000-job full build's two batches: 5.9-6.1 s, 3.3-3.8 s in the written order).
     run(connection, "set disabled_optimizers = 'build_side_probe_side'")
     try:
         run(
