@@ -90,8 +90,8 @@ def build_config(**settings: str) -> dict[str, str | int]:
 
     Commits do not wait for the disk (``fsync_mode``): a staged database is only of use once published, and
     publication checkpoints it and flushes every file to disk itself before the version becomes current; a
-    build cut short by a crash is never resumed (its staging area is removed later). At 1M jobs, each commit's
-    flush waited on the staging copy's own writeback, and they cost about a second a night."""
+    build cut short by a crash is never resumed (its staging area is removed later). In a 1.2M-job night,
+    those flushes took about 0.7 s of staging's 4 s."""
     return {
         "memory_limit": memory_limit(),
         "max_vacuum_tasks": 0,
