@@ -172,6 +172,7 @@ def build_normalized_tables(
             "(table_name varchar, training_job_arn varchar, reason varchar, rows_left_out bigint)",
         )
     counts = {}
+    write = build_table if how == "create" else insert_rows
     for declared in normalized_tables():
         sql = table_sql(declared.name)
         check_columns(connection, declared, sql)
@@ -181,13 +182,13 @@ def build_normalized_tables(
             # The jobs' rows as published are kept: the build history and the Parquet export compare with them.
             replace_rows(connection, declared, jobs, catalog, keep_previous=declared.name == PARENT_TABLE)
         elif declared.name == PARENT_TABLE:  # never repaired: its rows go straight to the table
-            (build_table if how == "create" else insert_rows)(connection, declared, sql, catalog)
+            write(connection, declared, sql, catalog)
         else:
             run(connection, f"create or replace temp table {NEW_ROWS} as {typed_rows(declared, sql)}")
             try:
                 leave_out_contract_breakers(connection, declared, NEW_ROWS, catalog)
                 rows = f"select * from {NEW_ROWS}"
-                (build_table if how == "create" else insert_rows)(connection, declared, rows, catalog)
+                write(connection, declared, rows, catalog)
             finally:
                 run(connection, f"drop table if exists temp.main.{NEW_ROWS}")
         counts[declared.name] = int(run(connection, f"select count(*) from {qualified(declared.name, catalog)}")[0][0])

@@ -181,23 +181,22 @@ def stage_normalized_tables(
             else:
                 connection.register("empty_raw", table(RAW_JOBS).arrow_schema().empty_table())
                 source = "empty_raw"
-            segments: list[dict]
-            if plan.incremental:
-                assert published is not None and copied is not None
+            if copied is not None:  # incremental: the changed jobs and their records, while the copy runs
+                assert published is not None
                 _find_changed_jobs(connection, source, published)
                 load_latest_records(connection, source, jobs=CHANGED_IN_MEMORY)
                 copied.result()
-                run(connection, f"attach {literal(staging.database)} as {STAGED}")
+            run(connection, f"attach {literal(staging.database)} as {STAGED}")
+            segments: list[dict]
+            if plan.incremental:
+                assert published is not None
                 changed = qualified(CHANGED_JOBS, STAGED)
                 run(connection, f"create table {changed} as select * from {CHANGED_IN_MEMORY}")
-                manifest = read_manifest(warehouse / VERSIONS / plan.published_version) or {}
-                segments = stage_changed_rows_from(connection, STAGED, manifest)
-                create_raw_json_view(connection, source, view_catalog=STAGED, changed_only=True)
+                segments = stage_changed_rows_from(connection, STAGED, read_manifest(published.parent) or {})
                 counts = build_normalized_tables(connection, catalog=STAGED, jobs=changed, how="replace")
             else:
-                run(connection, f"attach {literal(staging.database)} as {STAGED}")
                 counts, segments = _build_in_batches(connection, source, staging.root / BATCHES_DATABASE)
-                create_raw_json_view(connection, source, view_catalog=STAGED)
+            create_raw_json_view(connection, source, view_catalog=STAGED, changed_only=plan.incremental)
             if not files:  # the view must outlive this connection, so it cannot read the registered relation
                 run(
                     connection,
