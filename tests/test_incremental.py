@@ -25,9 +25,9 @@ from pipelines.normalization import checks
 from pipelines.normalization.flatten import normalized_tables
 from pipelines.schemas import all_tables, table
 from pipelines.sql import CHANGED_ROWS_FROM
-from pipelines.storage.layout import CURRENT, PARQUET, VERSIONS
+from pipelines.storage.layout import CURRENT, DATABASE, PARQUET, RETIRED, VERSIONS
 from pipelines.warehouse import build as warehouse_build
-from pipelines.warehouse.build import StagedBuild, stage_from_raw, stage_models
+from pipelines.warehouse.build import RECYCLED, StagedBuild, stage_from_raw, stage_models
 from pipelines.warehouse.changes import read_manifest
 from pipelines.warehouse.history import BUILD_HISTORY, stage_build_history
 from pipelines.warehouse.publication import PublicationRefused, built_on_published, publish
@@ -94,10 +94,13 @@ def test_incremental_builds_match_a_full_build_night_after_night(tmp_path: Path)
     assert _tag(warehouse, newer[1]["TrainingJobArn"], "reviewed") == [("n2",)]
     same_as_full_build(warehouse, scratch)
 
-    # Night 3: nothing new. Nothing is rebuilt, and every per-job Parquet file is the previous version's.
+    # Night 3: nothing new. Nothing is rebuilt, and every per-job Parquet file is the previous version's. Night
+    # 2's publication retired night 0's database, and night 3's staging recycled it.
     previous = (warehouse / CURRENT).resolve()
+    assert not read_manifest(previous)[RECYCLED] and (warehouse / RETIRED / DATABASE).is_file()
     night = build(warehouse)
     assert (night["mode"], night["jobs_rebuilt"], night["raw_files_read"]) == ("incremental", 0, 0)
+    assert read_manifest((warehouse / CURRENT).resolve())[RECYCLED]
     for name in ("jobs", "tags", "job_costs"):
         for path in (warehouse / PARQUET / name).glob("*.parquet"):
             assert os.stat(path).st_ino == os.stat(previous / PARQUET / name / path.name).st_ino, path
@@ -119,6 +122,7 @@ def test_incremental_builds_match_a_full_build_night_after_night(tmp_path: Path)
     _store(warehouse, [*newer5, changed(recreated, START + timedelta(days=15), 5)], night=5, hours=10 * 24)
     night = build(warehouse)
     assert (night["mode"], night["jobs_rebuilt"]) == ("incremental", 8)
+    assert read_manifest((warehouse / CURRENT).resolve())[RECYCLED]  # a database two builds old, made current
     same_as_full_build(warehouse, scratch)
 
     # Night 6: other cost settings. The tables stay incremental; the per-job models are built whole.

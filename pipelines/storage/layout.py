@@ -6,7 +6,7 @@ warehouse/
   sagemaker.duckdb -> current/sagemaker.duckdb     fixed links: the paths readers and BI tools use
   parquet          -> current/parquet
   current          -> .versions/<run>               the one pointer, swapped by a single rename
-  .versions/<run>/ .staging/<run>/ raw/ quarantine/ .locks/
+  .versions/<run>/ .staging/<run>/ .retired/ raw/ quarantine/ .locks/
 ```
 """
 
@@ -19,6 +19,9 @@ PARQUET = "parquet"
 CURRENT = "current"
 VERSIONS = ".versions"
 STAGING = ".staging"
+# The database of the newest version no longer kept, which the next incremental build recycles as its staging
+# database (storage.versions.copy_published_database).
+RETIRED = ".retired"
 
 
 def published_parquet(warehouse: Path, table_name: str) -> list[Path]:

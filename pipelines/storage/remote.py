@@ -48,7 +48,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from s3transfer.exceptions import RetriesExceededError as S3TransferRetriesExceededError
 
 from pipelines.config import ORIGIN_FILE, ConfigError, remote_origin
-from pipelines.storage.layout import CURRENT, DATABASE, PARQUET, STAGING, VERSIONS
+from pipelines.storage.layout import CURRENT, DATABASE, PARQUET, RETIRED, STAGING, VERSIONS
 from pipelines.storage.raw import COMPACTED_PREFIX, QUARANTINE, replaced_raw_files
 from pipelines.storage.versions import current_version, forget_published
 from pipelines.storage.versions import make_current as make_current_version
@@ -62,8 +62,9 @@ SYNCED_FILE = ".synced.json"  # what this copy last saw of each remote object: e
 LEASE_SECONDS = 600  # a lease outlives a dead holder by at most this long
 POLL_SECONDS = 5.0
 _MISSING = ("NoSuchKey", "404")  # error codes of an object that is not there
-# Local only: locks, builds in progress, versions (sent as versions/), the links, and the copy's own records.
-LOCAL_ONLY = {".locks", STAGING, VERSIONS, CURRENT, DATABASE, PARQUET, ORIGIN_FILE, SYNCED_FILE}
+# Local only: locks, builds in progress, versions (sent as versions/), a retired version's database, the links,
+# and the copy's own records.
+LOCAL_ONLY = {".locks", STAGING, VERSIONS, RETIRED, CURRENT, DATABASE, PARQUET, ORIGIN_FILE, SYNCED_FILE}
 
 
 class RemoteWarehouseError(ConfigError):

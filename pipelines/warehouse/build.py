@@ -41,6 +41,7 @@ from pipelines.storage.raw import (
     quarantine_unreadable,
     raw_jobs_source,
 )
+from pipelines.storage.versions import copy_published_database
 from pipelines.warehouse.changes import BuildPlan, cost_inputs_fingerprint, plan_build, read_manifest, write_manifest
 from pipelines.warehouse.segments import (
     SEGMENTS,
@@ -54,6 +55,7 @@ from pipelines.warehouse.segments import (
 # separate processes, so a younger staging area may belong to a build between two steps.
 ABANDONED_AFTER_SECONDS = 6 * 3600
 STAGED = "staged"
+RECYCLED = "recycled_database"  # the manifest's record of whether staging recycled a retired database
 # An incremental build's changed jobs, found before the staging database (their final home) is ready.
 CHANGED_IN_MEMORY = "changed_jobs_found"
 # Jobs parsed at a time by a full build: their typed records are what it holds in memory.
@@ -165,13 +167,15 @@ def stage_normalized_tables(
     staging = Staging(warehouse, run_id)
     shutil.rmtree(staging.root, ignore_errors=True)
     staging.root.mkdir(parents=True)
-    # An incremental build's staging database starts as a copy of the published one. The copy runs beside
-    # the work that reads only the published database (finding and parsing the changed jobs' records), and
-    # is waited for before anything is written to it: at 1M jobs it takes about a second. Leaving the block
-    # waits for it too, so a failed build never leaves it writing into a folder a retry removes.
+    # An incremental build's staging database starts as a copy of the published one (a retired version's
+    # database, rewritten where it differs, when there is one free). The copy runs beside the work that
+    # reads only the published database (finding and parsing the changed jobs' records), and is waited for
+    # before anything is written to it. Leaving the block waits for it too, so a failed build never leaves
+    # it writing into a folder a retry removes.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="staging-copy") as copier:
         published = warehouse / VERSIONS / plan.published_version / DATABASE if plan.published_version else None
-        copied = copier.submit(_copy_and_start_writeback, published, staging.database) if published else None
+        copied = copier.submit(_copy_and_start_writeback, warehouse, published, staging.database) if published else None
+        recycled = False
         # Work happens in an in-memory database (spilling to disk past the memory limit); only the finished
         # tables are written to the staging file.
         with duckdb.connect(config=build_config(temp_directory=str(staging.root / "spill"))) as connection:
@@ -185,7 +189,7 @@ def stage_normalized_tables(
                 assert published is not None
                 _find_changed_jobs(connection, source, published)
                 load_latest_records(connection, source, jobs=CHANGED_IN_MEMORY)
-                copied.result()
+                recycled = copied.result()
             run(connection, f"attach {literal(staging.database)} as {STAGED}")
             segments: list[dict]
             if plan.incremental:
@@ -206,7 +210,7 @@ def stage_normalized_tables(
             _stage_jobs_gone_from_sagemaker(connection, parquet_files(warehouse, RAW_ERRORS))
             run(connection, f"detach {STAGED}")
     shutil.rmtree(staging.root / "spill", ignore_errors=True)
-    write_manifest(staging.root, {**plan.manifest(), SEGMENTS: segments})
+    write_manifest(staging.root, {**plan.manifest(), RECYCLED: recycled, SEGMENTS: segments})
     return staging, counts
 
 
@@ -231,18 +235,20 @@ def _find_changed_jobs(connection: duckdb.DuckDBPyConnection, source: str, publi
         run(connection, "detach published")
 
 
-def _copy_and_start_writeback(source: Path, target: Path) -> None:
-    """Copy the published database into staging, and start writing the copy to disk at once, in the
+def _copy_and_start_writeback(warehouse: Path, source: Path, target: Path) -> bool:
+    """Copy the published database into staging (:func:`copy_published_database`: recycling a retired
+    version's database, which writes only what differs), and start writing the copy to disk at once, in the
     background. Publication must fsync it, and the kernel alone would start only after 30 s: at 1M jobs,
-    that fsync then wrote the whole copy (0.76 s of a 10 s night), where now it writes what the build
-    changed. A process that ends first loses nothing: the kernel writes the pages anyway."""
-    shutil.copyfile(source, target)
+    that fsync then wrote the whole of a fresh copy (0.76 s of a 10 s night). A process that ends first
+    loses nothing: the kernel writes the pages anyway. Returns whether a retired database was recycled."""
+    recycled = copy_published_database(warehouse, source, target)
 
     def write_back() -> None:
         with contextlib.suppress(OSError), open(target, "rb") as handle:  # gone already: nothing to write
             os.fsync(handle.fileno())
 
     threading.Thread(target=write_back, name="staging-writeback", daemon=True).start()
+    return recycled
 
 
 def _build_in_batches(
