@@ -136,7 +136,7 @@ def main() -> None:
         store_copies(warehouse, args.copies)
         copies = f", stored {args.copies} times under other names" if args.copies > 1 else ""
         print(f"-- night 0: {generated:,} jobs generated{copies} in {time.perf_counter() - started:.0f} s (not timed)")
-    for stale in ("current", "sagemaker.duckdb", "parquet", ".versions", ".staging"):  # start from nothing published
+    for stale in ("current", "sagemaker.duckdb", "parquet", ".versions", ".staging", ".retired"):  # nothing published
         path = warehouse / stale
         path.unlink() if path.is_symlink() else shutil.rmtree(path, ignore_errors=True)
     print(

@@ -41,7 +41,7 @@ from pipelines.storage.raw import (
     quarantine_unreadable,
     raw_jobs_source,
 )
-from pipelines.storage.versions import copy_published_database
+from pipelines.storage.versions import copy_published_database, discard_retired_database
 from pipelines.warehouse.changes import BuildPlan, cost_inputs_fingerprint, plan_build, read_manifest, write_manifest
 from pipelines.warehouse.segments import (
     SEGMENTS,
@@ -175,6 +175,8 @@ def stage_normalized_tables(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="staging-copy") as copier:
         published = warehouse / VERSIONS / plan.published_version / DATABASE if plan.published_version else None
         copied = copier.submit(_copy_and_start_writeback, warehouse, published, staging.database) if published else None
+        if copied is None:  # a full build: the retired database would only take disk while it runs
+            discard_retired_database(warehouse)
         recycled = False
         # Work happens in an in-memory database (spilling to disk past the memory limit); only the finished
         # tables are written to the staging file.
