@@ -6,8 +6,8 @@
 
 A version no longer kept leaves its database behind in ``.retired/``, and the next incremental build makes
 it its staging database by rewriting only the blocks that differ from the published one
-(:func:`copy_published_database`): two nights apart, 3% of a 1M-job database's blocks differ, and the
-build writes 40 MB instead of copying 1.4 GB.
+(:func:`copy_published_database`): two nights apart, 185 of a 1.2M-job database's 5,214 blocks differ,
+and the build writes 46 MB instead of copying 1.4 GB.
 """
 
 from __future__ import annotations
