@@ -171,9 +171,10 @@ def stage_normalized_tables(
     # database, rewritten where it differs, when there is one free). The copy runs beside the work that
     # reads only the published database (finding and parsing the changed jobs' records), and is waited for
     # before anything is written to it. Leaving the block waits for it too, so a failed build never leaves
-    # it writing into a folder a retry removes.
+    # it writing into a folder a retry removes. An incremental plan names the published version it starts
+    # from, a full one none: the published database stands for the build's kind below.
+    published = warehouse / VERSIONS / plan.published_version / DATABASE if plan.published_version else None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="staging-copy") as copier:
-        published = warehouse / VERSIONS / plan.published_version / DATABASE if plan.published_version else None
         copied = copier.submit(_copy_and_start_writeback, warehouse, published, staging.database) if published else None
         if copied is None:  # a full build: the retired database would only take disk while it runs
             discard_retired_database(warehouse)
@@ -187,22 +188,21 @@ def stage_normalized_tables(
             else:
                 connection.register("empty_raw", table(RAW_JOBS).arrow_schema().empty_table())
                 source = "empty_raw"
-            if copied is not None:  # incremental: the changed jobs and their records, while the copy runs
-                assert published is not None
+            if published is not None:  # incremental: the changed jobs and their records, while the copy runs
+                assert copied is not None
                 _find_changed_jobs(connection, source, published)
                 load_latest_records(connection, source, jobs=CHANGED_IN_MEMORY)
                 recycled = copied.result()
             run(connection, f"attach {literal(staging.database)} as {STAGED}")
             segments: list[dict]
-            if plan.incremental:
-                assert published is not None
+            if published is not None:
                 changed = qualified(CHANGED_JOBS, STAGED)
                 run(connection, f"create table {changed} as select * from {CHANGED_IN_MEMORY}")
                 segments = stage_changed_rows_from(connection, STAGED, read_manifest(published.parent) or {})
                 counts = build_normalized_tables(connection, catalog=STAGED, jobs=changed, how="replace")
             else:
                 counts, segments = _build_in_batches(connection, source, staging.root / BATCHES_DATABASE)
-            create_raw_json_view(connection, source, view_catalog=STAGED, changed_only=plan.incremental)
+            create_raw_json_view(connection, source, view_catalog=STAGED, changed_only=published is not None)
             if not files:  # the view must outlive this connection, so it cannot read the registered relation
                 run(
                     connection,
